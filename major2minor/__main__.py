@@ -1,0 +1,5 @@
+import sys
+
+from major2minor.cli import main
+
+sys.exit(main())

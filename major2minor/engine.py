@@ -1,0 +1,294 @@
+"""The training loop, flat and top to bottom.
+
+    for epoch in [start, epochs):
+        lr      <- warm-up / step schedule of the recipe
+        indices <- shuffle, or over-sample (1 / N_y) once the re-balancing is active (DRS, M2m: T0)
+        for each batch:
+            x, y  <- uint8 -> float [0, 1] on the device, batched crop/flip
+            x, y  <- rebalancer.transform_batch(f, x, y)          (M2m translates here)
+            loss  <- mean_i  w_{y_i} * loss(f(x_i), y_i)           (w: RW / CB-RW / DRW weights)
+            one SGD step
+        validate (whole split); on a new best validation bACC: test, save best.pt
+        log a CSV row; save last.pt atomically (model, optimiser, every RNG state)
+    test at the last epoch; write summary.json
+
+Everything random draws from generators seeded from ``train.seed`` and stored in the checkpoint,
+so a resumed run continues exactly where the interrupted one stopped.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+
+from major2minor.checkpoint import atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint
+from major2minor.config import Config
+from major2minor.data import DataBundle, Split, augment_batch, build_dataset, to_float
+from major2minor.data.sampling import batch_slices, epoch_indices
+from major2minor.losses import build_loss
+from major2minor.metrics import classification_metrics
+from major2minor.models import build_model
+from major2minor.registry import REBALANCERS
+from major2minor.rundir import default_run_dir, environment, prepare_run_dir, write_csv
+
+Log = Callable[[str], None]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN/inf loss; the last good checkpoint is kept."""
+
+
+def learning_rate(optim_cfg, epoch: int) -> float:
+    """lr(epoch) = base * (epoch+1)/W for epoch < W (warm-up), else base * decay^(#milestones <= epoch)."""
+    base = optim_cfg.lr
+    if epoch < optim_cfg.warmup_epochs:
+        return base * (epoch + 1) / optim_cfg.warmup_epochs
+    return base * optim_cfg.decay ** sum(epoch >= m for m in optim_cfg.milestones)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device={name} but no CUDA device is available; use train.device=cpu or auto.")
+    return device
+
+
+def build_model_seeded(cfg: Config, bundle: DataBundle, seed: int, device: torch.device) -> torch.nn.Module:
+    """Initialise the model from ``seed`` without touching the caller's global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(cfg, bundle.num_classes, bundle.input_shape, bundle.mean, bundle.std)
+    model = model.to(device)
+    if cfg.train.channels_last and bundle.is_image:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int, device: torch.device,
+            amp: str = "none") -> torch.Tensor:
+    """Logits for a whole split, in large batches, model in eval mode (restored after)."""
+    was_training = model.training
+    model.eval()
+    outs = []
+    for start in range(0, len(x), batch_size):
+        xb = to_float(x[start:start + batch_size].to(device, non_blocking=True))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
+            outs.append(model(xb).float())
+    model.train(was_training)
+    return torch.cat(outs) if outs else torch.zeros(0)
+
+
+def evaluate(model: torch.nn.Module, split: Split, num_classes: int, train_counts: List[int],
+             device: torch.device, batch_size: int = 1024, amp: str = "none") -> Dict[str, Any]:
+    logits = predict(model, split.x, batch_size, device, amp)
+    y = split.y.to(logits.device)
+    metrics = classification_metrics(y.cpu().numpy(), logits.argmax(1).cpu().numpy(), num_classes, train_counts)
+    metrics["loss"] = float(torch.nn.functional.cross_entropy(logits, y)) if len(y) else float("nan")
+    return metrics
+
+
+@dataclass
+class RunContext:
+    """What a re-balancing strategy may need beyond the counts (M2m: g, bounds, device)."""
+
+    cfg: Config
+    bundle: DataBundle
+    device: torch.device
+    run_dir: Optional[Path]
+    log: Log
+    build_model: Callable[[int], torch.nn.Module]
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0                      # next epoch to run
+    best_val_bacc: float = -1.0
+    best_epoch: int = -1
+    test_at_best: Dict[str, Any] = field(default_factory=dict)
+    val_at_best: Dict[str, Any] = field(default_factory=dict)
+    history: List[Dict[str, Any]] = field(default_factory=list)
+    train_seconds: float = 0.0
+
+
+def _short(metrics: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: v for k, v in metrics.items()}
+
+
+def _progress(cfg: Config, total: int, initial: int):
+    from tqdm.auto import tqdm
+    mode = cfg.train.progress
+    disable = mode == "none" or (mode == "auto" and not sys.stderr.isatty())
+    return tqdm(total=total, initial=initial, disable=disable, unit="batch", dynamic_ncols=True, leave=False)
+
+
+def train(cfg: Config, resume: bool = False, log: Optional[Log] = print,
+          run_dir: Optional[Path] = None) -> Dict[str, Any]:
+    """Train one run as configured; returns (and writes) its summary."""
+    log = log or (lambda s: None)
+    t_start = time.time()
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
+    status = prepare_run_dir(run_dir, resume)
+    if status == "done":
+        import json
+        log(f"{run_dir}: finished already; reusing its summary")
+        return json.loads((run_dir / "summary.json").read_text())
+
+    device = resolve_device(cfg.train.device)
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    if device.type == "cuda" and cfg.train.deterministic:
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    seed = cfg.train.seed
+
+    # --- data, model, loss, re-balancing ------------------------------------------------------
+    bundle = build_dataset(cfg.data, seed)
+    counts = bundle.train_counts
+    rebalancer = REBALANCERS.get(cfg.rebalance.name)(cfg, counts)
+    model = build_model_seeded(cfg, bundle, seed, device)
+    ctx = RunContext(cfg, bundle, device, run_dir, log,
+                     build_model=lambda s: build_model_seeded(cfg, bundle, s, device))
+    if hasattr(rebalancer, "setup"):
+        rebalancer.setup(ctx, model)
+    train_split = rebalancer.prepare_train(bundle.train, seed).to(device)   # SMOTE adds samples here
+    loss_fn = build_loss(cfg, counts).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+                                weight_decay=cfg.optim.weight_decay, nesterov=cfg.optim.nesterov)
+    step_model = torch.compile(model) if cfg.train.compile else model
+
+    # Separate generators per purpose, so e.g. M2m's draws do not shift the sampling stream.
+    sample_gen = torch.Generator().manual_seed(seed)
+    aug_gen = torch.Generator(device=device).manual_seed(seed + 1)
+    state = TrainState()
+
+    atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+    atomic_write_json(run_dir / "manifest.json", bundle.manifest())
+    atomic_write_json(run_dir / "environment.json", environment())
+
+    if status == "resume":
+        ckpt = load_checkpoint(run_dir / "last.pt")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        sample_gen.set_state(ckpt["rng"]["sample"])
+        aug_gen.set_state(ckpt["rng"]["augment"].to(aug_gen.get_state().device))
+        rebalancer.load_state_dict(ckpt.get("rebalancer", {}))
+        state = TrainState(**ckpt["state"])
+        log(f"resuming {run_dir} at epoch {state.epoch}")
+
+    amp = cfg.train.amp == "bf16"
+    bs = cfg.train.batch_size
+    n_batches = math.ceil(len(train_split) / bs)
+    bar = _progress(cfg, cfg.train.epochs * n_batches, state.epoch * n_batches)
+    log(f"{cfg.method}: {bundle.name} train {len(bundle.train)} (counts {counts[:3]}...{counts[-3:]}), "
+        f"val {len(bundle.val)}, test {len(bundle.test)}; model {cfg.model.name}; device {device}; "
+        f"run dir {run_dir}")
+
+    for epoch in range(state.epoch, cfg.train.epochs):
+        t_epoch = time.time()
+        lr = learning_rate(cfg.optim, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        weights = rebalancer.class_weights(epoch)
+        class_weight = None if weights is None else torch.as_tensor(weights, dtype=torch.float32, device=device)
+        indices = epoch_indices(train_split.y, rebalancer.sample_weights(epoch), sample_gen)
+        if hasattr(rebalancer, "on_epoch_start"):
+            rebalancer.on_epoch_start(epoch, step_model, train_split, bundle, n_batches)
+
+        model.train()
+        seen = torch.zeros(bundle.num_classes, dtype=torch.long, device=device)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device)
+        for b, idx in enumerate(batch_slices(indices, bs)):
+            idx = idx.to(device)
+            x = augment_batch(to_float(train_split.x[idx]), bundle.augment, aug_gen)
+            y = train_split.y[idx]
+            x, y = rebalancer.transform_batch(step_model, x, y, epoch)
+            if cfg.train.channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                logits = step_model(x)
+            loss = loss_fn(logits.float(), y, class_weight).mean()
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"non-finite loss ({loss.item()}) at epoch {epoch}, batch {b}; the last good checkpoint "
+                    f"{run_dir / 'last.pt'} (end of epoch {epoch - 1}) is kept. Lower optim.lr or check the "
+                    "inputs for NaN/inf.")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            seen += torch.bincount(y, minlength=bundle.num_classes)
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.argmax(1) == y).sum()
+            bar.update(1)
+
+        # --- evaluation on whole splits; model selection on validation bACC only ----------------
+        n_seen = int(seen.sum())
+        val = evaluate(model, bundle.val, bundle.num_classes, counts, device, cfg.train.eval_batch_size, cfg.train.amp)
+        improved = val["bacc"] >= state.best_val_bacc
+        if improved:
+            state.best_val_bacc, state.best_epoch = val["bacc"], epoch
+            state.val_at_best = val
+            state.test_at_best = evaluate(model, bundle.test, bundle.num_classes, counts, device,
+                                          cfg.train.eval_batch_size, cfg.train.amp)
+        row: Dict[str, Any] = {
+            "epoch": epoch, "lr": lr,
+            "train_loss": float(loss_sum) / max(n_seen, 1), "train_acc": float(correct) / max(n_seen, 1),
+            "val_loss": val["loss"], "val_acc": val["acc"], "val_bacc": val["bacc"], "val_gm": val["gm"],
+            "best_epoch": state.best_epoch,
+            "test_bacc_at_best": state.test_at_best.get("bacc"), "test_gm_at_best": state.test_at_best.get("gm"),
+            "seen_per_class": seen.tolist(),
+            "class_weights": None if weights is None else [round(float(w), 6) for w in weights],
+        }
+        row.update(rebalancer.epoch_stats())
+        row["epoch_seconds"] = time.time() - t_epoch
+        state.history.append(row)
+        state.train_seconds += row["epoch_seconds"]
+        state.epoch = epoch + 1
+
+        write_csv(run_dir / "log.csv", state.history)
+        ckpt = {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "epoch": epoch, "state": state.__dict__,
+            "rng": {"sample": sample_gen.get_state(), "augment": aug_gen.get_state()},
+            "rebalancer": rebalancer.state_dict(),
+            "counts": counts, "num_classes": bundle.num_classes, "model_name": cfg.model.name,
+            "config": cfg.to_dict(),
+        }
+        if improved:
+            save_checkpoint({**ckpt, "kind": "best"}, run_dir / "best.pt")
+        save_checkpoint(ckpt, run_dir / "last.pt", keep_previous=True)
+        extra = "".join(f" {k}={v:.3g}" for k, v in rebalancer.epoch_stats_brief(row).items()) \
+            if hasattr(rebalancer, "epoch_stats_brief") else ""
+        msg = (f"epoch {epoch + 1}/{cfg.train.epochs} lr {lr:.4g} loss {row['train_loss']:.4f} "
+               f"val bACC {val['bacc']:.4f} GM {val['gm']:.4f}{' *' if improved else ''}{extra} "
+               f"({row['epoch_seconds']:.1f}s)")
+        bar.set_postfix_str(f"val bACC {val['bacc']:.3f}")
+        if bar.disable:
+            log(msg)
+        else:
+            bar.write(msg)
+    bar.close()
+
+    test_last = evaluate(model, bundle.test, bundle.num_classes, counts, device, cfg.train.eval_batch_size, cfg.train.amp)
+    summary = {
+        "run_dir": str(run_dir), "recipe": cfg.recipe, "method": cfg.method, "loss": cfg.loss.name,
+        "rebalance": cfg.rebalance.name, "seed": seed, "dataset": bundle.name, "train_counts": counts,
+        "best_epoch": state.best_epoch, "val_at_best": state.val_at_best,
+        "test_at_best": state.test_at_best, "test_at_last": test_last,
+        "train_seconds": state.train_seconds, "wall_seconds": time.time() - t_start,
+    }
+    if hasattr(rebalancer, "run_summary"):
+        summary["m2m"] = rebalancer.run_summary(state.history)
+    atomic_write_json(run_dir / "summary.json", summary)
+    log(f"done: test bACC {state.test_at_best['bacc']:.4f} GM {state.test_at_best['gm']:.4f} "
+        f"at best-val epoch {state.best_epoch + 1}; last epoch bACC {test_last['bacc']:.4f}; {run_dir}")
+    return summary

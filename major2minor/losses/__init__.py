@@ -1,0 +1,85 @@
+"""Losses; each returns the per-sample loss (the engine takes the batch mean, as the public code).
+
+Every loss is built from the loss config and the training class counts N_c, and takes optional
+per-class weights w (re-weighting): the sample loss is then w_y * loss, as ``cross_entropy(...,
+weight=w, reduction='none')``.
+
+* ``ce``:      -log softmax(z)_y
+* ``focal``:   (1 - p)^gamma * CE_w with p = exp(-CE_w)   (LDAM-DRW / M2m public code; gamma 0 = CE)
+* ``ldam``:    CE_w(s * (z - m_y e_y)), m_c = C / N_c^(1/4), C so that max_c m_c = max_margin;
+               needs the cosine head (z in [-1, 1])
+* ``balanced-softmax``: CE_w(z + tau * log pi), pi_c = N_c / N (logit adjustment; tau = 1 is
+               Balanced Softmax)
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from major2minor.registry import LOSSES
+
+
+class Loss(nn.Module):
+    def __init__(self, cfg, counts: Sequence[int]):
+        super().__init__()
+        self.cfg = cfg
+        self.register_buffer("counts", torch.as_tensor(list(counts), dtype=torch.float32), persistent=False)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor,
+                class_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+        raise NotImplementedError
+
+
+@LOSSES.register("ce")
+class CrossEntropy(Loss):
+    """Cross-entropy (ERM)."""
+
+    def forward(self, logits, target, class_weight=None):
+        return F.cross_entropy(logits, target, weight=class_weight, reduction="none")
+
+
+@LOSSES.register("focal")
+class FocalLoss(Loss):
+    """Focal loss (Lin et al.), gamma = loss.focal_gamma (paper: 1)."""
+
+    def forward(self, logits, target, class_weight=None):
+        ce = F.cross_entropy(logits, target, weight=class_weight, reduction="none")
+        p = torch.exp(-ce)
+        return (1 - p) ** self.cfg.focal_gamma * ce
+
+
+def ldam_margins(counts: Sequence[int], max_margin: float) -> torch.Tensor:
+    m = 1.0 / np.sqrt(np.sqrt(np.asarray(counts, dtype=np.float64)))
+    return torch.as_tensor(m * (max_margin / m.max()), dtype=torch.float32)
+
+
+@LOSSES.register("ldam")
+class LDAMLoss(Loss):
+    """LDAM (Cao et al.): label-distribution-aware margins m_c proportional to N_c^(-1/4), scale s."""
+
+    def __init__(self, cfg, counts):
+        super().__init__(cfg, counts)
+        self.register_buffer("margins", ldam_margins(counts, cfg.ldam_max_margin), persistent=False)
+
+    def forward(self, logits, target, class_weight=None):
+        margin = torch.zeros_like(logits).scatter_(1, target[:, None], self.margins[target][:, None].to(logits.dtype))
+        return F.cross_entropy(self.cfg.ldam_scale * (logits - margin), target, weight=class_weight,
+                               reduction="none")
+
+
+@LOSSES.register("balanced-softmax")
+class BalancedSoftmax(Loss):
+    """Balanced Softmax / logit-adjusted CE: CE(z + tau * log prior) (beyond the paper)."""
+
+    def forward(self, logits, target, class_weight=None):
+        log_prior = torch.log(self.counts / self.counts.sum()).to(logits.dtype)
+        return F.cross_entropy(logits + self.cfg.tau * log_prior, target, weight=class_weight,
+                               reduction="none")
+
+
+def build_loss(cfg, counts: Sequence[int]) -> Loss:
+    return LOSSES.get(cfg.loss.name)(cfg.loss, counts)

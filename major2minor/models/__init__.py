@@ -1,0 +1,21 @@
+"""Models with one shared interface; importing this package registers them in ``MODELS``."""
+from __future__ import annotations
+
+from major2minor.models import resnet_cifar, small  # noqa: F401
+from major2minor.models.base import Classifier, NormedLinear
+
+
+def head_for(cfg) -> str:
+    """``model.head=auto`` picks the cosine head for LDAM (it needs normalised logits), else linear."""
+    if cfg.model.head != "auto":
+        return cfg.model.head
+    return "normed" if cfg.loss.name == "ldam" else "linear"
+
+
+def build_model(cfg, num_classes: int, input_shape, mean=None, std=None) -> Classifier:
+    from major2minor.registry import MODELS
+    return MODELS.get(cfg.model.name)(cfg.model, num_classes, tuple(input_shape), mean, std,
+                                      head=head_for(cfg))
+
+
+__all__ = ["Classifier", "NormedLinear", "build_model", "head_for"]
