@@ -22,8 +22,9 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.nd
     return np.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
-def _mean(values: List[float]) -> float:
-    return float(np.mean(values)) if values else float("nan")
+def _mean(values: List[float]) -> Optional[float]:
+    """Mean recall of a group of classes; None when the group is empty (JSON-friendly, unlike NaN)."""
+    return float(np.mean(values)) if values else None
 
 
 def classification_metrics(y_true, y_pred, num_classes: int,

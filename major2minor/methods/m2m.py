@@ -1,0 +1,390 @@
+"""M2m: Major-to-minor translation (Kim, Jeong & Shin, CVPR 2020), exactly as design section 2.
+
+For an (over-sampled) batch {(x_i, y_i)} with training counts N_c and N_max = max_c N_c:
+
+1. **Slots.**  Entry i becomes a generation slot with probability ``1 - N_{y_i} / N_max``; its target
+   class is k = y_i.
+2. **Seeds.**  For a slot with target k, batch entry j has weight ``p_j = 1 - beta^max(N_{y_j} - N_k, 0)``;
+   slots whose weights are all zero are skipped; one seed is drawn with probability proportional to p_j,
+   and ``p_seed`` is kept.
+3. **Translation.**  From ``x = clamp(x_seed + noise)`` take T steps
+   ``x <- clamp(x - eta * grad / ||grad||_2)`` (per sample) on
+   ``L(x) = CE(g(x), k) + lam * f_{k0}(x)`` (f_{k0}: f's raw logit of the seed class k0), both nets in
+   eval mode.
+4. **Acceptance.**  Accept iff ``softmax(g(x*))_k >= gamma`` and a Bernoulli(p_seed) draw succeeds.
+   Accepted slots get input x* (label k); rejected slots keep their original sample.
+
+Use it from any training loop::
+
+    translator = M2mTranslator(g, class_counts, M2mConfig(), bounds=(0.0, 1.0),
+                               generator=torch.Generator().manual_seed(0))
+    x, y, stats = translator(f, x, y)      # then the usual loss / backward / step on (x, y)
+
+Deliberate departures from the public code (alinlab/M2m), each with its reason:
+
+* The slot probability divides by ``N_max``, not ``N_0`` (the public code assumes class 0 is the
+  largest, which is false on CelebA-5).
+* The translation loss is summed over slots instead of averaged.  Each sample's gradient is
+  L2-normalised, so the step is the same up to the public code's 1e-10 guard; summing makes every
+  slot's translation independent of how many other slots are translated (see the next point).
+* The Bernoulli(p_seed) draw does not depend on the translation, so it is drawn *before* translating
+  and slots it rejects are not translated at all (``m2m.translate_rejected=false``, the default).
+  This is exact in distribution: the random-start noise is still drawn for every valid slot (the
+  official noise is renormalised across the whole generation batch, so drawing it for a subset would
+  change its size) and then subset; the accepted set and the accepted inputs are the same as with
+  ``translate_rejected=true`` (tested).
+* f's probabilities of the seed and target classes in the statistics are measured with f in eval
+  mode right after translation (the public code reads them from the training forward pass).
+* M2m-No-Reject (``m2m.reject=false``) accepts every translated slot: neither the gamma test nor the
+  Bernoulli draw rejects.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from major2minor.config import M2mConfig
+from major2minor.methods.base import Rebalancer, inverse_frequency
+from major2minor.registry import METHODS, REBALANCERS
+from major2minor.methods.base import Preset
+
+
+# ------------------------------------------------------------------------------------------------
+# statistics
+
+@dataclass
+class BatchStats:
+    """What one translated batch did (tensors stay on the device until read)."""
+
+    slots: int                              # valid generation slots (weights not all zero)
+    translated: int                         # slots actually translated
+    accepted_per_class: torch.Tensor        # (C,) accepted slots per target class
+    slots_per_class: torch.Tensor           # (C,) valid slots per target class
+    g_target_prob_sum: torch.Tensor         # sum over accepted of softmax(g(x*))_k
+    f_seed_prob_sum: torch.Tensor           # sum over accepted of softmax(f(x*))_{k0}
+    f_target_prob_sum: torch.Tensor         # sum over accepted of softmax(f(x*))_k
+    seconds: float
+
+    @property
+    def accepted(self) -> int:
+        return int(self.accepted_per_class.sum())
+
+
+@dataclass
+class M2mEpochStats:
+    """Per-epoch statistics of design section 2, summed over batches."""
+
+    num_classes: int
+    slots: int = 0
+    translated: int = 0
+    accepted_per_class: Optional[torch.Tensor] = None
+    slots_per_class: Optional[torch.Tensor] = None
+    g_target_prob_sum: float = 0.0
+    f_seed_prob_sum: float = 0.0
+    f_target_prob_sum: float = 0.0
+    seconds: float = 0.0
+    _sums: List[torch.Tensor] = field(default_factory=list)
+
+    def add(self, b: BatchStats) -> None:
+        self.slots += b.slots
+        self.translated += b.translated
+        self.seconds += b.seconds
+        acc = b.accepted_per_class.detach()
+        self.accepted_per_class = acc.clone() if self.accepted_per_class is None else self.accepted_per_class + acc
+        sl = b.slots_per_class.detach()
+        self.slots_per_class = sl.clone() if self.slots_per_class is None else self.slots_per_class + sl
+        self._sums.append(torch.stack([b.g_target_prob_sum, b.f_seed_prob_sum, b.f_target_prob_sum]).detach())
+
+    def as_row(self) -> Dict[str, Any]:
+        acc = (self.accepted_per_class.cpu().tolist() if self.accepted_per_class is not None
+               else [0] * self.num_classes)
+        n_acc = int(sum(acc))
+        sums = torch.stack(self._sums).sum(0).cpu().tolist() if self._sums else [0.0, 0.0, 0.0]
+        per = (lambda s: s / n_acc if n_acc else None)
+        return {
+            "m2m_slots": self.slots,
+            "m2m_translated": self.translated,
+            "m2m_accepted": n_acc,
+            "m2m_acceptance": n_acc / self.slots if self.slots else None,
+            "m2m_g_target_prob": per(sums[0]),
+            "m2m_f_seed_prob": per(sums[1]),
+            "m2m_f_target_prob": per(sums[2]),
+            "m2m_seconds": self.seconds,
+            "m2m_accepted_per_class": acc,
+        }
+
+
+# ------------------------------------------------------------------------------------------------
+# the translator: the public API
+
+def random_start(shape: Tuple[int, ...], mode: str, radius: float, generator: torch.Generator,
+                 device: torch.device) -> torch.Tensor:
+    """Random-start noise for a generation batch of ``shape`` (n, ...).
+
+    ``official``: ``(U[-0.5, 0.5]).renorm(p=2, dim=1, maxnorm=radius)`` as the public code, which bounds
+    the L2 norm of each *channel slice across the whole generation batch* (so per-sample noise shrinks
+    as the batch grows).  ``per-sample``: each sample's noise has L2 norm at most ``radius``.
+    ``none``: zeros.
+    """
+    if mode == "none" or shape[0] == 0:
+        return torch.zeros(shape, device=device)
+    u = torch.rand(shape, generator=generator, device=device) - 0.5
+    if mode == "official":
+        return u.renorm(p=2, dim=1, maxnorm=radius) if u.dim() > 1 else u.renorm(p=2, dim=0, maxnorm=radius)
+    if mode == "per-sample":
+        return u.renorm(p=2, dim=0, maxnorm=radius)
+    raise ValueError(f"m2m.noise='{mode}' is not allowed; use official, per-sample or none.")
+
+
+def _eval_mode(nets: Sequence[nn.Module]) -> List[bool]:
+    modes = [n.training for n in nets]
+    for n in nets:
+        n.eval()
+    return modes
+
+
+class M2mTranslator:
+    """Translate majority samples into minority classes for one batch at a time.
+
+    Args:
+        g: the frozen classifier(s) trained with ERM; a list means M2m-Ensemble (mean of softmax
+            probabilities for the loss, -log of the mean, and for the gamma test); None means M2m-Self
+            (f plays g).
+        counts: training count per class N_c.
+        config: the knobs (beta, lam, gamma, step_size, steps, noise, noise_radius, reject,
+            translate_rejected); see :class:`~major2minor.config.M2mConfig`.
+        bounds: (low, high) of the input space for the clamp, or None for unbounded inputs.
+        generator: the torch.Generator (on the batch's device) every random draw comes from.
+        amp: "bf16" to run the networks under bf16 autocast.
+
+    Calling ``translator(f, x, y)`` returns ``(x_new, y_new, BatchStats)``; x and y are not modified.
+    """
+
+    def __init__(self, g: Union[nn.Module, Sequence[nn.Module], None], counts: Sequence[int],
+                 config: Optional[M2mConfig] = None, bounds: Optional[Tuple[float, float]] = (0.0, 1.0),
+                 generator: Optional[torch.Generator] = None, amp: str = "none"):
+        self.cfg = config or M2mConfig()
+        self.generators: Optional[List[nn.Module]] = None
+        if g is not None:
+            self.generators = list(g) if isinstance(g, (list, tuple)) else [g]
+            for net in self.generators:   # frozen: eval mode, no gradients, never in an optimiser
+                net.eval()
+                net.requires_grad_(False)
+        self.counts = torch.as_tensor(list(counts), dtype=torch.float32)
+        if (self.counts <= 0).any():
+            raise ValueError(f"every class needs a positive training count for M2m, got {list(counts)}.")
+        self.bounds = bounds
+        self.generator = generator
+        self.amp = amp
+
+    # -- pieces ------------------------------------------------------------------------------------
+
+    def _clamp(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.bounds is None else x.clamp(self.bounds[0], self.bounds[1])
+
+    def g_log_probs(self, f: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """log of g's class probabilities; for an ensemble, log of the mean of the members' softmax."""
+        nets = self.generators if self.generators is not None else [f]
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.amp == "bf16"):
+            logits = [n(x).float() for n in nets]
+        if len(logits) == 1:
+            return F.log_softmax(logits[0], 1)
+        return torch.stack([F.softmax(z, 1) for z in logits]).mean(0).clamp_min(1e-12).log()
+
+    def slot_and_seed(self, y: torch.Tensor, gen: Optional[torch.Generator]):
+        """Steps 1-2: slot indices, their seeds and p_seed (every draw from ``gen``)."""
+        counts = self.counts.to(y.device)
+        n_y = counts[y]
+        slot_prob = 1.0 - n_y / counts.max()
+        is_slot = torch.bernoulli(slot_prob, generator=gen).bool()
+        slot_idx = is_slot.nonzero().view(-1)
+        target = y[slot_idx]
+        # p[s, j] = 1 - beta^max(N_{y_j} - N_{k_s}, 0)
+        delta = F.relu(n_y[None, :] - counts[target][:, None])
+        p = 1.0 - torch.pow(torch.tensor(self.cfg.beta, device=y.device), delta)
+        valid = p.sum(1) > 0
+        slot_idx, target, p = slot_idx[valid], target[valid], p[valid]
+        if len(slot_idx) == 0:
+            empty = slot_idx.new_zeros(0)
+            return slot_idx, target, empty, p.new_zeros(0)
+        seed_idx = torch.multinomial(p, 1, replacement=True, generator=gen).view(-1)
+        p_seed = p.gather(1, seed_idx[:, None]).view(-1)
+        return slot_idx, target, seed_idx, p_seed
+
+    def translate(self, f: nn.Module, x0: torch.Tensor, target: torch.Tensor, seed_class: torch.Tensor,
+                  noise: torch.Tensor) -> torch.Tensor:
+        """Step 3: T normalised-gradient steps on CE(g(x), k) + lam * f_{k0}(x) from clamp(x0 + noise)."""
+        x = self._clamp(x0 + noise).detach()
+        cfg = self.cfg
+        for _ in range(cfg.steps):
+            x.requires_grad_(True)
+            loss = F.nll_loss(self.g_log_probs(f, x), target, reduction="sum")   # sum_s CE(g(x_s), k_s)
+            if cfg.lam != 0:
+                with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.amp == "bf16"):
+                    f_logits = f(x).float()
+                loss = loss + cfg.lam * f_logits.gather(1, seed_class[:, None]).sum()
+            (grad,) = torch.autograd.grad(loss, [x])
+            norm = grad.flatten(1).norm(dim=1).view(-1, *([1] * (x.dim() - 1)))
+            x = self._clamp(x.detach() - cfg.step_size * grad / (norm + 1e-10))
+        return x.detach()
+
+    # -- the call ------------------------------------------------------------------------------------
+
+    def __call__(self, f: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                 generator: Optional[torch.Generator] = None) -> Tuple[torch.Tensor, torch.Tensor, BatchStats]:
+        t0 = time.perf_counter()
+        gen = generator if generator is not None else self.generator
+        cfg = self.cfg
+        num_classes = len(self.counts)
+        slot_idx, target, seed_idx, p_seed = self.slot_and_seed(y, gen)
+        n_slots = len(slot_idx)
+        x_new, y_new = x.clone(), y.clone()
+        zeros = torch.zeros(num_classes, dtype=torch.long, device=y.device)
+        if n_slots == 0:
+            z = torch.zeros((), device=x.device)
+            return x_new, y_new, BatchStats(0, 0, zeros, zeros.clone(), z, z.clone(), z.clone(),
+                                            time.perf_counter() - t0)
+        # Draw the Bernoulli(p_seed) acceptance and the noise for every valid slot before translating:
+        # neither depends on the translation, so skipping the slots the draw rejects is exact.
+        bern = torch.bernoulli(p_seed, generator=gen).bool()
+        noise = random_start(tuple(x[seed_idx].shape), cfg.noise, cfg.noise_radius, gen, x.device)
+        if not cfg.reject:
+            todo = torch.ones_like(bern)
+        elif cfg.translate_rejected:
+            todo = torch.ones_like(bern)
+        else:
+            todo = bern
+        work = todo.nonzero().view(-1)
+        seed_class = y[seed_idx]
+
+        nets = [f] + (self.generators or [])
+        modes = _eval_mode(nets)
+        try:
+            x_star = self.translate(f, x[seed_idx[work]], target[work], seed_class[work], noise[work])
+            with torch.no_grad():
+                g_prob = self.g_log_probs(f, x_star).exp().gather(1, target[work][:, None]).view(-1)
+                with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.amp == "bf16"):
+                    f_prob = F.softmax(f(x_star).float(), 1)
+        finally:
+            for net, mode in zip(nets, modes):
+                net.train(mode)
+
+        if cfg.reject:
+            accept = (g_prob >= cfg.gamma) & bern[work]
+        else:
+            accept = torch.ones_like(g_prob, dtype=torch.bool)
+        acc_local = accept.nonzero().view(-1)
+        dest = slot_idx[work[acc_local]]
+        x_new[dest] = x_star[acc_local].to(x_new.dtype)
+        y_new[dest] = target[work[acc_local]]
+
+        acc_t = target[work[acc_local]]
+        stats = BatchStats(
+            slots=n_slots, translated=len(work),
+            accepted_per_class=torch.bincount(acc_t, minlength=num_classes),
+            slots_per_class=torch.bincount(target, minlength=num_classes),
+            g_target_prob_sum=g_prob[acc_local].sum(),
+            f_seed_prob_sum=f_prob[acc_local].gather(1, seed_class[work[acc_local]][:, None]).sum(),
+            f_target_prob_sum=f_prob[acc_local].gather(1, acc_t[:, None]).sum(),
+            seconds=time.perf_counter() - t0,
+        )
+        return x_new, y_new, stats
+
+
+# ------------------------------------------------------------------------------------------------
+# the engine's re-balancing strategy
+
+@REBALANCERS.register("m2m")
+class M2mRebalancer(Rebalancer):
+    """M2m: ERM until T0, then over-sampling (1/N_y) with major-to-minor translation of each batch."""
+
+    deferred = True
+
+    def __init__(self, cfg, counts):
+        super().__init__(cfg, counts)
+        self.translator: Optional[M2mTranslator] = None
+        self.epoch_acc = M2mEpochStats(self.num_classes)
+        self.rng: Optional[torch.Generator] = None
+        self.estimated = False
+
+    def setup(self, ctx, model: nn.Module) -> None:
+        from major2minor.methods.generator import resolve_generators
+        g = None if self.cfg.m2m.self_generator else resolve_generators(ctx, self.counts)
+        self.rng = torch.Generator(device=ctx.device).manual_seed(self.cfg.train.seed + 2)
+        self.translator = M2mTranslator(g, self.counts, self.cfg.m2m, ctx.bundle.bounds, self.rng,
+                                        amp=self.cfg.train.amp)
+        self.log = ctx.log
+
+    def sample_weights(self, epoch):
+        return inverse_frequency(self.counts) if self.active(epoch) else None
+
+    def on_epoch_start(self, epoch: int, model: nn.Module, train, bundle, n_batches: int) -> None:
+        """Before the first translating epoch: time one translated batch and print an estimate."""
+        if not self.active(epoch) or self.estimated:
+            return
+        self.estimated = True
+        from major2minor.data import augment_batch, to_float
+        probe = torch.Generator().manual_seed(0)     # a throwaway stream: the run's RNGs are untouched
+        idx = torch.multinomial(torch.as_tensor(inverse_frequency(self.counts))[train.y.cpu()],
+                                min(self.cfg.train.batch_size, len(train)), replacement=True, generator=probe)
+        x = to_float(train.x[idx.to(train.x.device)])
+        y = train.y[idx.to(train.y.device)]
+        probe_dev = torch.Generator(device=x.device).manual_seed(0)
+        t = time.perf_counter()
+        self.translator(model, x, y, generator=probe_dev)
+        if x.device.type == "cuda":
+            torch.cuda.synchronize()
+        per_batch = time.perf_counter() - t
+        self.log(f"M2m: translating from epoch {epoch + 1} (T0={self.t0}); one batch's translation takes "
+                 f"{per_batch:.2f}s, so expect about {per_batch * n_batches:.0f}s of translation per epoch "
+                 f"({n_batches} batches) on top of the plain training step.")
+
+    def transform_batch(self, model, x, y, epoch):
+        if not self.active(epoch):
+            return x, y
+        x, y, stats = self.translator(model, x, y)
+        self.epoch_acc.add(stats)
+        return x, y
+
+    def epoch_stats(self) -> Dict[str, Any]:
+        if self.epoch_acc.slots == 0 and self.epoch_acc.accepted_per_class is None:
+            return {}
+        row = self.epoch_acc.as_row()
+        self.epoch_acc = M2mEpochStats(self.num_classes)
+        return row
+
+    @staticmethod
+    def epoch_stats_brief(row: Dict[str, Any]) -> Dict[str, float]:
+        if "m2m_acceptance" not in row:
+            return {}
+        brief = {"accept": row["m2m_acceptance"], "g_p": row["m2m_g_target_prob"], "tr_s": row["m2m_seconds"]}
+        return {k: v for k, v in brief.items() if v is not None}
+
+    def run_summary(self, history: List[Dict[str, Any]]) -> Dict[str, Any]:
+        rows = [r for r in history if "m2m_slots" in r]
+        slots = sum(r["m2m_slots"] for r in rows)
+        accepted = sum(r["m2m_accepted"] for r in rows)
+        return {"slots": slots, "accepted": accepted,
+                "acceptance": accepted / slots if slots else None,
+                "translation_seconds": sum(r["m2m_seconds"] for r in rows)}
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"rng": self.rng.get_state() if self.rng is not None else None, "estimated": self.estimated}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        if state.get("rng") is not None and self.rng is not None:
+            self.rng.set_state(state["rng"])
+        self.estimated = state.get("estimated", False)
+
+
+# Ablations of the supplement's Table 1 as presets (they are switches of the m2m config).
+METHODS.register("m2m-self", Preset("ce", "m2m", "M2m-Self: f itself plays g", {"m2m.self_generator": True}))
+METHODS.register("m2m-no-reject", Preset("ce", "m2m", "M2m-No-Reject: keep every translated sample",
+                                         {"m2m.reject": False}))

@@ -1,0 +1,69 @@
+import pytest
+
+from major2minor.config import ConfigError, list_recipes, load_config
+from major2minor.registry import UnknownNameError
+
+
+def test_defaults_load_digits_recipe():
+    cfg = load_config()
+    assert cfg.data.name == "digits-lt" and cfg.method == "erm"
+
+
+def test_override_types_are_coerced():
+    cfg = load_config(None, ["optim.lr=0.05", "optim.milestones=[3,4]", "train.seed=7", "m2m.reject=false"])
+    assert cfg.optim.lr == 0.05 and cfg.optim.milestones == [3, 4] and cfg.train.seed == 7
+    assert cfg.m2m.reject is False
+
+
+def test_unknown_key_suggests_closest():
+    with pytest.raises(ConfigError, match=r"optim\.lrr.*Did you mean 'optim\.lr'"):
+        load_config(None, ["optim.lrr=0.1"])
+
+
+def test_wrong_type_names_key_and_value():
+    with pytest.raises(ConfigError, match=r"train\.epochs='ten' must be an integer"):
+        load_config(None, ["train.epochs=ten"])
+    with pytest.raises(ConfigError, match=r"train\.epochs=2\.5 must be an integer"):
+        load_config(None, ["train.epochs=2.5"])
+
+
+def test_method_preset_and_explicit_override_order():
+    cfg = load_config(None, ["loss=focal", "method=ldam-drw"])   # explicit loss wins over the preset
+    assert cfg.loss.name == "focal" and cfg.rebalance.name == "drw"
+    cfg = load_config(None, ["method=m2m-no-reject"])
+    assert cfg.rebalance.name == "m2m" and cfg.m2m.reject is False
+
+
+def test_unknown_method_lists_valid_names():
+    with pytest.raises(UnknownNameError, match=r"method='m2n'.*Did you mean 'm2m'"):
+        load_config(None, ["method=m2n"])
+
+
+def test_unknown_dataset_model_loss():
+    with pytest.raises(UnknownNameError, match="data.name='cifar11-lt'"):
+        load_config(None, ["data.name=cifar11-lt"])
+    with pytest.raises(UnknownNameError, match="model.name='resnet33'"):
+        load_config(None, ["model.name=resnet33"])
+    with pytest.raises(UnknownNameError, match="loss.name='foca'"):
+        load_config(None, ["loss=foca"])
+
+
+def test_cross_field_errors():
+    with pytest.raises(ConfigError, match="train.deferred_epoch=30 must be in"):
+        load_config(None, ["method=drs", "train.epochs=30", "train.deferred_epoch=30"])
+    with pytest.raises(ConfigError, match="data.ratio=0.5 must be >= 1"):
+        load_config(None, ["data.ratio=0.5"])
+    with pytest.raises(ConfigError, match="conflicts"):
+        load_config(None, ["method=m2m", "m2m.self_generator=true", "m2m.generator=[a.pt]"])
+    with pytest.raises(ConfigError, match="needs the cosine"):
+        load_config(None, ["method=ldam", "model.head=linear"])
+
+
+def test_every_shipped_recipe_loads():
+    for name in list_recipes():
+        load_config(name)
+
+
+def test_unknown_recipe():
+    with pytest.raises(ConfigError, match="built-in"):
+        load_config("cifar-10-lt")
