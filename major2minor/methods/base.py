@@ -28,7 +28,15 @@ def inverse_frequency(counts: Sequence[int]) -> np.ndarray:
 
 
 def effective_number_weights(counts: Sequence[int], beta: float) -> np.ndarray:
-    """Class-balanced weights (Cui et al.): w_c proportional to (1 - beta) / (1 - beta^N_c), sum = C."""
+    """Class-balanced weights (Cui et al.): w_c proportional to (1 - beta) / (1 - beta^N_c), sum = C.
+
+    beta = 0 gives equal weights; beta = 1 is the limit 1 / N_c (plain RW; the formula itself is 0/0).
+    """
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"rebalance.cb_beta={beta} must be in [0, 1] (the paper uses 0.999; 1 means 1/N, "
+                         "0 means no re-weighting).")
+    if beta == 1.0:
+        return inverse_frequency(counts)
     counts = np.asarray(counts, dtype=np.float64)
     w = (1.0 - beta) / (1.0 - np.power(beta, counts))
     return w / w.sum() * len(counts)
@@ -116,22 +124,42 @@ class DeferredReWeighting(ClassBalancedReWeighting):
 class Smote(Rebalancer):
     """SMOTE: imbalanced-learn's SMOTE on flattened inputs, every class up to N_max, before training.
 
-    A class with fewer than k+1 samples cannot give k neighbours; k is lowered to N_c - 1 for the
-    whole run (documented fallback, logged) and a class with a single sample is an error.
+    Each minority class gets N_max - N_c synthetic samples x_i + u * (x_nn - x_i), u ~ U[0, 1), x_nn
+    one of the k = rebalance.smote_k nearest same-class neighbours of x_i (flattened inputs,
+    Euclidean); the run then shuffles the enlarged, balanced training set as ERM does.  uint8 images
+    are interpolated in float and rounded back to uint8 (originals are kept bit for bit).
+
+    A class with fewer than k+1 samples cannot give k neighbours: k is lowered to N_min - 1 for the
+    whole run (documented fallback, logged); a class with a single sample has no neighbour and is an
+    error.
     """
 
+    def setup(self, ctx, model) -> None:
+        self.log = ctx.log
+
     def prepare_train(self, train: Split, seed: int) -> Split:
-        from imblearn.over_sampling import SMOTE
+        try:
+            from imblearn.over_sampling import SMOTE
+        except ImportError as e:   # a dependency of the package; only a broken install lacks it
+            raise ImportError("rebalance.name=smote needs imbalanced-learn: pip install imbalanced-learn") from e
 
         k = self.cfg.rebalance.smote_k
-        smallest = min(self.counts)
+        if k < 1:
+            raise ValueError(f"rebalance.smote_k={k} must be >= 1 (imbalanced-learn's default is 5).")
+        counts = np.bincount(train.y.cpu().numpy(), minlength=self.num_classes)
+        present = counts[counts > 0]
+        smallest = int(present.min())
         if smallest < 2:
-            raise ValueError(f"rebalance.name=smote needs at least 2 samples in every class, but the "
-                             f"smallest class has {smallest}; lower data.ratio or use rebalance.name=ros.")
+            small = [int(c) for c in np.flatnonzero(counts == 1)]
+            raise ValueError(f"rebalance.name=smote needs at least 2 training samples in every class (SMOTE "
+                             f"interpolates between same-class neighbours), but class(es) {small} have 1; "
+                             "lower data.ratio or raise data.n_max, or use rebalance.name=ros.")
         if smallest <= k:
-            print(f"[smote] smallest class has {smallest} samples; using k_neighbors={smallest - 1} "
-                  f"instead of rebalance.smote_k={k}")
+            msg = (f"SMOTE: the smallest class has {smallest} samples, fewer than rebalance.smote_k+1={k + 1}; "
+                   f"using k_neighbors={smallest - 1} for every class")
+            (getattr(self, "log", None) or print)(msg)
             k = smallest - 1
+        self.k_used = k
         shape, dtype = train.x.shape[1:], train.x.dtype
         flat = train.x.reshape(len(train), -1).cpu().numpy().astype(np.float64)
         xs, ys = SMOTE(k_neighbors=k, random_state=seed).fit_resample(flat, train.y.cpu().numpy())
@@ -149,6 +177,11 @@ class Preset:
     rebalance: str
     help: str
     overrides: Dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # The registry shows an entry's __doc__ when registered without help= (m2m-self, m2m-no-reject):
+        # make that this preset's own line, not the class docstring.
+        self.__doc__ = self.help
 
 
 PRESETS: List[Tuple[str, Preset]] = [

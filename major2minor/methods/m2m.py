@@ -143,6 +143,17 @@ def random_start(shape: Tuple[int, ...], mode: str, radius: float, generator: to
     raise ValueError(f"m2m.noise='{mode}' is not allowed; use official, per-sample or none.")
 
 
+def slot_probability(counts: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """P(entry i is a generation slot) = 1 - N_{y_i} / N_max (N_max, not N_0: see the module notes)."""
+    return 1.0 - counts[y] / counts.max()
+
+
+def seed_weights(counts: torch.Tensor, y: torch.Tensor, target: torch.Tensor, beta: float) -> torch.Tensor:
+    """(slots, batch) matrix p[s, j] = 1 - beta^max(N_{y_j} - N_{target_s}, 0)."""
+    delta = F.relu(counts[y][None, :] - counts[target][:, None])
+    return 1.0 - torch.pow(torch.as_tensor(beta, dtype=delta.dtype, device=delta.device), delta)
+
+
 def _eval_mode(nets: Sequence[nn.Module]) -> List[bool]:
     modes = [n.training for n in nets]
     for n in nets:
@@ -199,21 +210,16 @@ class M2mTranslator:
         return torch.stack([F.softmax(z, 1) for z in logits]).mean(0).clamp_min(1e-12).log()
 
     def slot_and_seed(self, y: torch.Tensor, gen: Optional[torch.Generator]):
-        """Steps 1-2: slot indices, their seeds and p_seed (every draw from ``gen``)."""
+        """Steps 1-2: slot indices, their targets, their seeds and p_seed (every draw from ``gen``)."""
         counts = self.counts.to(y.device)
-        n_y = counts[y]
-        slot_prob = 1.0 - n_y / counts.max()
-        is_slot = torch.bernoulli(slot_prob, generator=gen).bool()
+        is_slot = torch.bernoulli(slot_probability(counts, y), generator=gen).bool()
         slot_idx = is_slot.nonzero().view(-1)
         target = y[slot_idx]
-        # p[s, j] = 1 - beta^max(N_{y_j} - N_{k_s}, 0)
-        delta = F.relu(n_y[None, :] - counts[target][:, None])
-        p = 1.0 - torch.pow(torch.tensor(self.cfg.beta, device=y.device), delta)
-        valid = p.sum(1) > 0
+        p = seed_weights(counts, y, target, self.cfg.beta)
+        valid = p.sum(1) > 0                                   # a slot with no possible seed is skipped
         slot_idx, target, p = slot_idx[valid], target[valid], p[valid]
         if len(slot_idx) == 0:
-            empty = slot_idx.new_zeros(0)
-            return slot_idx, target, empty, p.new_zeros(0)
+            return slot_idx, target, slot_idx.new_zeros(0), p.new_zeros(0)
         seed_idx = torch.multinomial(p, 1, replacement=True, generator=gen).view(-1)
         p_seed = p.gather(1, seed_idx[:, None]).view(-1)
         return slot_idx, target, seed_idx, p_seed
