@@ -73,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seeds", type=int, default=3)
     d.add_argument("--root", default="runs/demo")
     d.set_defaults(func=cmd_demo)
+
+    from major2minor.data.commands import add_data_parser   # m2m data prepare|info
+    add_data_parser(sub)
+
+    from major2minor.experiments import add_parsers   # m2m reproduce, m2m report
+    add_parsers(sub)
+    from major2minor.bench import add_parser as add_bench_parser   # m2m bench
+    add_bench_parser(sub)
     return p
 
 
@@ -80,7 +88,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, KeyError, ValueError, RuntimeError, FileNotFoundError) as exc:
+    except (ConfigError, KeyError, ValueError, RuntimeError, OSError, ArithmeticError) as exc:
+        # (ArithmeticError: NonFiniteLossError; OSError: missing data, unwritable run directory)
         # Known, user-facing errors: one clear line, no traceback.
         print(f"m2m: error: {exc}", file=sys.stderr)
         return 2

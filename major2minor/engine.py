@@ -27,7 +27,8 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 import torch
 
-from major2minor.checkpoint import atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint
+from major2minor.checkpoint import (atomic_write_json, atomic_write_text, load_resume_checkpoint,
+                                    save_checkpoint)
 from major2minor.config import Config
 from major2minor.data import DataBundle, Split, augment_batch, build_dataset, to_float
 from major2minor.data.sampling import batch_slices, epoch_indices
@@ -35,7 +36,9 @@ from major2minor.losses import build_loss
 from major2minor.metrics import classification_metrics
 from major2minor.models import build_model
 from major2minor.registry import REBALANCERS
-from major2minor.rundir import default_run_dir, environment, prepare_run_dir, write_csv
+from major2minor.rundir import check_resume_config, default_run_dir, environment, prepare_run_dir, write_csv
+from major2minor.figures import write_run_figures
+from major2minor.tblog import TBLogger
 
 Log = Callable[[str], None]
 
@@ -123,6 +126,12 @@ def _short(metrics: Dict[str, Any]) -> Dict[str, Any]:
     return {k: v for k, v in metrics.items()}
 
 
+def _kept(run_dir: Path, epoch: int) -> str:
+    if epoch == 0:
+        return "no checkpoint was written (the first epoch did not finish)."
+    return f"the last good checkpoint {run_dir / 'last.pt'} (end of epoch {epoch}) is kept."
+
+
 def _progress(cfg: Config, total: int, initial: int):
     from tqdm.auto import tqdm
     mode = cfg.train.progress
@@ -141,7 +150,11 @@ def train(cfg: Config, resume: bool = False, log: Optional[Log] = print,
         import json
         log(f"{run_dir}: finished already; reusing its summary")
         return json.loads((run_dir / "summary.json").read_text())
+    if status == "resume":   # read (last.pt, or last.prev.pt if it is unreadable) and check it first
+        resume_ckpt, _ = load_resume_checkpoint(run_dir, log)
+        check_resume_config(run_dir, resume_ckpt.get("config"), cfg.to_dict())
 
+    tb = TBLogger.from_config(cfg, run_dir)   # a no-op unless run.tensorboard=true
     device = resolve_device(cfg.train.device)
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
@@ -175,7 +188,7 @@ def train(cfg: Config, resume: bool = False, log: Optional[Log] = print,
     atomic_write_json(run_dir / "environment.json", environment())
 
     if status == "resume":
-        ckpt = load_checkpoint(run_dir / "last.pt")
+        ckpt = resume_ckpt
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         sample_gen.set_state(ckpt["rng"]["sample"])
@@ -219,9 +232,8 @@ def train(cfg: Config, resume: bool = False, log: Optional[Log] = print,
             loss = loss_fn(logits.float(), y, class_weight).mean()
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(
-                    f"non-finite loss ({loss.item()}) at epoch {epoch}, batch {b}; the last good checkpoint "
-                    f"{run_dir / 'last.pt'} (end of epoch {epoch - 1}) is kept. Lower optim.lr or check the "
-                    "inputs for NaN/inf.")
+                    f"non-finite loss ({loss.item()}) at epoch {epoch + 1}/{cfg.train.epochs}, batch "
+                    f"{b + 1}/{n_batches}; {_kept(run_dir, epoch)} Lower optim.lr or check the inputs for NaN/inf.")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -229,6 +241,13 @@ def train(cfg: Config, resume: bool = False, log: Optional[Log] = print,
             loss_sum += loss.detach() * len(y)
             correct += (logits.argmax(1) == y).sum()
             bar.update(1)
+
+        # a step can leave inf/NaN weights with a finite loss (the last batch): never save such a model
+        tensors = [(n, t) for n, t in model.state_dict().items() if t.is_floating_point()]
+        if not bool(torch.stack([torch.isfinite(t).all() for _, t in tensors]).all()):   # one sync
+            bad = [n for n, t in tensors if not bool(torch.isfinite(t).all())]
+            raise NonFiniteLossError(f"non-finite weights ({bad[:3]}) after epoch {epoch + 1}/{cfg.train.epochs}; "
+                                     f"{_kept(run_dir, epoch)} Lower optim.lr.")
 
         # --- evaluation on whole splits; model selection on validation bACC only ----------------
         n_seen = int(seen.sum())
@@ -255,6 +274,7 @@ def train(cfg: Config, resume: bool = False, log: Optional[Log] = print,
         state.epoch = epoch + 1
 
         write_csv(run_dir / "log.csv", state.history)
+        tb.log_row(epoch, row)
         ckpt = {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "epoch": epoch, "state": state.__dict__,
@@ -289,6 +309,8 @@ def train(cfg: Config, resume: bool = False, log: Optional[Log] = print,
     if hasattr(rebalancer, "run_summary"):
         summary["m2m"] = rebalancer.run_summary(state.history)
     atomic_write_json(run_dir / "summary.json", summary)
+    tb.close()
+    write_run_figures(run_dir, log=log)
     log(f"done: test bACC {state.test_at_best['bacc']:.4f} GM {state.test_at_best['gm']:.4f} "
         f"at best-val epoch {state.best_epoch + 1}; last epoch bACC {test_last['bacc']:.4f}; {run_dir}")
     return summary

@@ -10,7 +10,7 @@ def test_digits_lt_splits_are_balanced_longtailed_and_deterministic():
     b = build_dataset(DataConfig(ratio=20, n_max=100))
     assert a.train_counts == [100, 71, 51, 36, 26, 18, 13, 9, 6, 5]
     assert torch.bincount(a.test.y).tolist() == [50] * 10
-    assert torch.bincount(a.val.y).tolist() == [15] * 10
+    assert torch.bincount(a.val.y).tolist() == [30] * 10
     assert torch.equal(a.train.x, b.train.x) and a.train.x.dtype == torch.uint8
     assert a.input_shape == (1, 8, 8) and a.bounds == (0.0, 1.0)
     # no image is in two splits

@@ -2,7 +2,7 @@
 
 No download: the 1,797 images ship with scikit-learn.  In file order, the first
 ``test_per_class`` (default 50) images of every class form the balanced test split, the next
-``val_per_class`` (default 15) the validation split; from the rest, class i keeps its first n_i
+``val_per_class`` (default 30) the validation split; from the rest, class i keeps its first n_i
 images (``selection=first``) or a seeded draw (``selection=random``), with
 n_i = int(n_max * mu**i) for the long-tail profile.  Pixels (0..16) are stored as uint8 0..255.
 """
@@ -15,7 +15,7 @@ from major2minor.data.core import Augment, DataBundle, Split
 from major2minor.data.profiles import class_counts, hold_out_per_class, select_per_class
 from major2minor.registry import DATASETS
 
-DEFAULT_TEST, DEFAULT_VAL, DEFAULT_N_MAX = 50, 15, 100
+DEFAULT_TEST, DEFAULT_VAL, DEFAULT_N_MAX = 50, 30, 90
 
 
 def _subset(x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> Split:

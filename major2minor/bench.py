@@ -1,0 +1,198 @@
+"""Throughput benchmark (``m2m bench`` / ``benchmarks/throughput.py``): seconds per batch, not a test.
+
+Synthetic CIFAR-LT-10-shaped data (uint8 3x32x32 images with the rho = 100 class counts; the pixel
+content does not matter for speed), ResNet-32, batch 128.  Times, after warm-up, the median over
+several batches of:
+
+* ``erm``: one training step on a uniformly shuffled batch (augment, forward, backward, SGD step);
+* ``drs``: the same on the over-sampled (1/N_y) stream;
+* ``m2m``: the over-sampled batch translated by M2m (beta 0.999, lam 0.5, gamma 0.9, eta 0.1, T 10),
+  then the step.
+
+It reports images per second, the share of M2m's time spent translating, the achieved GFLOP/s
+(FLOPs counted by ``torch.utils.flop_counter`` on one step) and its fraction of the machine's peak as
+measured by a large matmul in the same run, with device, dtype, torch version and thread count.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from typing import Callable, Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+
+from major2minor.config import Config, M2mConfig
+from major2minor.data import Augment, augment_batch, to_float
+from major2minor.data.profiles import class_counts
+from major2minor.data.sampling import oversampled_indices
+from major2minor.methods.base import inverse_frequency
+from major2minor.methods.m2m import M2mTranslator
+from major2minor.models import build_model
+
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak_gflops(device: torch.device, dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    """Achievable GFLOP/s of a large square matmul: the yardstick for 'fraction of peak'."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return 2 * n ** 3 / min(times) / 1e9
+
+
+def count_flops(fn: Callable[[], None]) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return float(counter.get_total_flops())
+
+
+def time_batches(fn: Callable[[], None], device: torch.device, warmup: int, repeats: int) -> List[float]:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        _sync(device)
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def run(device: str = "cpu", batch_size: int = 128, repeats: int = 5, warmup: int = 2, amp: str = "none",
+        compile_model: bool = False, channels_last: bool = False, threads: int = 0,
+        methods=("erm", "drs", "m2m"), translate_rejected: bool = False, steps: int = 10) -> Dict:
+    dev = torch.device(device)
+    if threads > 0:
+        torch.set_num_threads(threads)
+    gen = torch.Generator().manual_seed(0)
+    counts = class_counts("longtail", 5000, 10, 100)
+    y_all = torch.cat([torch.full((n,), c) for c, n in enumerate(counts)])
+    x_all = torch.randint(0, 256, (len(y_all), 3, 32, 32), dtype=torch.uint8, generator=gen).to(dev)
+    y_all = y_all.to(dev)
+    cfg = Config()
+    cfg.model.name = "resnet32"
+    cfg.train.channels_last = channels_last
+
+    def make(seed: int):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            m = build_model(cfg, 10, (3, 32, 32), CIFAR10_MEAN, CIFAR10_STD).to(dev)
+        return m.to(memory_format=torch.channels_last) if channels_last else m
+
+    f, g = make(0), make(1)
+    step_f = torch.compile(f) if compile_model else f
+    step_g = torch.compile(g) if compile_model else g
+    opt = torch.optim.SGD(f.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4)
+    aug = Augment(crop_padding=4, flip=True)
+    aug_gen = torch.Generator(device=dev).manual_seed(1)
+    m2m_cfg = M2mConfig(beta=0.999, lam=0.5, gamma=0.9, step_size=0.1, steps=steps,
+                        translate_rejected=translate_rejected)
+    translator = M2mTranslator(step_g, counts, m2m_cfg, (0.0, 1.0), torch.Generator(device=dev).manual_seed(2),
+                               amp=amp)
+    weights = inverse_frequency(counts)
+    use_amp = amp == "bf16"
+    translate_time: List[float] = []
+
+    def batch(oversample: bool):
+        if oversample:
+            idx = oversampled_indices(y_all, weights, batch_size, gen)
+        else:
+            idx = torch.randint(0, len(y_all), (batch_size,), generator=gen)
+        idx = idx.to(dev)
+        return augment_batch(to_float(x_all[idx]), aug, aug_gen), y_all[idx]
+
+    def step(x, y):
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
+            logits = step_f(x)
+        loss = F.cross_entropy(logits.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def erm_step():
+        step(*batch(False))
+
+    def drs_step():
+        step(*batch(True))
+
+    def m2m_step():
+        x, y = batch(True)
+        _sync(dev)
+        t = time.perf_counter()
+        x, y, _ = translator(step_f, x, y)
+        _sync(dev)
+        translate_time.append(time.perf_counter() - t)
+        step(x, y)
+
+    fns = {"erm": erm_step, "drs": drs_step, "m2m": m2m_step}
+    dtype = torch.bfloat16 if use_amp else torch.float32
+    peak = matmul_peak_gflops(dev, dtype)
+    result: Dict = {
+        "device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),
+        "dtype": "bf16-autocast" if use_amp else "fp32", "torch": torch.__version__,
+        "threads": torch.get_num_threads(), "batch_size": batch_size, "compile": compile_model,
+        "channels_last": channels_last, "translate_rejected": translate_rejected, "m2m_steps": steps,
+        "matmul_peak_gflops": round(peak, 1), "methods": {},
+    }
+    for name in methods:
+        translate_time.clear()
+        times = time_batches(fns[name], dev, warmup, repeats)
+        translate_time[:] = translate_time[-repeats:]
+        flops = count_flops(fns[name]) if not compile_model else None
+        med = statistics.median(times)
+        entry = {"seconds_per_batch": round(med, 4), "images_per_second": round(batch_size / med, 1),
+                 "all_seconds": [round(t, 4) for t in times]}
+        if flops:
+            entry["gflop_per_batch"] = round(flops / 1e9, 2)
+            entry["achieved_gflops"] = round(flops / 1e9 / med, 1)
+            entry["fraction_of_matmul_peak"] = round(flops / 1e9 / med / peak, 3)
+        if name == "m2m":
+            entry["translation_share"] = round(statistics.median(translate_time) / med, 3)
+        result["methods"][name] = entry
+    return result
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("bench", help="throughput benchmark (JSON): ERM, DRS and M2m steps, ResNet-32, batch 128")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--amp", choices=["none", "bf16"], default="none")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--methods", default="erm,drs,m2m")
+    p.add_argument("--translate-rejected", action="store_true",
+                   help="also translate slots the Bernoulli draw rejects (the public code's behaviour)")
+    p.add_argument("--steps", type=int, default=10)
+    p.set_defaults(func=main_from_args)
+
+
+def main_from_args(args: argparse.Namespace) -> int:
+    out = run(args.device, args.batch_size, args.repeats, args.warmup, args.amp, args.compile,
+              args.channels_last, args.threads, tuple(args.methods.split(",")), args.translate_rejected,
+              args.steps)
+    print(json.dumps(out, indent=2))
+    return 0
