@@ -2,7 +2,14 @@
 
 Every file is written to a temporary file in the same directory, flushed, fsync'ed and renamed
 over the target, so a crash leaves either the old or the new file, never a truncated one.  Before
-``last.pt`` is replaced, the previous good copy is kept as ``last.prev.pt``.
+``last.pt`` is replaced, the previous good copy is kept as ``last.prev.pt`` (hard-linked, so
+``last.pt`` itself exists at every moment).
+
+Resuming (:func:`load_resume_checkpoint`): if ``last.pt`` is unreadable (truncated, corrupted, not a
+training checkpoint) and ``last.prev.pt`` is good, the run resumes from ``last.prev.pt`` with a loud
+warning (logged and ``warnings.warn``); the unreadable file is moved aside to ``last.corrupt.pt``, never
+deleted.  The epoch(s) after ``last.prev.pt`` are trained again, from exactly the saved state, so the
+final result is the same.  If both are unreadable, resuming is refused with a message saying so.
 """
 from __future__ import annotations
 
@@ -10,8 +17,9 @@ import io
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
 
@@ -62,13 +70,41 @@ def _jsonable(o: Any) -> Any:
     return str(o)
 
 
+def previous_path(path: PathLike) -> Path:
+    """``last.pt`` -> ``last.prev.pt``: where the previous good copy of a checkpoint is kept."""
+    path = Path(path)
+    return path.with_name(path.stem + ".prev" + path.suffix)
+
+
+def _keep_previous(path: Path) -> None:
+    """Make ``last.prev.pt`` a copy of ``last.pt`` without ever removing ``last.pt``.
+
+    A hard link under a temporary name, renamed over ``last.prev.pt``; where links are not supported,
+    an atomic copy.  (Renaming ``last.pt`` away first would leave a moment with no ``last.pt``.)
+    """
+    prev = previous_path(path)
+    tmp = prev.with_name(f".{prev.name}.{os.getpid()}.link")
+    try:
+        if tmp.exists():
+            tmp.unlink()
+        os.link(path, tmp)
+        os.replace(tmp, prev)
+    except OSError:
+        if tmp.exists():
+            tmp.unlink()
+        atomic_write_bytes(prev, path.read_bytes())
+
+
 def save_checkpoint(state: Dict[str, Any], path: PathLike, keep_previous: bool = False) -> None:
+    """Serialise ``state`` fully in memory first, then write it atomically (tmp, fsync, rename).
+
+    A failure anywhere (in ``torch.save``, the write, the rename) leaves the existing file intact.
+    """
     buf = io.BytesIO()
     torch.save(state, buf)
     path = Path(path)
     if keep_previous and path.exists():
-        prev = path.with_name(path.stem + ".prev" + path.suffix)
-        os.replace(path, prev)
+        _keep_previous(path)
     atomic_write_bytes(path, buf.getvalue())
 
 
@@ -81,8 +117,54 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> Dict[str, Any]
     except Exception as exc:  # truncated zip, bad pickle, ...
         raise CheckpointError(
             f"checkpoint {path} is truncated or corrupted ({type(exc).__name__}: {exc}); "
-            f"delete it to start over, or resume from {path.with_name(path.stem + '.prev' + path.suffix)} "
-            "if it exists.") from exc
+            f"delete it to start over, or resume from {previous_path(path)} if it exists.") from exc
+
+
+RESUME_KEYS = ("model", "optimizer", "state", "rng", "epoch")
+
+
+def _load_training_checkpoint(path: Path) -> Dict[str, Any]:
+    obj = load_checkpoint(path)
+    missing = [k for k in RESUME_KEYS if not isinstance(obj, dict) or k not in obj]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} is not a training checkpoint of major2minor (no {missing}); "
+                              "it cannot be resumed from.")
+    return obj
+
+
+def load_resume_checkpoint(run_dir: PathLike, log: Optional[Callable[[str], None]] = None
+                           ) -> Tuple[Dict[str, Any], Path]:
+    """The checkpoint to resume ``run_dir`` from, and its path.
+
+    ``last.pt`` if it is readable; otherwise ``last.prev.pt`` with a loud warning, after moving the
+    unreadable ``last.pt`` aside to ``last.corrupt.pt`` (so the next save cannot rotate it over the good
+    copy).  Raises :class:`CheckpointError` when neither can be read.
+    """
+    run_dir = Path(run_dir)
+    last = run_dir / "last.pt"
+    prev = previous_path(last)
+    try:
+        return _load_training_checkpoint(last), last
+    except CheckpointError as exc:
+        if not prev.exists():
+            raise CheckpointError(f"cannot resume {run_dir}: {exc} There is no {prev.name} to fall back on; "
+                                  "start over in a new directory (run.dir=PATH) or remove this one.") from exc
+        try:
+            obj = _load_training_checkpoint(prev)
+        except CheckpointError as exc_prev:
+            raise CheckpointError(f"cannot resume {run_dir}: both {last.name} and {prev.name} are unreadable "
+                                  f"({exc}; {exc_prev}); start over in a new directory (run.dir=PATH) or "
+                                  "remove this one.") from exc_prev
+        corrupt = last.with_name("last.corrupt.pt")
+        if last.exists():
+            os.replace(last, corrupt)
+        msg = (f"WARNING: {last} is unreadable ({exc}). Resuming from the previous good checkpoint {prev} "
+               f"(end of epoch {int(obj['epoch']) + 1}) instead; the epochs after it are trained again from "
+               f"the saved state. The unreadable file was moved to {corrupt}.")
+        warnings.warn(msg, RuntimeWarning, stacklevel=2)
+        if log is not None:
+            log(msg)
+        return obj, prev
 
 
 def extract_state_dict(obj: Dict[str, Any], path: PathLike = "?") -> Dict[str, torch.Tensor]:

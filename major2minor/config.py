@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,7 @@ class DataConfig:
     image_size: Optional[int] = None    # resize target for image data sets that resize
     cache: Optional[str] = None         # where decoded arrays are cached (default: ROOT/.m2m-cache)
     workers: int = 4                    # DataLoader workers for streamed data sets (imagenet-lt)
+    label_column: Optional[str] = None  # csv: the label column (default: 'label' if present, else the last)
 
 
 @dataclass
@@ -166,12 +168,23 @@ def _unknown_key(key: str) -> ConfigError:
     return ConfigError(f"unknown config key '{key}'.{hint} Valid keys here: {', '.join(siblings)}.")
 
 
+def _show(value: Any) -> str:
+    """A value as the user typed it: numbers bare (``2.5``), other text quoted (``'ten'``)."""
+    if isinstance(value, str):
+        try:
+            float(value)
+            return value
+        except ValueError:
+            return repr(value)
+    return repr(value)
+
+
 def _coerce(key: str, value: Any, annotation: Any) -> Any:
     """Check ``value`` against the field type ``annotation``; return it converted."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin is Union:  # Optional[X]
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "~", "")):
             if type(None) in args:
                 return None
         inner = [a for a in args if a is not type(None)]
@@ -190,27 +203,36 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
             return value
         if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
             return value.lower() in ("true", "yes", "1", "on")
-        raise ConfigError(f"{key}={value!r} must be a boolean (true/false).")
+        raise ConfigError(f"{key}={_show(value)} must be a boolean (true/false).")
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise ConfigError(f"{key}={value!r} must be an integer.")
+            raise ConfigError(f"{key}={_show(value)} must be an integer.")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value.strip())          # exact, also beyond 2**53
+            except ValueError:
+                pass
         try:
             as_float = float(value)
         except ValueError:
-            raise ConfigError(f"{key}={value!r} must be an integer.") from None
+            raise ConfigError(f"{key}={_show(value)} must be an integer.") from None
+        if not math.isfinite(as_float):
+            raise ConfigError(f"{key}={_show(value)} must be a finite integer.")
         if as_float != int(as_float):
-            raise ConfigError(f"{key}={value!r} must be an integer, not a fraction.")
+            raise ConfigError(f"{key}={_show(value)} must be an integer, not a fraction.")
         return int(as_float)
     if annotation is float:
         if isinstance(value, bool):
-            raise ConfigError(f"{key}={value!r} must be a number.")
+            raise ConfigError(f"{key}={_show(value)} must be a number.")
         try:
             return float(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"{key}={value!r} must be a number.") from None
+            raise ConfigError(f"{key}={_show(value)} must be a number.") from None
     if annotation is str:
         if isinstance(value, (dict, list)):
-            raise ConfigError(f"{key}={value!r} must be a single string.")
+            raise ConfigError(f"{key}={_show(value)} must be a single string.")
         return str(value)
     return value
 
@@ -252,8 +274,13 @@ def parse_override(text: str) -> tuple:
         raise ConfigError(f"override '{text}' must look like key=value (e.g. optim.lr=0.05).")
     key, raw = text.split("=", 1)
     key = key.strip().lstrip("-")
+    raw = raw.strip()
+    if not raw.startswith(("[", "{", "'", '"')):
+        # A plain scalar stays text: the field's type converts it (set_key), so a string field keeps
+        # exactly what was typed (run.dir=2024.10 stays '2024.10', data.root=on stays 'on').
+        return key, raw
     try:
-        value = yaml.safe_load(raw) if raw.strip() != "" else ""
+        value = yaml.safe_load(raw)
     except yaml.YAMLError:
         value = raw
     return key, value
@@ -341,6 +368,31 @@ def validate(cfg: Config) -> None:
     _choice("train.amp", cfg.train.amp, ["none", "bf16"])
     _choice("train.progress", cfg.train.progress, ["auto", "bar", "none"])
     t = cfg.train
+    _check_finite(cfg)
+    d = cfg.data
+    if d.n_max is not None and d.n_max < 1:
+        raise ConfigError(f"data.n_max={d.n_max} must be >= 1 (the size of the largest class), or null for "
+                          "as many as the data allow.")
+    if not 0 <= d.step_minor_fraction <= 1:
+        raise ConfigError(f"data.step_minor_fraction={d.step_minor_fraction} must be in [0, 1] (the fraction "
+                          "of minority classes of the step profile), e.g. 0.5.")
+    for key in ("val_per_class", "test_per_class"):
+        if getattr(d, key) is not None and getattr(d, key) < 0:
+            raise ConfigError(f"data.{key}={getattr(d, key)} must be >= 0, or null for the data set's default.")
+    o = cfg.optim
+    if not 0 <= o.momentum < 1:
+        raise ConfigError(f"optim.momentum={o.momentum} must be in [0, 1); the paper uses 0.9.")
+    if o.weight_decay < 0:
+        raise ConfigError(f"optim.weight_decay={o.weight_decay} must be >= 0; the paper uses 2e-4.")
+    if o.decay <= 0:
+        raise ConfigError(f"optim.decay={o.decay} must be > 0 (the lr factor at each milestone, e.g. 0.1).")
+    if o.warmup_epochs < 0 or any(m < 0 for m in o.milestones):
+        raise ConfigError(f"optim.warmup_epochs={o.warmup_epochs} and optim.milestones={o.milestones} must be "
+                          ">= 0 (epochs).")
+    if t.threads < 0:
+        raise ConfigError(f"train.threads={t.threads} must be >= 0 (0 = torch's default).")
+    if cfg.m2m.noise_radius < 0:
+        raise ConfigError(f"m2m.noise_radius={cfg.m2m.noise_radius} must be >= 0.")
     if cfg.data.ratio < 1:
         raise ConfigError(f"data.ratio={cfg.data.ratio} must be >= 1 (N_max / N_min); "
                           "use 1 for a balanced set, 100 for the paper's CIFAR-LT.")
@@ -365,6 +417,22 @@ def validate(cfg: Config) -> None:
     if cfg.m2m.self_generator and cfg.m2m.generator:
         raise ConfigError("m2m.self_generator=true (M2m-Self: f plays g) conflicts with m2m.generator="
                           f"{cfg.m2m.generator}; set one of them.")
+    if cfg.rebalance.name == "m2m" and not cfg.m2m.self_generator:
+        for g in cfg.m2m.generator:
+            if not Path(g).expanduser().exists():
+                raise ConfigError(f"m2m.generator={g} does not exist; give a finished run directory (its best.pt "
+                                  "is g), a checkpoint file, or an official M2m checkpoint; or leave "
+                                  "m2m.generator empty to train and cache an ERM g first.")
     if cfg.loss.name == "ldam" and cfg.model.head == "linear":
         raise ConfigError("loss.name=ldam needs the cosine (normed) head, but model.head=linear; "
                           "use model.head=auto or model.head=normed.")
+
+
+def _check_finite(node: Any, prefix: str = "") -> None:
+    """No NaN or infinite number anywhere in the configuration."""
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_finite(value, f"{prefix}{f.name}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{prefix}{f.name}={value} must be a finite number.")

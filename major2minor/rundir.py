@@ -26,7 +26,7 @@ def default_run_dir(cfg) -> Path:
 def prepare_run_dir(path: Path, resume: bool) -> str:
     """Return 'new', 'resume' or 'done'; refuse to overwrite an existing run silently."""
     finished = (path / "summary.json").exists()
-    started = (path / "last.pt").exists()
+    started = (path / "last.pt").exists() or (path / "last.prev.pt").exists()
     if finished:
         if resume:
             return "done"
@@ -38,10 +38,42 @@ def prepare_run_dir(path: Path, resume: bool) -> str:
         raise RunDirError(f"run directory {path} holds an unfinished run (last.pt); pass --resume to "
                           "continue it, or choose another directory with run.dir=PATH.")
     if path.exists() and any(p.name not in ("config.yaml",) for p in path.iterdir()) and not resume:
-        raise RunDirError(f"run directory {path} exists and is not empty; choose another directory "
-                          "with run.dir=PATH or remove it.")
+        raise RunDirError(f"run directory {path} exists and is not empty (but holds no checkpoint: no epoch "
+                          "finished); pass --resume to start that run again there, or choose another "
+                          "directory with run.dir=PATH, or remove it.")
     path.mkdir(parents=True, exist_ok=True)
     return "new"
+
+
+# Settings that may differ between an interrupted run and its resumption: where things go, how
+# progress is shown, and the device/thread count (the user may resume on another machine).
+RESUME_FREE_KEYS = ("recipe", "run.", "train.progress", "train.device", "train.threads")
+
+
+def _flatten(d: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def check_resume_config(path: Path, saved: Optional[Dict[str, Any]], current: Dict[str, Any]) -> None:
+    """Refuse to resume ``path`` with settings other than the ones it was started with."""
+    if not saved:
+        return
+    a, b = _flatten(saved), _flatten(current)
+    differ = [k for k in sorted(set(a) | set(b))
+              if a.get(k) != b.get(k) and not any(k == f or (f.endswith(".") and k.startswith(f))
+                                                  for f in RESUME_FREE_KEYS)]
+    if differ:
+        shown = "; ".join(f"{k}={a.get(k)!r} there, {b.get(k)!r} now" for k in differ[:6])
+        more = f" (and {len(differ) - 6} more)" if len(differ) > 6 else ""
+        raise RunDirError(f"cannot resume {path}: it was started with different settings: {shown}{more}. "
+                          "Resume with the settings it was started with (see its config.yaml), or start "
+                          "a new run with run.dir=PATH.")
 
 
 def git_commit() -> Optional[str]:
@@ -95,5 +127,5 @@ def _fmt(v: Any) -> Any:
     return v
 
 
-__all__ = ["RunDirError", "default_run_dir", "prepare_run_dir", "environment", "write_csv",
+__all__ = ["RunDirError", "default_run_dir", "prepare_run_dir", "check_resume_config", "environment", "write_csv",
            "atomic_write_json", "atomic_write_text"]

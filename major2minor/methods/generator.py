@@ -65,8 +65,20 @@ def load_generator(path: Path, ctx, counts: Sequence[int]) -> nn.Module:
     cfg = copy.deepcopy(ctx.cfg)
     cfg.model.head = head
     b = ctx.bundle
+    info = obj if isinstance(obj, dict) else {}
+    fix = ("give a g trained on this data set with this model (an ERM run of the same recipe), or leave "
+           "m2m.generator empty to have one trained and cached.")
+    if info.get("num_classes") is not None and int(info["num_classes"]) != b.num_classes:
+        raise CheckpointError(f"m2m.generator={path}: g was trained for {info['num_classes']} classes but this "
+                              f"run's data ({b.name}) has {b.num_classes}; {fix}")
+    if info.get("model_name") and info["model_name"] != cfg.model.name:
+        raise CheckpointError(f"m2m.generator={path}: g is a '{info['model_name']}' but this run has "
+                              f"model.name={cfg.model.name} (g is built with the run's architecture); {fix}")
     g = build_model(cfg, b.num_classes, b.input_shape, b.mean, b.std).to(ctx.device)
-    load_weights(g, file)
+    try:
+        load_weights(g, file)
+    except CheckpointError as exc:
+        raise CheckpointError(f"m2m.generator={path}: {exc} {fix}") from exc
     g_counts = obj.get("counts") if isinstance(obj, dict) else None
     if g_counts is not None and list(g_counts) != list(counts):
         warnings.warn(f"m2m.generator={path} was trained on class counts {list(g_counts)[:5]}... but this run's "
