@@ -55,7 +55,9 @@ def main() -> None:
             for method in ("erm", "drs"):
                 print(json.dumps(score(method, base + sched + lr, root)), flush=True)
     else:
-        for beta, lam, gamma in itertools.product([0.9, 0.99, 0.999], [0.1, 0.5], [0.5, 0.9]):
+        # beta 0.999 is left out: with at most 90 images a class, 1 - 0.999^(N_j - N_k) <= 0.09, so the
+        # Bernoulli draw rejects > 90% of translations (measured: 0.25% acceptance).
+        for beta, lam, gamma in itertools.product([0.9, 0.99], [0.1, 0.5], [0.5, 0.9]):
             o = base + [f"m2m.beta={beta}", f"m2m.lam={lam}", f"m2m.gamma={gamma}"]
             print(json.dumps(score("m2m", o, root)), flush=True)
     print(json.dumps({"wall_seconds": time.time() - t0, "root": root}))

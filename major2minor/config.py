@@ -335,8 +335,32 @@ def load_config(recipe: Optional[str] = None, overrides: Sequence[str] = ()) -> 
     for k, v in parsed:
         if k not in ("method", "recipe"):
             set_key(cfg, k, v)
+    cfg.method = method_label(cfg)
     validate(cfg)
     return cfg
+
+
+def method_label(cfg: Config) -> str:
+    """The preset that the resolved loss/re-balancing/switches match, else ``LOSS+REBALANCE``.
+
+    So ``method=erm loss=focal rebalance=rw`` is recorded (and gets its run directory) as
+    ``focal+rw``, never as ``erm``.
+    """
+    from major2minor.registry import METHODS
+
+    def matches(name: str) -> bool:
+        p = METHODS.get(name)
+        if (p.loss, p.rebalance) != (cfg.loss.name, cfg.rebalance.name):
+            return False
+        probe = copy.deepcopy(cfg)
+        for key, value in p.overrides.items():
+            set_key(probe, key, value)
+        return probe == cfg
+
+    # the most specific first: ablation presets (with switches) before plain loss+re-balancing ones
+    names = sorted(METHODS.names(), key=lambda n: not METHODS.get(n).overrides)
+    plain = [n for n in names if matches(n)]
+    return plain[0] if plain else f"{cfg.loss.name}+{cfg.rebalance.name}"
 
 
 def config_from_dict(values: Dict[str, Any]) -> Config:

@@ -146,8 +146,12 @@ def train(cfg: Config, resume: bool = False, log: Optional[Log] = print,
     t_start = time.time()
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
     status = prepare_run_dir(run_dir, resume)
-    if status == "done":
+    if status == "done":   # reuse a finished run only if it was run with these very settings
         import json
+
+        import yaml
+        saved = run_dir / "config.yaml"
+        check_resume_config(run_dir, yaml.safe_load(saved.read_text()) if saved.exists() else None, cfg.to_dict())
         log(f"{run_dir}: finished already; reusing its summary")
         return json.loads((run_dir / "summary.json").read_text())
     if status == "resume":   # read (last.pt, or last.prev.pt if it is unreadable) and check it first

@@ -67,3 +67,11 @@ def test_every_shipped_recipe_loads():
 def test_unknown_recipe():
     with pytest.raises(ConfigError, match="built-in"):
         load_config("cifar-10-lt")
+
+
+def test_method_label_follows_the_resolved_loss_and_rebalancing():
+    assert load_config(None, ["loss=focal", "rebalance=rw"]).method == "focal+rw"
+    assert load_config(None, ["method=erm", "rebalance=drs"]).method == "drs"
+    assert load_config(None, ["method=m2m", "m2m.reject=false"]).method == "m2m-no-reject"
+    assert load_config(None, ["method=m2m-self", "m2m.self_generator=false"]).method == "m2m"
+    assert load_config(None, ["method=ldam-m2m"]).method == "ldam-m2m"

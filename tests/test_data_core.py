@@ -6,9 +6,9 @@ from major2minor.data.sampling import oversampled_indices
 
 
 def test_digits_lt_splits_are_balanced_longtailed_and_deterministic():
-    a = build_dataset(DataConfig(ratio=20, n_max=100))
-    b = build_dataset(DataConfig(ratio=20, n_max=100))
-    assert a.train_counts == [100, 71, 51, 36, 26, 18, 13, 9, 6, 5]
+    a = build_dataset(DataConfig(ratio=20, n_max=90))
+    b = build_dataset(DataConfig(ratio=20, n_max=90))
+    assert a.train_counts == [90, 64, 46, 33, 23, 17, 12, 8, 6, 4]
     assert torch.bincount(a.test.y).tolist() == [50] * 10
     assert torch.bincount(a.val.y).tolist() == [30] * 10
     assert torch.equal(a.train.x, b.train.x) and a.train.x.dtype == torch.uint8

@@ -89,3 +89,9 @@ def test_cli_train_and_list(tmp_path, capsys):
     assert (tmp_path / "c" / "summary.json").exists()
     assert main(["train", "optim.lrr=1"]) == 2
     assert "Did you mean 'optim.lr'" in capsys.readouterr().err
+
+
+def test_finished_run_with_other_settings_is_not_reused(tiny_cfg, tmp_path):
+    train(tiny_cfg("run.dir=" + str(tmp_path / "r")), log=None)
+    with pytest.raises(RunDirError, match="different settings.*optim.lr"):
+        train(tiny_cfg("run.dir=" + str(tmp_path / "r"), "optim.lr=0.05"), resume=True, log=None)

@@ -46,10 +46,29 @@ class CrossEntropy(Loss):
 class FocalLoss(Loss):
     """Focal loss (Lin et al.), gamma = loss.focal_gamma (paper: 1)."""
 
+    def __init__(self, cfg, counts):
+        super().__init__(cfg, counts)
+        if cfg.focal_gamma < 0:
+            raise ValueError(f"loss.focal_gamma={cfg.focal_gamma} must be >= 0 (the paper uses 1; 0 is plain "
+                             "cross-entropy).")
+
     def forward(self, logits, target, class_weight=None):
         ce = F.cross_entropy(logits, target, weight=class_weight, reduction="none")
-        p = torch.exp(-ce)
-        return (1 - p) ** self.cfg.focal_gamma * ce
+        return focal_from_ce(ce, self.cfg.focal_gamma)
+
+
+def focal_from_ce(ce: torch.Tensor, gamma: float) -> torch.Tensor:
+    """(1 - p)^gamma * ce with p = exp(-ce), as the public code's ``focal_loss``.
+
+    1 - p is computed as ``-expm1(-ce)`` (the same number, without cancellation) and kept above a
+    tiny floor: for 0 < gamma < 1 the derivative of (1 - p)^gamma is infinite at p = 1, which a
+    confidently right sample (ce rounds to 0) reaches, and the public code's gradient is then NaN
+    although the loss is finite.  The floor changes the loss by less than 1e-12 * ce.
+    """
+    if gamma == 0:
+        return ce
+    one_minus_p = (-torch.expm1(-ce)).clamp_min(1e-12)
+    return one_minus_p ** gamma * ce
 
 
 def ldam_margins(counts: Sequence[int], max_margin: float) -> torch.Tensor:

@@ -27,14 +27,15 @@ def generator_config(cfg):
     """The ERM configuration that produces g for ``cfg``: same data/model/optimiser recipe."""
     g_cfg = copy.deepcopy(cfg)
     g_cfg.method = "erm"
-    g_cfg.loss.name = "ce"
-    g_cfg.rebalance.name = "none"
+    g_cfg.loss = type(cfg.loss)()            # ce, defaults: loss knobs of f do not shape g
+    g_cfg.rebalance = type(cfg.rebalance)()  # none
     g_cfg.model.head = "linear"
     g_cfg.m2m = type(cfg.m2m)()
     g_cfg.train.seed = cfg.train.seed + GENERATOR_SEED_OFFSET
     g_cfg.train.progress = "none"
     key = {k: v for k, v in g_cfg.to_dict().items() if k not in ("run", "recipe")}
-    for volatile in ("device", "threads", "progress", "compile", "channels_last"):
+    # settings that cannot change an ERM run (or name it) stay out of the cache key
+    for volatile in ("device", "threads", "progress", "compile", "channels_last", "seed", "deferred_epoch"):
         key["train"].pop(volatile, None)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
     g_cfg.run.dir = str(Path(cfg.run.root) / ".generators" / f"{Path(cfg.recipe).stem}-{digest}"

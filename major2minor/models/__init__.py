@@ -1,7 +1,7 @@
 """Models with one shared interface; importing this package registers them in ``MODELS``."""
 from __future__ import annotations
 
-from major2minor.models import resnet_cifar, small  # noqa: F401
+from major2minor.models import preact_resnet, resnet_cifar, resnet_imagenet, small  # noqa: F401
 from major2minor.models.base import Classifier, NormedLinear
 
 
