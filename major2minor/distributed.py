@@ -113,3 +113,14 @@ def gather_in_order(local: torch.Tensor, total: int, info: DistInfo) -> torch.Te
 def cleanup(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def broadcast_buffers(model: torch.nn.Module, info: DistInfo) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics).
+
+    Parameters stay identical under DDP, but each rank updates its running statistics on its own
+    local batches; evaluation and checkpoints must use one model, rank 0's.
+    """
+    if info.enabled:
+        for buf in model.buffers():
+            dist.broadcast(buf, src=0)

@@ -27,6 +27,7 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 import torch
 
+from major2minor import distributed as dist_utils
 from major2minor.checkpoint import (atomic_write_json, atomic_write_text, load_resume_checkpoint,
                                     save_checkpoint)
 from major2minor.config import Config
@@ -38,7 +39,7 @@ from major2minor.models import build_model
 from major2minor.registry import REBALANCERS
 from major2minor.rundir import check_resume_config, default_run_dir, environment, prepare_run_dir, write_csv
 from major2minor.figures import write_run_figures
-from major2minor.tblog import TBLogger
+from major2minor.tblog import NullTBLogger, TBLogger
 
 Log = Callable[[str], None]
 
@@ -53,15 +54,6 @@ def learning_rate(optim_cfg, epoch: int) -> float:
     if epoch < optim_cfg.warmup_epochs:
         return base * (epoch + 1) / optim_cfg.warmup_epochs
     return base * optim_cfg.decay ** sum(epoch >= m for m in optim_cfg.milestones)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device={name} but no CUDA device is available; use train.device=cpu or auto.")
-    return device
 
 
 def build_model_seeded(cfg: Config, bundle: DataBundle, seed: int, device: torch.device) -> torch.nn.Module:
@@ -91,8 +83,13 @@ def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int, device: to
 
 
 def evaluate(model: torch.nn.Module, split: Split, num_classes: int, train_counts: List[int],
-             device: torch.device, batch_size: int = 1024, amp: str = "none") -> Dict[str, Any]:
-    logits = predict(model, split.x, batch_size, device, amp)
+             device: torch.device, batch_size: int = 1024, amp: str = "none",
+             dist: Optional[dist_utils.DistInfo] = None) -> Dict[str, Any]:
+    """Metrics on the whole split; under torchrun each rank predicts x[rank::world] and the logits are
+    gathered back in order, so every rank computes the same numbers on the whole split."""
+    dist = dist or dist_utils.DistInfo()
+    logits = predict(model, split.x[dist.rank::dist.world_size], batch_size, device, amp)
+    logits = dist_utils.gather_in_order(logits, len(split), dist)
     y = split.y.to(logits.device)
     metrics = classification_metrics(y.cpu().numpy(), logits.argmax(1).cpu().numpy(), num_classes, train_counts)
     metrics["loss"] = float(torch.nn.functional.cross_entropy(logits, y)) if len(y) else float("nan")
@@ -109,6 +106,7 @@ class RunContext:
     run_dir: Optional[Path]
     log: Log
     build_model: Callable[[int], torch.nn.Module]
+    rank: int = 0
 
 
 @dataclass
@@ -132,6 +130,22 @@ def _kept(run_dir: Path, epoch: int) -> str:
     return f"the last good checkpoint {run_dir / 'last.pt'} (end of epoch {epoch}) is kept."
 
 
+def _quiet(cfg: Config) -> Config:
+    import copy
+    quiet = copy.deepcopy(cfg)
+    quiet.train.progress = "none"
+    return quiet
+
+
+def _merge_rank_stats(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Combine per-rank M2m statistics: counts and seconds add up, rates are recomputed."""
+    rows = [r for r in rows if r]
+    if len(rows) <= 1:
+        return rows[0] if rows else {}
+    from major2minor.methods.m2m import merge_stat_rows
+    return merge_stat_rows(rows)
+
+
 def _progress(cfg: Config, total: int, initial: int):
     from tqdm.auto import tqdm
     mode = cfg.train.progress
@@ -145,7 +159,10 @@ def train(cfg: Config, resume: bool = False, log: Optional[Log] = print,
     log = log or (lambda s: None)
     t_start = time.time()
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
-    status = prepare_run_dir(run_dir, resume)
+    dist, device = dist_utils.setup(cfg.train.device)
+    if not dist.is_main:   # one voice: rank 0 logs, writes files and draws figures
+        log = lambda s: None  # noqa: E731
+    status = dist_utils.broadcast_object(prepare_run_dir(run_dir, resume) if dist.is_main else None, dist)
     if status == "done":   # reuse a finished run only if it was run with these very settings
         import json
 
@@ -158,8 +175,7 @@ def train(cfg: Config, resume: bool = False, log: Optional[Log] = print,
         resume_ckpt, _ = load_resume_checkpoint(run_dir, log)
         check_resume_config(run_dir, resume_ckpt.get("config"), cfg.to_dict())
 
-    tb = TBLogger.from_config(cfg, run_dir)   # a no-op unless run.tensorboard=true
-    device = resolve_device(cfg.train.device)
+    tb = TBLogger.from_config(cfg, run_dir) if dist.is_main else NullTBLogger()   # no-op unless run.tensorboard
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     if device.type == "cuda" and cfg.train.deterministic:
@@ -173,7 +189,7 @@ def train(cfg: Config, resume: bool = False, log: Optional[Log] = print,
     rebalancer = REBALANCERS.get(cfg.rebalance.name)(cfg, counts)
     model = build_model_seeded(cfg, bundle, seed, device)
     ctx = RunContext(cfg, bundle, device, run_dir, log,
-                     build_model=lambda s: build_model_seeded(cfg, bundle, s, device))
+                     build_model=lambda s: build_model_seeded(cfg, bundle, s, device), rank=dist.rank)
     if hasattr(rebalancer, "setup"):
         rebalancer.setup(ctx, model)
     train_split = rebalancer.prepare_train(bundle.train, seed).to(device)   # SMOTE adds samples here
@@ -181,30 +197,49 @@ def train(cfg: Config, resume: bool = False, log: Optional[Log] = print,
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
                                 weight_decay=cfg.optim.weight_decay, nesterov=cfg.optim.nesterov)
     step_model = torch.compile(model) if cfg.train.compile else model
+    # f as M2m translates with it: the plain module under DDP (translation needs input gradients only,
+    # which must not trigger DDP's gradient all-reduce)
+    translate_model = step_model
+    if dist.enabled:
+        import warnings
+        # a weight with a size-1 dimension (e.g. a 1-channel first conv) can have grad strides that
+        # differ from DDP's bucket view only in that dimension: harmless, but warned at every step
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+        step_model = torch.nn.parallel.DistributedDataParallel(
+            step_model, device_ids=[device.index] if device.type == "cuda" else None)
+        translate_model = model
 
     # Separate generators per purpose, so e.g. M2m's draws do not shift the sampling stream.
     sample_gen = torch.Generator().manual_seed(seed)
-    aug_gen = torch.Generator(device=device).manual_seed(seed + 1)
+    aug_gen = torch.Generator(device=device).manual_seed(seed + 1 + 1000 * dist.rank)   # per-rank stream
     state = TrainState()
 
-    atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
-    atomic_write_json(run_dir / "manifest.json", bundle.manifest())
-    atomic_write_json(run_dir / "environment.json", environment())
+    if dist.is_main:
+        atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+        atomic_write_json(run_dir / "manifest.json", bundle.manifest())
+        atomic_write_json(run_dir / "environment.json", {**environment(), "world_size": dist.world_size})
 
     if status == "resume":
         ckpt = resume_ckpt
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         sample_gen.set_state(ckpt["rng"]["sample"])
-        aug_gen.set_state(ckpt["rng"]["augment"].to(aug_gen.get_state().device))
-        rebalancer.load_state_dict(ckpt.get("rebalancer", {}))
+        per_rank = ckpt.get("per_rank", [{"augment": ckpt["rng"]["augment"], "rebalancer": ckpt.get("rebalancer", {})}])
+        if len(per_rank) != dist.world_size:
+            raise ValueError(f"{run_dir} was saved by {len(per_rank)} process(es) but is resumed with "
+                             f"{dist.world_size}; resume with the same torchrun --nproc_per_node.")
+        aug_gen.set_state(per_rank[dist.rank]["augment"].to(aug_gen.get_state().device))
+        rebalancer.load_state_dict(per_rank[dist.rank]["rebalancer"])
         state = TrainState(**ckpt["state"])
         log(f"resuming {run_dir} at epoch {state.epoch}")
 
     amp = cfg.train.amp == "bf16"
     bs = cfg.train.batch_size
     n_batches = math.ceil(len(train_split) / bs)
-    bar = _progress(cfg, cfg.train.epochs * n_batches, state.epoch * n_batches)
+    if dist.enabled and bs < dist.world_size:
+        raise ValueError(f"train.batch_size={bs} is the global batch and must be >= the number of processes "
+                         f"({dist.world_size}).")
+    bar = _progress(cfg if dist.is_main else _quiet(cfg), cfg.train.epochs * n_batches, state.epoch * n_batches)
     log(f"{cfg.method}: {bundle.name} train {len(bundle.train)} (counts {counts[:3]}...{counts[-3:]}), "
         f"val {len(bundle.val)}, test {len(bundle.test)}; model {cfg.model.name}; device {device}; "
         f"run dir {run_dir}")
@@ -218,23 +253,28 @@ def train(cfg: Config, resume: bool = False, log: Optional[Log] = print,
         class_weight = None if weights is None else torch.as_tensor(weights, dtype=torch.float32, device=device)
         indices = epoch_indices(train_split.y, rebalancer.sample_weights(epoch), sample_gen)
         if hasattr(rebalancer, "on_epoch_start"):
-            rebalancer.on_epoch_start(epoch, step_model, train_split, bundle, n_batches)
+            rebalancer.on_epoch_start(epoch, translate_model, train_split, bundle, n_batches)
 
         model.train()
         seen = torch.zeros(bundle.num_classes, dtype=torch.long, device=device)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
         for b, idx in enumerate(batch_slices(indices, bs)):
-            idx = idx.to(device)
+            # train.batch_size is the global batch: each rank takes its contiguous share of it. A final
+            # global batch smaller than the number of ranks is dropped on every rank alike.
+            if len(idx) < dist.world_size:
+                continue
+            idx = dist_utils.rank_slice(idx, dist).to(device)
             x = augment_batch(to_float(train_split.x[idx]), bundle.augment, aug_gen)
             y = train_split.y[idx]
-            x, y = rebalancer.transform_batch(step_model, x, y, epoch)
+            x, y = rebalancer.transform_batch(translate_model, x, y, epoch)
             if cfg.train.channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 logits = step_model(x)
             loss = loss_fn(logits.float(), y, class_weight).mean()
-            if not torch.isfinite(loss):
+            # under DDP every rank must take the same decision, so the check sees the summed loss
+            if not torch.isfinite(dist_utils.all_reduce_sum(loss.detach().clone(), dist) if dist.enabled else loss):
                 raise NonFiniteLossError(
                     f"non-finite loss ({loss.item()}) at epoch {epoch + 1}/{cfg.train.epochs}, batch "
                     f"{b + 1}/{n_batches}; {_kept(run_dir, epoch)} Lower optim.lr or check the inputs for NaN/inf.")
@@ -254,14 +294,17 @@ def train(cfg: Config, resume: bool = False, log: Optional[Log] = print,
                                      f"{_kept(run_dir, epoch)} Lower optim.lr.")
 
         # --- evaluation on whole splits; model selection on validation bACC only ----------------
+        for t in (seen, loss_sum, correct):            # what all ranks together saw this epoch
+            dist_utils.all_reduce_sum(t, dist)
+        dist_utils.broadcast_buffers(model, dist)     # evaluate (and save) rank 0's BN statistics
         n_seen = int(seen.sum())
-        val = evaluate(model, bundle.val, bundle.num_classes, counts, device, cfg.train.eval_batch_size, cfg.train.amp)
+        val = evaluate(model, bundle.val, bundle.num_classes, counts, device, cfg.train.eval_batch_size, cfg.train.amp, dist)
         improved = val["bacc"] >= state.best_val_bacc
         if improved:
             state.best_val_bacc, state.best_epoch = val["bacc"], epoch
             state.val_at_best = val
             state.test_at_best = evaluate(model, bundle.test, bundle.num_classes, counts, device,
-                                          cfg.train.eval_batch_size, cfg.train.amp)
+                                          cfg.train.eval_batch_size, cfg.train.amp, dist)
         row: Dict[str, Any] = {
             "epoch": epoch, "lr": lr,
             "train_loss": float(loss_sum) / max(n_seen, 1), "train_acc": float(correct) / max(n_seen, 1),
@@ -271,25 +314,29 @@ def train(cfg: Config, resume: bool = False, log: Optional[Log] = print,
             "seen_per_class": seen.tolist(),
             "class_weights": None if weights is None else [round(float(w), 6) for w in weights],
         }
-        row.update(rebalancer.epoch_stats())
+        row.update(_merge_rank_stats(dist_utils.all_gather_object(rebalancer.epoch_stats(), dist)))
         row["epoch_seconds"] = time.time() - t_epoch
         state.history.append(row)
         state.train_seconds += row["epoch_seconds"]
         state.epoch = epoch + 1
 
-        write_csv(run_dir / "log.csv", state.history)
-        tb.log_row(epoch, row)
+        per_rank = dist_utils.all_gather_object(
+            {"augment": aug_gen.get_state().cpu(), "rebalancer": rebalancer.state_dict()}, dist)
+        if dist.is_main:
+            write_csv(run_dir / "log.csv", state.history)
+            tb.log_row(epoch, row)
         ckpt = {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "epoch": epoch, "state": state.__dict__,
             "rng": {"sample": sample_gen.get_state(), "augment": aug_gen.get_state()},
-            "rebalancer": rebalancer.state_dict(),
+            "rebalancer": rebalancer.state_dict(), "per_rank": per_rank,
             "counts": counts, "num_classes": bundle.num_classes, "model_name": cfg.model.name,
             "config": cfg.to_dict(),
         }
-        if improved:
-            save_checkpoint({**ckpt, "kind": "best"}, run_dir / "best.pt")
-        save_checkpoint(ckpt, run_dir / "last.pt", keep_previous=True)
+        if dist.is_main:
+            if improved:
+                save_checkpoint({**ckpt, "kind": "best"}, run_dir / "best.pt")
+            save_checkpoint(ckpt, run_dir / "last.pt", keep_previous=True)
         extra = "".join(f" {k}={v:.3g}" for k, v in rebalancer.epoch_stats_brief(row).items()) \
             if hasattr(rebalancer, "epoch_stats_brief") else ""
         msg = (f"epoch {epoch + 1}/{cfg.train.epochs} lr {lr:.4g} loss {row['train_loss']:.4f} "
@@ -302,7 +349,8 @@ def train(cfg: Config, resume: bool = False, log: Optional[Log] = print,
             bar.write(msg)
     bar.close()
 
-    test_last = evaluate(model, bundle.test, bundle.num_classes, counts, device, cfg.train.eval_batch_size, cfg.train.amp)
+    test_last = evaluate(model, bundle.test, bundle.num_classes, counts, device, cfg.train.eval_batch_size,
+                         cfg.train.amp, dist)
     summary = {
         "run_dir": str(run_dir), "recipe": cfg.recipe, "method": cfg.method, "loss": cfg.loss.name,
         "rebalance": cfg.rebalance.name, "seed": seed, "dataset": bundle.name, "train_counts": counts,
@@ -312,9 +360,12 @@ def train(cfg: Config, resume: bool = False, log: Optional[Log] = print,
     }
     if hasattr(rebalancer, "run_summary"):
         summary["m2m"] = rebalancer.run_summary(state.history)
-    atomic_write_json(run_dir / "summary.json", summary)
-    tb.close()
-    write_run_figures(run_dir, log=log)
+    if dist.is_main:
+        summary["world_size"] = dist.world_size
+        atomic_write_json(run_dir / "summary.json", summary)
+        tb.close()
+        write_run_figures(run_dir, log=log)
+    dist_utils.barrier(dist)   # no rank reads this run's files (e.g. as M2m's g) before they exist
     log(f"done: test bACC {state.test_at_best['bacc']:.4f} GM {state.test_at_best['gm']:.4f} "
         f"at best-val epoch {state.best_epoch + 1}; last epoch bACC {test_last['bacc']:.4f}; {run_dir}")
     return summary

@@ -121,6 +121,28 @@ class M2mEpochStats:
         }
 
 
+def merge_stat_rows(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Combine the epoch rows of several ranks: counts and seconds add up, rates are recomputed."""
+    slots = sum(r["m2m_slots"] for r in rows)
+    accepted = sum(r["m2m_accepted"] for r in rows)
+
+    def weighted(key: str):
+        parts = [(r[key], r["m2m_accepted"]) for r in rows if r[key] is not None]
+        return sum(v * n for v, n in parts) / accepted if accepted else None
+
+    return {
+        "m2m_slots": slots,
+        "m2m_translated": sum(r["m2m_translated"] for r in rows),
+        "m2m_accepted": accepted,
+        "m2m_acceptance": accepted / slots if slots else None,
+        "m2m_g_target_prob": weighted("m2m_g_target_prob"),
+        "m2m_f_seed_prob": weighted("m2m_f_seed_prob"),
+        "m2m_f_target_prob": weighted("m2m_f_target_prob"),
+        "m2m_seconds": max(r["m2m_seconds"] for r in rows),   # ranks translate in parallel
+        "m2m_accepted_per_class": [sum(v) for v in zip(*(r["m2m_accepted_per_class"] for r in rows))],
+    }
+
+
 # ------------------------------------------------------------------------------------------------
 # the translator: the public API
 
@@ -323,7 +345,8 @@ class M2mRebalancer(Rebalancer):
     def setup(self, ctx, model: nn.Module) -> None:
         from major2minor.methods.generator import resolve_generators
         g = None if self.cfg.m2m.self_generator else resolve_generators(ctx, self.counts)
-        self.rng = torch.Generator(device=ctx.device).manual_seed(self.cfg.train.seed + 2)
+        # per-rank stream under torchrun: each rank translates its own local batch
+        self.rng = torch.Generator(device=ctx.device).manual_seed(self.cfg.train.seed + 2 + 1000 * ctx.rank)
         self.translator = M2mTranslator(g, self.counts, self.cfg.m2m, ctx.bundle.bounds, self.rng,
                                         amp=self.cfg.train.amp)
         self.log = ctx.log
