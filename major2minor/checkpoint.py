@@ -156,8 +156,10 @@ def load_resume_checkpoint(run_dir: PathLike, log: Optional[Callable[[str], None
                                   f"({exc}; {exc_prev}); start over in a new directory (run.dir=PATH) or "
                                   "remove this one.") from exc_prev
         corrupt = last.with_name("last.corrupt.pt")
-        if last.exists():
+        try:
             os.replace(last, corrupt)
+        except FileNotFoundError:   # missing, or another rank of the same run moved it already
+            pass
         msg = (f"WARNING: {last} is unreadable ({exc}). Resuming from the previous good checkpoint {prev} "
                f"(end of epoch {int(obj['epoch']) + 1}) instead; the epochs after it are trained again from "
                f"the saved state. The unreadable file was moved to {corrupt}.")

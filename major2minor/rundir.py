@@ -34,6 +34,10 @@ def prepare_run_dir(path: Path, resume: bool) -> str:
                           "result, or choose another directory with run.dir=PATH.")
     if started:
         if resume:
+            for leftover in path.glob(".*.tmp"):      # a write the crash interrupted (never renamed into place)
+                leftover.unlink(missing_ok=True)
+            for leftover in path.glob(".*.link"):
+                leftover.unlink(missing_ok=True)
             return "resume"
         raise RunDirError(f"run directory {path} holds an unfinished run (last.pt); pass --resume to "
                           "continue it, or choose another directory with run.dir=PATH.")
