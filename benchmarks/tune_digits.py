@@ -29,7 +29,7 @@ def score(method: str, overrides, root: str) -> dict:
         cfg = load_config("digits-lt", [f"method={method}", f"train.seed={seed}", f"run.root={root}",
                                         "train.progress=none", *overrides])
         from major2minor.rundir import default_run_dir
-        s = train(cfg, log=None, run_dir=default_run_dir(cfg) / "_".join(o.replace("/", "_") for o in overrides))
+        s = train(cfg, resume=True, log=None, run_dir=default_run_dir(cfg) / "_".join(o.replace("/", "_") for o in overrides))
         vals.append(s["val_at_best"]["bacc"])
         if "m2m" in s:
             acc.append(s["m2m"]["acceptance"] or 0.0)

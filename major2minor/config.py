@@ -46,7 +46,8 @@ class DataConfig:
     embeddings: Optional[str] = None    # word-vector text file (twitter-pos)
     image_size: Optional[int] = None    # resize target for image data sets that resize
     cache: Optional[str] = None         # where decoded arrays are cached (default: ROOT/.m2m-cache)
-    workers: int = 4                    # DataLoader workers for streamed data sets (imagenet-lt)
+    workers: int = 4                    # DataLoader workers (per process) for streamed data sets (imagenet-lt)
+    stream: bool = False                # decode + augment images in DataLoader workers each epoch (imagenet-lt)
     label_column: Optional[str] = None  # csv: the label column (default: 'label' if present, else the last)
 
 
@@ -98,6 +99,7 @@ class M2mConfig:
     self_generator: bool = False        # M2m-Self: f itself plays g
     reject: bool = True                 # False = M2m-No-Reject (keep every translated sample)
     translate_rejected: bool = False    # True = also translate slots the Bernoulli draw rejects (slower, same distribution)
+    fold_generator: bool = True         # fold g's BatchNorm into its convolutions (g is frozen; same function up to rounding)
 
 
 @dataclass
@@ -110,7 +112,7 @@ class TrainConfig:
     device: str = "auto"                # auto | cpu | cuda | cuda:N
     threads: int = 0                    # torch intra-op threads; 0 = leave torch's default
     deterministic: bool = True          # torch.use_deterministic_algorithms where supported
-    channels_last: bool = False
+    channels_last: bool = True          # NHWC memory layout for image models (faster convolutions on CPU and GPU)
     amp: str = "none"                   # none | bf16 (autocast)
     compile: bool = False               # torch.compile the model
     progress: str = "auto"              # auto (bar only on a terminal) | bar | none
@@ -394,6 +396,14 @@ def validate(cfg: Config) -> None:
     t = cfg.train
     _check_finite(cfg)
     d = cfg.data
+    if d.stream and not getattr(DATASETS.get(d.name), "streams", False):
+        raise ConfigError(f"data.stream=true: data set '{d.name}' has no streaming path (imagenet-lt has); "
+                          "it is held in memory, so set data.stream=false.")
+    if d.workers < 0:
+        raise ConfigError(f"data.workers={d.workers} must be >= 0 (0 = decode in the training process).")
+    if d.stream and cfg.rebalance.name == "smote":
+        raise ConfigError("rebalance.name=smote interpolates the whole training set in memory; it cannot run on "
+                          "streamed data (data.stream=true). Use data.stream=false or another method.")
     if d.n_max is not None and d.n_max < 1:
         raise ConfigError(f"data.n_max={d.n_max} must be >= 1 (the size of the largest class), or null for "
                           "as many as the data allow.")

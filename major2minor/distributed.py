@@ -10,7 +10,9 @@ Conventions (also in the README):
   over ranks is exactly the single-process stream (the class histogram across ranks is the
   sampler's promise) and the stream is re-drawn each epoch.
 * Random draws that are local to a rank (augmentation, M2m's translation) use generators seeded
-  with ``seed + offset + 1000 * rank``.
+  with ``seed + offset + 1000 * rank``.  Streamed data (``data.stream=true``) are the exception:
+  their per-sample augmentation seed belongs to the sample's position in the global stream
+  (``data/batches.py``), so streamed images do not depend on the number of ranks.
 * Evaluation: each rank predicts a strided shard of the split; predictions are gathered from all
   ranks and every rank computes the same metrics on the whole split.
 * Logging, figures and checkpoints come from rank 0; per-rank RNG states are gathered into the

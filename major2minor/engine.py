@@ -4,10 +4,12 @@
         lr      <- warm-up / step schedule of the recipe
         indices <- shuffle, or over-sample (1 / N_y) once the re-balancing is active (DRS, M2m: T0)
         for each batch:
-            x, y  <- uint8 -> float [0, 1] on the device, batched crop/flip
+            x, y  <- this rank's share of the global batch, float [0, 1] on the device: gathered from
+                     the device-resident split + batched crop/flip, or decoded and augmented by
+                     DataLoader workers for a streamed split (data/batches.py)
             x, y  <- rebalancer.transform_batch(f, x, y)          (M2m translates here)
             loss  <- mean_i  w_{y_i} * loss(f(x_i), y_i)           (w: RW / CB-RW / DRW weights)
-            one SGD step
+            one SGD step           (the first epoch run times its first steps: epoch/run-time estimate)
         validate (whole split); on a new best validation bACC: test, save best.pt
         log a CSV row; save last.pt atomically (model, optimiser, every RNG state)
     test at the last epoch; write summary.json
@@ -31,11 +33,13 @@ from major2minor import distributed as dist_utils
 from major2minor.checkpoint import (atomic_write_json, atomic_write_text, load_resume_checkpoint,
                                     save_checkpoint)
 from major2minor.config import Config
-from major2minor.data import DataBundle, Split, augment_batch, build_dataset, to_float
-from major2minor.data.sampling import batch_slices, epoch_indices
+from major2minor.data import DataBundle, Split, build_dataset, to_float
+from major2minor.data.batches import batch_source, is_streamed, iter_uint8_batches
+from major2minor.data.sampling import epoch_indices
 from major2minor.losses import build_loss
 from major2minor.metrics import classification_metrics
 from major2minor.models import build_model
+from major2minor.methods.base import Rebalancer
 from major2minor.registry import REBALANCERS
 from major2minor.rundir import check_resume_config, default_run_dir, environment, prepare_run_dir, write_csv
 from major2minor.figures import write_run_figures
@@ -74,8 +78,8 @@ def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int, device: to
     was_training = model.training
     model.eval()
     outs = []
-    for start in range(0, len(x), batch_size):
-        xb = to_float(x[start:start + batch_size].to(device, non_blocking=True))
+    for xb in iter_uint8_batches(x, batch_size, device):     # a tensor, or streamed images (DataLoader)
+        xb = to_float(xb)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
             outs.append(model(xb).float())
     model.train(was_training)
@@ -94,6 +98,50 @@ def evaluate(model: torch.nn.Module, split: Split, num_classes: int, train_count
     metrics = classification_metrics(y.cpu().numpy(), logits.argmax(1).cpu().numpy(), num_classes, train_counts)
     metrics["loss"] = float(torch.nn.functional.cross_entropy(logits, y)) if len(y) else float("nan")
     return metrics
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(float(seconds), 0.0)
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class EpochEstimate:
+    """Times the first training steps of the first epoch this process runs and tells how long an epoch
+    and the rest of the run will take.
+
+    The first ``warmup`` batches (loader start-up, kernel selection, compilation) are left out; the
+    next ``measure`` batches (fewer in a short epoch) are timed, with one device sync at either end.
+    Evaluation and, for M2m, translation from T0 on (M2m prints its own estimate then) come on top.
+    """
+
+    def __init__(self, n_batches: int, epochs_left: int, batch_size: int, device: torch.device,
+                 warmup: int = 2, measure: int = 10):
+        self.n_batches, self.epochs_left, self.batch_size, self.device = n_batches, epochs_left, batch_size, device
+        self.warmup = min(warmup, max(n_batches - 1, 0))
+        self.last = min(self.warmup + measure, n_batches) - 1     # the batch after which to report
+        self.t0 = time.perf_counter()
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def after_batch(self, b: int) -> Optional[str]:
+        if b == self.warmup - 1:
+            self._sync()
+            self.t0 = time.perf_counter()
+        if b != self.last:
+            return None
+        self._sync()
+        per_batch = (time.perf_counter() - self.t0) / max(b - self.warmup + 1, 1)
+        epoch = per_batch * self.n_batches
+        return (f"time estimate: {per_batch:.3f}s per training step ({self.batch_size / max(per_batch, 1e-9):.0f} "
+                f"images/s, {b + 1 - self.warmup} steps timed) -> about {_duration(epoch)} per epoch of "
+                f"{self.n_batches} steps and {_duration(epoch * self.epochs_left)} for the "
+                f"{self.epochs_left} epoch(s) left, plus evaluation")
 
 
 @dataclass
@@ -192,6 +240,9 @@ def train(cfg: Config, resume: bool = False, log: Optional[Log] = print,
                      build_model=lambda s: build_model_seeded(cfg, bundle, s, device), rank=dist.rank)
     if hasattr(rebalancer, "setup"):
         rebalancer.setup(ctx, model)
+    if is_streamed(bundle.train) and type(rebalancer).prepare_train is not Rebalancer.prepare_train:
+        raise ValueError(f"rebalance.name={cfg.rebalance.name} rewrites the training set in memory; it cannot run "
+                         "on streamed data (data.stream=true).")
     train_split = rebalancer.prepare_train(bundle.train, seed).to(device)   # SMOTE adds samples here
     loss_fn = build_loss(cfg, counts).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
@@ -213,6 +264,8 @@ def train(cfg: Config, resume: bool = False, log: Optional[Log] = print,
     sample_gen = torch.Generator().manual_seed(seed)
     aug_gen = torch.Generator(device=device).manual_seed(seed + 1 + 1000 * dist.rank)   # per-rank stream
     state = TrainState()
+    # the batches of each epoch: gathered from the device-resident split, or streamed from files
+    source = batch_source(train_split, bundle.augment, aug_gen, seed, dist, device)
 
     if dist.is_main:
         atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
@@ -242,7 +295,12 @@ def train(cfg: Config, resume: bool = False, log: Optional[Log] = print,
     bar = _progress(cfg if dist.is_main else _quiet(cfg), cfg.train.epochs * n_batches, state.epoch * n_batches)
     log(f"{cfg.method}: {bundle.name} train {len(bundle.train)} (counts {counts[:3]}...{counts[-3:]}), "
         f"val {len(bundle.val)}, test {len(bundle.test)}; model {cfg.model.name}; device {device}; "
-        f"run dir {run_dir}")
+        + (f"{dist.world_size} processes; " if dist.enabled else "")
+        + (f"streamed by {train_split.x.workers} loader workers per process; " if source.streamed else "")
+        + f"run dir {run_dir}")
+    n_steps = len(train_split) // bs + int(len(train_split) % bs >= max(dist.world_size, 1))   # batches run
+    estimate = EpochEstimate(n_steps, cfg.train.epochs - state.epoch, bs, device) \
+        if state.epoch < cfg.train.epochs and n_steps > 0 else None
 
     for epoch in range(state.epoch, cfg.train.epochs):
         t_epoch = time.time()
@@ -259,14 +317,10 @@ def train(cfg: Config, resume: bool = False, log: Optional[Log] = print,
         seen = torch.zeros(bundle.num_classes, dtype=torch.long, device=device)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
-        for b, idx in enumerate(batch_slices(indices, bs)):
-            # train.batch_size is the global batch: each rank takes its contiguous share of it. A final
-            # global batch smaller than the number of ranks is dropped on every rank alike.
-            if len(idx) < dist.world_size:
-                continue
-            idx = dist_utils.rank_slice(idx, dist).to(device)
-            x = augment_batch(to_float(train_split.x[idx]), bundle.augment, aug_gen)
-            y = train_split.y[idx]
+        # train.batch_size is the global batch: each rank gets its contiguous share of every global batch
+        # (a final global batch smaller than the number of ranks is dropped on every rank alike), in
+        # memory or decoded by DataLoader workers (data/batches.py)
+        for b, (x, y) in enumerate(source.batches(indices, bs, epoch)):
             x, y = rebalancer.transform_batch(translate_model, x, y, epoch)
             if cfg.train.channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -285,6 +339,12 @@ def train(cfg: Config, resume: bool = False, log: Optional[Log] = print,
             loss_sum += loss.detach() * len(y)
             correct += (logits.argmax(1) == y).sum()
             bar.update(1)
+            if estimate is not None and (msg := estimate.after_batch(b)):
+                if bar.disable:
+                    log(msg)
+                else:
+                    bar.write(msg)
+        estimate = None
 
         # a step can leave inf/NaN weights with a finite loss (the last batch): never save such a model
         tensors = [(n, t) for n, t in model.state_dict().items() if t.is_floating_point()]

@@ -216,3 +216,24 @@ def test_self_mode_uses_f_as_g():
     t = M2mTranslator(None, [200, 100, 5], M2mConfig())
     x, _ = _batch(8)
     assert torch.allclose(t.g_log_probs(f, x), F.log_softmax(f(x), 1))
+
+
+def test_folded_generator_is_the_same_function():
+    from major2minor.config import load_config
+    from major2minor.models import build_model
+    from major2minor.models.fold import fold_batchnorm
+    cfg = load_config(None, ["model.name=resnet32"])
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        g = build_model(cfg, 3, (3, 8, 8), (0.5,) * 3, (0.25,) * 3).eval()
+        for m in g.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+        x = torch.rand(16, 3, 8, 8)
+    folded = fold_batchnorm(g)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert torch.allclose(folded(x), g(x), atol=1e-4)
+    assert all(isinstance(m, nn.BatchNorm2d) for m in [g.bn_1])      # the original is untouched
+    t = M2mTranslator(g, [200, 100, 5], M2mConfig())
+    assert t.generators[0] is not g and not any(p.requires_grad for p in t.generators[0].parameters())

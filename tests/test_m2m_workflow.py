@@ -78,23 +78,20 @@ def _official_checkpoint(path, num_classes=10, in_ch=1):
     return net
 
 
-def test_official_m2m_checkpoint_loads_as_generator(tmp_path):
+def test_official_m2m_checkpoint_loads_as_generator(tmp_path, monkeypatch):
     official = _official_checkpoint(tmp_path / "ckpt_erm.t7")
     cfg = _m2m_cfg(tmp_path, "model.name=resnet32", f"m2m.generator=[{tmp_path / 'ckpt_erm.t7'}]",
                    "train.epochs=3", "train.deferred_epoch=2", "m2m.steps=1")
-    from major2minor.methods.m2m import M2mRebalancer
+    import major2minor.methods.generator as generator
     seen = {}
-    original = M2mRebalancer.setup
+    real_load = generator.load_generator
 
-    def spy(self, ctx, model):
-        original(self, ctx, model)
-        seen["g"] = self.translator.generators[0]
+    def spy(path, ctx, counts):
+        seen["g"] = real_load(path, ctx, counts)
+        return seen["g"]
 
-    M2mRebalancer.setup = spy
-    try:
-        train(cfg, log=None)
-    finally:
-        M2mRebalancer.setup = original
+    monkeypatch.setattr(generator, "load_generator", spy)
+    train(cfg, log=None)
     for k, v in official.state_dict().items():
         assert torch.equal(seen["g"].state_dict()[k], v)
 

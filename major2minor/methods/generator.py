@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 from typing import List, Sequence
 
+import torch
 import torch.nn as nn
 
 from major2minor.checkpoint import CheckpointError, extract_state_dict, load_checkpoint, load_weights
@@ -37,6 +38,7 @@ def generator_config(cfg):
     # settings that cannot change an ERM run (or name it) stay out of the cache key
     for volatile in ("device", "threads", "progress", "compile", "channels_last", "seed", "deferred_epoch"):
         key["train"].pop(volatile, None)
+    key["data"].pop("workers", None)     # decoding processes: the images do not depend on them
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
     g_cfg.run.dir = str(Path(cfg.run.root) / ".generators" / f"{Path(cfg.recipe).stem}-{digest}"
                         / f"seed{g_cfg.train.seed}")
@@ -76,6 +78,8 @@ def load_generator(path: Path, ctx, counts: Sequence[int]) -> nn.Module:
         raise CheckpointError(f"m2m.generator={path}: g is a '{info['model_name']}' but this run has "
                               f"model.name={cfg.model.name} (g is built with the run's architecture); {fix}")
     g = build_model(cfg, b.num_classes, b.input_shape, b.mean, b.std).to(ctx.device)
+    if cfg.train.channels_last and b.is_image:
+        g = g.to(memory_format=torch.channels_last)
     try:
         load_weights(g, file)
     except CheckpointError as exc:

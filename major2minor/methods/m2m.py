@@ -202,7 +202,7 @@ class M2mTranslator:
 
     def __init__(self, g: Union[nn.Module, Sequence[nn.Module], None], counts: Sequence[int],
                  config: Optional[M2mConfig] = None, bounds: Optional[Tuple[float, float]] = (0.0, 1.0),
-                 generator: Optional[torch.Generator] = None, amp: str = "none"):
+                 generator: Optional[torch.Generator] = None, amp: str = "none", channels_last: bool = False):
         self.cfg = config or M2mConfig()
         self.generators: Optional[List[nn.Module]] = None
         if g is not None:
@@ -210,6 +210,10 @@ class M2mTranslator:
             for net in self.generators:   # frozen: eval mode, no gradients, never in an optimiser
                 net.eval()
                 net.requires_grad_(False)
+            if self.cfg.fold_generator:   # one conv kernel instead of conv + BN per layer
+                from major2minor.models.fold import fold_batchnorm
+                self.generators = [fold_batchnorm(net) for net in self.generators]
+        self.channels_last = channels_last
         self.counts = torch.as_tensor(list(counts), dtype=torch.float32)
         if (self.counts <= 0).any():
             raise ValueError(f"every class needs a positive training count for M2m, got {list(counts)}.")
@@ -250,6 +254,8 @@ class M2mTranslator:
                   noise: torch.Tensor) -> torch.Tensor:
         """Step 3: T normalised-gradient steps on CE(g(x), k) + lam * f_{k0}(x) from clamp(x0 + noise)."""
         x = self._clamp(x0 + noise).detach()
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         cfg = self.cfg
         for _ in range(cfg.steps):
             x.requires_grad_(True)
@@ -348,7 +354,8 @@ class M2mRebalancer(Rebalancer):
         # per-rank stream under torchrun: each rank translates its own local batch
         self.rng = torch.Generator(device=ctx.device).manual_seed(self.cfg.train.seed + 2 + 1000 * ctx.rank)
         self.translator = M2mTranslator(g, self.counts, self.cfg.m2m, ctx.bundle.bounds, self.rng,
-                                        amp=self.cfg.train.amp)
+                                        amp=self.cfg.train.amp,
+                                        channels_last=self.cfg.train.channels_last and ctx.bundle.is_image)
         self.log = ctx.log
 
     def sample_weights(self, epoch):

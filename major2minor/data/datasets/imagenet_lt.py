@@ -7,19 +7,22 @@ class, drawn from ImageNet train) and ``ImageNet_LT_test.txt`` (ImageNet val, 50
 holding ``train/`` and ``val/``).  The lists come with the OLTR code (github.com/zhmiao/
 OpenLongTailRecognition-OLTR); ImageNet itself from image-net.org (no redistribution).
 
-Two ways to read it:
+Two ways to read it, chosen by ``data.stream``:
 
-* :func:`imagenet_lt_loaders` -- **streaming** (the paper's protocol): a ``torch.utils.data.Dataset``
-  per split decoding JPEGs in ``DataLoader`` worker processes (``data.workers``); training images get
-  a 128x128 random-resized crop (scale 0.08-1, aspect 3/4-4/3) and a horizontal flip, evaluation
-  images a resize of the shorter side to 146 and the centre 128x128 crop.  Batches are uint8
-  (B, 3, 128, 128) in natural pixel space plus int64 labels; normalisation stays inside the model.
-  The training engine does not consume streams yet (its streaming integration is a separate issue):
-  this builder is the front door for it and for custom loops.
-* the registered ``imagenet-lt`` data set (``build_dataset``) -- **in memory**: every image decoded
-  once with the evaluation transform (shorter side to 146, centre 128 crop) into the decoded-array
-  cache, then held as uint8 tensors (about 9 GB for all three splits); training augmentation is the
-  in-batch padded random crop (16 pixels) and flip, an approximation of the random-resized crop.
+* ``data.stream=true`` (the ``imagenet-lt`` recipe's default) -- **streaming**, the paper's protocol:
+  a ``torch.utils.data.Dataset`` per split decodes JPEGs in ``DataLoader`` worker processes
+  (``data.workers`` per training process); training images get a 128x128 random-resized crop (scale
+  0.08-1, aspect 3/4-4/3) and a horizontal flip, seeded per sample, evaluation images a resize of the
+  shorter side to 146 and the centre 128x128 crop.  Batches are uint8 (B, 3, 128, 128) in natural
+  pixel space (bounds [0, 1] once scaled) plus int64 labels; normalisation stays inside the model.
+  The registered data set returns a :class:`~major2minor.data.core.DataBundle` whose splits hold
+  :class:`~major2minor.data.batches.StreamedImages`, and the engine streams them
+  (:class:`~major2minor.data.batches.StreamingBatches`).  :func:`imagenet_lt_loaders` gives plain
+  DataLoaders over the same datasets for custom loops.
+* ``data.stream=false`` -- **in memory**: every image decoded once with the evaluation transform
+  (shorter side to 146, centre 128 crop) into the decoded-array cache, then held as uint8 tensors
+  (about 9 GB for all three splits); training augmentation is the in-batch padded random crop
+  (16 pixels) and flip, an approximation of the random-resized crop.
 
 Both use ImageNet's normalisation constants (inside the model), bounds [0, 1], and the list files'
 natural long tail (``data.profile=natural``; longtail/step subsample the training list).
@@ -155,6 +158,31 @@ class RandomResizedCropFlip:
             img = img.transpose(getattr(Image, "Transpose", Image).FLIP_LEFT_RIGHT)
         return img
 
+    def load(self, path: Path, generator: Optional[torch.Generator] = None):
+        """Decode ``path`` and transform it, drawing as :meth:`__call__` does.
+
+        The crop box is drawn from the file's header size first; a JPEG whose box is at least twice
+        the output size is then decoded at a reduced scale (DCT scaling, 1/2 to 1/8, never below the
+        box's resolution), which is what makes full-size ImageNet decoding affordable.
+        """
+        Image = pil()
+        state = {}
+
+        def prepare(img):
+            width, height = img.size
+            left, top, w, h = self.box(width, height, generator=generator)
+            factor = min(w, h) / self.size
+            if img.format == "JPEG" and factor >= 2:
+                img.draft("RGB", (math.ceil(width / factor), math.ceil(height / factor)))
+            sx, sy = img.size[0] / width, img.size[1] / height
+            state["box"] = (left * sx, top * sy, (left + w) * sx, (top + h) * sy)
+
+        img = _decode(path, prepare)
+        img = img.resize((self.size, self.size), bilinear(), box=state["box"])
+        if self.flip and float(torch.rand(1, generator=generator)) < 0.5:
+            img = img.transpose(getattr(Image, "Transpose", Image).FLIP_LEFT_RIGHT)
+        return img
+
 
 class ResizeCenterCrop:
     """Shorter side to ``resize`` (default size / 0.875), then the centre ``size`` x ``size`` crop."""
@@ -164,6 +192,28 @@ class ResizeCenterCrop:
 
     def __call__(self, img, generator: Optional[torch.Generator] = None):
         return resize_center_crop(img, self.size, self.resize)
+
+    def load(self, path: Path, generator: Optional[torch.Generator] = None):
+        """Decode (JPEG: at the smallest DCT scale that keeps the shorter side >= the resize) and
+        transform: exactly what the in-memory data set's decode-once step produces."""
+        resize = self.resize or int(round(self.size / 0.875))
+        return resize_center_crop(open_image(Path(path), "RGB", draft=resize), self.size, self.resize)
+
+
+def _decode(path: Path, prepare=None):
+    """Open ``path``, let ``prepare(img)`` see the header (size, format; it may call ``img.draft``),
+    decode to RGB; a missing or broken file raises the same errors as :func:`open_image`."""
+    Image = pil()
+    try:
+        with Image.open(path) as img:
+            if prepare is not None:
+                prepare(img)
+            return img.convert("RGB")
+    except FileNotFoundError:
+        raise missing(Path(path), "an image file", "Check the data set's root folder and its list files.") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DataFormatError(f"{path}: cannot decode the image ({exc}); expected a readable JPEG/PNG file. "
+                              "Re-download or remove it.") from None
 
 
 class SeededIndices(torch.utils.data.Sampler):
@@ -203,8 +253,12 @@ class ImageListDataset(Dataset):
         if isinstance(key, tuple):
             index, seed = key
             generator = torch.Generator().manual_seed(int(seed))
-        img = open_image(self.root / self.paths[index], "RGB")
-        return torch.from_numpy(image_to_chw(self.transform(img, generator)).copy()), int(self.labels[index])
+        path = self.root / self.paths[index]
+        if hasattr(self.transform, "load"):
+            img = self.transform.load(path, generator)
+        else:
+            img = self.transform(open_image(path, "RGB"), generator)
+        return torch.from_numpy(image_to_chw(img).copy()), int(self.labels[index])
 
 
 @dataclass
@@ -250,7 +304,7 @@ def imagenet_lt_loaders(cfg, batch_size: int = 256, seed: int = 0, eval_batch_si
     generator seeded by ``seed`` (or follows ``sampler``, e.g. a class-balanced one for DRS/M2m) and
     drops no batches; each training sample gets its own augmentation seed from that generator, so the
     batches depend on ``seed`` only, not on the number of workers.  Evaluation loaders keep list order.
-    Not yet used by the engine (its streaming integration is a separate issue).
+    The engine's own streaming path is the registered data set with ``data.stream=true``.
     """
     datasets, lists, train_idx = imagenet_lt_datasets(cfg, seed)
     workers = max(int(cfg.workers), 0)
@@ -272,9 +326,47 @@ def imagenet_lt_loaders(cfg, batch_size: int = 256, seed: int = 0, eval_batch_si
 # ----------------------------------------------------------------------------------------------
 # in memory
 
+def _list_digest(root: Path, paths: Sequence[str], labels: np.ndarray) -> bytes:
+    import hashlib
+    digest = hashlib.sha256(str(root).encode())
+    digest.update("\n".join(paths).encode())
+    digest.update(np.asarray(labels, dtype=np.int64).tobytes())
+    return digest.digest()
+
+
+def build_imagenet_lt_streamed(cfg, seed: int = 0) -> DataBundle:
+    """ImageNet-LT with every split streamed from its JPEG files (``data.stream=true``)."""
+    from major2minor.data.batches import StreamedImages
+    from major2minor.data.core import Split
+    datasets, lists, train_idx = imagenet_lt_datasets(cfg, seed)
+    size = cfg.image_size or DEFAULT_SIZE
+    shape = (3, size, size)
+    workers = max(int(cfg.workers), 0)
+
+    def split(name: str, train_dataset=None) -> Split:
+        ds = datasets[name]
+        plain = ds if train_dataset is None else ImageListDataset(ds.root, ds.paths, ds.labels, ResizeCenterCrop(size))
+        images = StreamedImages(plain, shape, train_dataset=train_dataset, workers=workers,
+                                fingerprint=_list_digest(ds.root, ds.paths, ds.labels))
+        return Split(images, torch.as_tensor(ds.labels, dtype=torch.long))
+
+    return DataBundle(
+        name="imagenet-lt", train=split("train", datasets["train"]), val=split("val"), test=split("test"),
+        num_classes=lists.num_classes, class_names=lists.class_names, bounds=(0.0, 1.0), mean=MEAN, std=STD,
+        augment=Augment(),      # the random-resized crop and flip happen per sample in the loader
+        info={"source": str(lists.root), "lists": str(lists.list_dir), "image_size": size, "streaming": True,
+              "train_transform": "random-resized-crop 0.08-1, 3/4-4/3, flip" if cfg.augment else
+              "resize-center-crop", "eval_transform": f"resize {int(round(size / 0.875))}, centre crop {size}",
+              "workers": workers, "profile": cfg.profile, "indices": indices_info(train=train_idx),
+              "indices_refer_to": "train: lines of ImageNet_LT_train.txt (val/test lists are used whole)"},
+    )
+
+
 @DATASETS.register("imagenet-lt")
 def build_imagenet_lt(cfg, seed: int = 0) -> DataBundle:
-    """ImageNet-LT lists over an ImageNet root, decoded once at 128x128 (streaming: imagenet_lt_loaders)."""
+    """ImageNet-LT lists over an ImageNet root at 128x128: streamed (data.stream) or decoded once."""
+    if getattr(cfg, "stream", False):
+        return build_imagenet_lt_streamed(cfg, seed)
     root = require_root(cfg.root, "imagenet-lt", "ImageNet (train/, val/) and the ImageNet-LT list files", HOW)
     lists = load_lists(root)
     size = cfg.image_size or DEFAULT_SIZE
@@ -298,3 +390,6 @@ def build_imagenet_lt(cfg, seed: int = 0) -> DataBundle:
               "profile": cfg.profile, "indices": indices_info(train=train_idx),
               "indices_refer_to": "train: lines of ImageNet_LT_train.txt (val/test lists are used whole)"},
     )
+
+
+build_imagenet_lt.streams = True     # data.stream=true is supported (config.validate checks this)
