@@ -32,7 +32,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Dict, List
 
 import numpy as np
 import torch
@@ -47,33 +47,15 @@ from major2minor.data.profiles import class_counts  # noqa: E402
 from major2minor.data.sampling import oversampled_indices  # noqa: E402
 from major2minor.methods.base import inverse_frequency  # noqa: E402
 from major2minor.methods.m2m import M2mTranslator  # noqa: E402
+from major2minor import bench  # noqa: E402
 from major2minor.models import build_model  # noqa: E402
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-
-
-def _timed(fn: Callable[[], None], dev: torch.device, warmup: int, steps: int) -> List[float]:
-    for _ in range(warmup):
-        fn()
-    _sync(dev)
-    out = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        fn()
-        _sync(dev)
-        out.append(time.perf_counter() - t)
-    return out
-
-
-def _entry(times: List[float], batch: int) -> Dict:
-    med = statistics.median(times)
-    return {"seconds_per_batch": round(med, 4), "images_per_second": round(batch / med, 1),
-            "all_seconds": [round(t, 4) for t in times]}
+_sync = bench._sync
+_timed = bench.time_batches
+_entry = bench.timing_entry
 
 
 def compute(args, dev: torch.device) -> Dict:

@@ -64,6 +64,13 @@ def count_flops(fn: Callable[[], None]) -> float:
     return float(counter.get_total_flops())
 
 
+def timing_entry(times: List[float], batch_size: int) -> Dict:
+    """Median seconds per batch, images per second, and every timing."""
+    med = statistics.median(times)
+    return {"seconds_per_batch": round(med, 4), "images_per_second": round(batch_size / med, 1),
+            "all_seconds": [round(t, 4) for t in times]}
+
+
 def time_batches(fn: Callable[[], None], device: torch.device, warmup: int, repeats: int) -> List[float]:
     for _ in range(warmup):
         fn()
@@ -161,8 +168,7 @@ def run(device: str = "cpu", batch_size: int = 128, repeats: int = 5, warmup: in
         translate_time[:] = translate_time[-repeats:]
         flops = count_flops(fns[name]) if not compile_model else None
         med = statistics.median(times)
-        entry = {"seconds_per_batch": round(med, 4), "images_per_second": round(batch_size / med, 1),
-                 "all_seconds": [round(t, 4) for t in times]}
+        entry = timing_entry(times, batch_size)
         if flops:
             entry["gflop_per_batch"] = round(flops / 1e9, 2)
             entry["achieved_gflops"] = round(flops / 1e9 / med, 1)

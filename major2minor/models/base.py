@@ -29,6 +29,13 @@ class NormedLinear(nn.Module):
         return F.normalize(x, dim=1).mm(F.normalize(self.weight, dim=0))
 
 
+def require_image(model_name: str, input_shape) -> None:
+    """Refuse feature vectors for a convolutional model, naming the model and the shape."""
+    if len(input_shape) != 3:
+        raise ValueError(f"model.name={model_name} needs image inputs (C, H, W), got shape {tuple(input_shape)}; "
+                         "use model.name=mlp for feature vectors.")
+
+
 def make_head(kind: str, in_features: int, num_classes: int) -> nn.Module:
     if kind == "normed":
         return NormedLinear(in_features, num_classes)

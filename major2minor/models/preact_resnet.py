@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from major2minor.models.base import Classifier, make_head
+from major2minor.models.base import Classifier, make_head, require_image
 from major2minor.registry import MODELS
 
 
@@ -77,7 +77,5 @@ class PreActResNet(Classifier):
 @MODELS.register("preact_resnet18")
 def preact_resnet18(cfg, num_classes: int, input_shape, mean=None, std=None, head: str = "linear") -> PreActResNet:
     """Pre-activation ResNet-18 for 32x32 images (64/128/256/512 channels, ~4x ResNet-32's width)."""
-    if len(input_shape) != 3:
-        raise ValueError(f"model.name=preact_resnet18 needs image inputs (C, H, W), got shape {tuple(input_shape)}; "
-                         "use model.name=mlp for feature vectors.")
+    require_image("preact_resnet18", input_shape)
     return PreActResNet((2, 2, 2, 2), num_classes, input_shape[0], 64, head, mean, std)

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from major2minor.models.base import Classifier, make_head
+from major2minor.models.base import Classifier, make_head, require_image
 from major2minor.registry import MODELS
 
 
@@ -85,6 +85,5 @@ class CifarResNet(Classifier):
 @MODELS.register("resnet32")
 def resnet32(cfg, num_classes: int, input_shape, mean=None, std=None, head: str = "linear") -> CifarResNet:
     """CIFAR ResNet-32 (16/32/64 channels, 5 blocks a stage, option-A shortcuts), official key layout."""
-    if len(input_shape) != 3:
-        raise ValueError(f"model.name=resnet32 needs image inputs (C, H, W), got shape {tuple(input_shape)}.")
+    require_image("resnet32", input_shape)
     return CifarResNet(32, num_classes, input_shape[0], head, mean, std)

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from major2minor.models.base import Classifier, make_head
+from major2minor.models.base import Classifier, make_head, require_image
 from major2minor.registry import MODELS
 
 
@@ -78,9 +78,7 @@ class ResNet(Classifier):
 @MODELS.register("resnet50")
 def resnet50(cfg, num_classes: int, input_shape, mean=None, std=None, head: str = "linear") -> ResNet:
     """ImageNet ResNet-50 (bottlenecks 3/4/6/3, 2,048 features), torchvision key layout; for 128x128 inputs."""
-    if len(input_shape) != 3:
-        raise ValueError(f"model.name=resnet50 needs image inputs (C, H, W), got shape {tuple(input_shape)}; "
-                         "use model.name=mlp for feature vectors.")
+    require_image("resnet50", input_shape)
     if min(input_shape[1:]) < 32:
         raise ValueError(f"model.name=resnet50 downsamples 32x; inputs of {input_shape[1]}x{input_shape[2]} are too "
                          "small (use at least 32x32, the paper uses 128x128; resnet32 or preact_resnet18 suit 32x32).")

@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from major2minor.models.base import Classifier, make_head
+from major2minor.models.base import Classifier, make_head, require_image
 from major2minor.registry import MODELS
 
 
@@ -61,7 +61,5 @@ def mlp(cfg, num_classes: int, input_shape, mean=None, std=None, head: str = "li
 @MODELS.register("cnn")
 def cnn(cfg, num_classes: int, input_shape, mean=None, std=None, head: str = "linear") -> SmallCNN:
     """Small CNN for tiny images (digits-lt); base width from model.width."""
-    if len(input_shape) != 3:
-        raise ValueError(f"model.name=cnn needs image inputs (C, H, W), got shape {tuple(input_shape)}; "
-                         "use model.name=mlp for feature vectors.")
+    require_image("cnn", input_shape)
     return SmallCNN(input_shape[0], num_classes, cfg.width, head, mean, std)
