@@ -57,11 +57,28 @@ def matmul_peak_gflops(device: torch.device, dtype: torch.dtype, n: int = 2048, 
 
 
 def count_flops(fn: Callable[[], None]) -> float:
-    from torch.utils.flop_counter import FlopCounterMode
-    counter = FlopCounterMode(display=False)
-    with counter:
+    """FLOPs of one call, counted per aten op with torch's FLOP formulas.
+
+    A bare dispatch mode rather than ``FlopCounterMode``: the latter's module tracker hooks fail
+    inside ``torch.autograd.grad`` (M2m's input gradients).
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import flop_registry
+
+    class Counter(TorchDispatchMode):
+        total = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            formula = flop_registry.get(func._overloadpacket)
+            if formula is not None:
+                Counter.total += formula(*args, **kwargs, out_val=out)
+            return out
+
+    with Counter():
         fn()
-    return float(counter.get_total_flops())
+    return float(Counter.total)
 
 
 def timing_entry(times: List[float], batch_size: int) -> Dict:
@@ -85,8 +102,9 @@ def time_batches(fn: Callable[[], None], device: torch.device, warmup: int, repe
 
 
 def run(device: str = "cpu", batch_size: int = 128, repeats: int = 5, warmup: int = 2, amp: str = "none",
-        compile_model: bool = False, channels_last: bool = False, threads: int = 0,
-        methods=("erm", "drs", "m2m"), translate_rejected: bool = False, steps: int = 10) -> Dict:
+        compile_model: bool = False, channels_last: bool = True, threads: int = 0,
+        methods=("erm", "drs", "m2m"), translate_rejected: bool = False, steps: int = 10,
+        fold_generator: bool = True) -> Dict:
     dev = torch.device(device)
     if threads > 0:
         torch.set_num_threads(threads)
@@ -107,14 +125,19 @@ def run(device: str = "cpu", batch_size: int = 128, repeats: int = 5, warmup: in
 
     f, g = make(0), make(1)
     step_f = torch.compile(f) if compile_model else f
-    step_g = torch.compile(g) if compile_model else g
+    if compile_model:   # fold first (torch.fx cannot trace a compiled module), then compile
+        from major2minor.models.fold import fold_batchnorm
+        step_g = torch.compile(fold_batchnorm(g) if fold_generator else g)
+        fold_generator = False
+    else:
+        step_g = g
     opt = torch.optim.SGD(f.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4)
     aug = Augment(crop_padding=4, flip=True)
     aug_gen = torch.Generator(device=dev).manual_seed(1)
     m2m_cfg = M2mConfig(beta=0.999, lam=0.5, gamma=0.9, step_size=0.1, steps=steps,
-                        translate_rejected=translate_rejected)
+                        translate_rejected=translate_rejected, fold_generator=fold_generator)
     translator = M2mTranslator(step_g, counts, m2m_cfg, (0.0, 1.0), torch.Generator(device=dev).manual_seed(2),
-                               amp=amp)
+                               amp=amp, channels_last=channels_last)
     weights = inverse_frequency(counts)
     use_amp = amp == "bf16"
     translate_time: List[float] = []
@@ -160,6 +183,7 @@ def run(device: str = "cpu", batch_size: int = 128, repeats: int = 5, warmup: in
         "dtype": "bf16-autocast" if use_amp else "fp32", "torch": torch.__version__,
         "threads": torch.get_num_threads(), "batch_size": batch_size, "compile": compile_model,
         "channels_last": channels_last, "translate_rejected": translate_rejected, "m2m_steps": steps,
+        "fold_generator": fold_generator,
         "matmul_peak_gflops": round(peak, 1), "methods": {},
     }
     for name in methods:
@@ -187,7 +211,10 @@ def add_parser(sub) -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--amp", choices=["none", "bf16"], default="none")
     p.add_argument("--compile", action="store_true")
-    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+                   help="plain NCHW layout (channels-last is the engine's default)")
+    p.add_argument("--no-fold", dest="fold_generator", action="store_false",
+                   help="do not fold g's BatchNorm into its convolutions")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--methods", default="erm,drs,m2m")
     p.add_argument("--translate-rejected", action="store_true",
@@ -199,6 +226,6 @@ def add_parser(sub) -> None:
 def main_from_args(args: argparse.Namespace) -> int:
     out = run(args.device, args.batch_size, args.repeats, args.warmup, args.amp, args.compile,
               args.channels_last, args.threads, tuple(args.methods.split(",")), args.translate_rejected,
-              args.steps)
+              args.steps, args.fold_generator)
     print(json.dumps(out, indent=2))
     return 0

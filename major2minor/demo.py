@@ -10,17 +10,17 @@ import time
 from pathlib import Path
 from typing import Dict, List, Sequence
 
-import numpy as np
-
 from major2minor.config import load_config
 from major2minor.engine import train
+from major2minor.report import mean_std
 
 DEMO_METHODS = ("erm", "drs", "m2m")
 
 
 def _fmt(values: Sequence[float]) -> str:
-    arr = 100 * np.asarray(values, dtype=float)
-    return f"{arr.mean():5.2f} ± {arr.std():4.2f}"
+    """mean ± sample std (ddof 1), in %, as ``m2m report`` prints it."""
+    mean, std = mean_std([100 * v for v in values], ddof=1)
+    return f"{mean:5.2f} ± {std:4.2f}" if std == std else f"{mean:5.2f}"
 
 
 def run_demo(seeds: int = 3, root: str = "runs/demo", methods: Sequence[str] = DEMO_METHODS,
@@ -43,7 +43,7 @@ def run_demo(seeds: int = 3, root: str = "runs/demo", methods: Sequence[str] = D
                   f"GM {100 * summary['test_at_best']['gm']:.2f}{extra} ({time.time() - t:.1f}s)")
     counts = results[methods[0]][0]["train_counts"]
     print(f"\ntraining counts per class: {counts} (ratio {max(counts) / min(counts):.0f}); "
-          f"test: 50 per class; test at the best-validation epoch; mean ± std over {seeds} seeds\n")
+          f"test: 50 per class; test at the best-validation epoch; mean ± sample std over {seeds} seeds\n")
     print("| Method | bACC (%) | GM (%) | M2m acceptance (%) |")
     print("| --- | --- | --- | --- |")
     for method in methods:
