@@ -452,9 +452,9 @@ def test_resume_refused_when_no_good_checkpoint_is_left(tiny_cfg, tmp_path, monk
 def test_resume_with_other_settings_is_refused(tiny_cfg, tmp_path, monkeypatch):
     cfg, run = _interrupted_run(tiny_cfg, tmp_path, monkeypatch)
     before = (run / "config.yaml").read_text()
-    other = tiny_cfg("train.epochs=4", f"run.dir={run}", "optim.lr=0.05", "train.progress=bar")
-    with pytest.raises(RunDirError, match=r"cannot resume .* started with different settings: optim\.lr=0\.1 there, "
-                                          r"0\.05 now\. Resume with the settings it was started with"):
+    other = tiny_cfg("train.epochs=4", f"run.dir={run}", "optim.lr=0.2", "train.progress=bar")
+    with pytest.raises(RunDirError, match=r"cannot resume .* started with different settings: optim\.lr=0\.05 there, "
+                                          r"0\.2 now\. Resume with the settings it was started with"):
         train(other, resume=True, log=None)
     assert (run / "config.yaml").read_text() == before                      # nothing rewritten
     ok = tiny_cfg("train.epochs=4", f"run.dir={run}", "train.progress=none", "train.threads=0")
