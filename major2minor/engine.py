@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-import numpy as np
 import torch
 
 from major2minor import distributed as dist_utils
@@ -166,10 +165,6 @@ class TrainState:
     val_at_best: Dict[str, Any] = field(default_factory=dict)
     history: List[Dict[str, Any]] = field(default_factory=list)
     train_seconds: float = 0.0
-
-
-def _short(metrics: Dict[str, Any]) -> Dict[str, Any]:
-    return {k: v for k, v in metrics.items()}
 
 
 def _kept(run_dir: Path, epoch: int) -> str:
