@@ -47,6 +47,7 @@ class DataConfig:
     image_size: Optional[int] = None    # resize target for image data sets that resize
     cache: Optional[str] = None         # where decoded arrays are cached (default: ROOT/.m2m-cache)
     workers: int = 4                    # DataLoader workers (per process) for streamed data sets (imagenet-lt)
+    seed: Optional[int] = None          # seed of seeded splits/selection; None = train.seed (M2m's g reuses f's)
     stream: bool = False                # decode + augment images in DataLoader workers each epoch (imagenet-lt)
     label_column: Optional[str] = None  # csv: the label column (default: 'label' if present, else the last)
 

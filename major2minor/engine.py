@@ -227,7 +227,7 @@ def train(cfg: Config, resume: bool = False, log: Optional[Log] = print,
     seed = cfg.train.seed
 
     # --- data, model, loss, re-balancing ------------------------------------------------------
-    bundle = build_dataset(cfg.data, seed)
+    bundle = build_dataset(cfg.data, seed if cfg.data.seed is None else cfg.data.seed)
     counts = bundle.train_counts
     rebalancer = REBALANCERS.get(cfg.rebalance.name)(cfg, counts)
     model = build_model_seeded(cfg, bundle, seed, device)

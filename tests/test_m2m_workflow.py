@@ -125,3 +125,14 @@ def test_m2m_ablation_presets_run(tmp_path):
         assert s["m2m"]["slots"] > 0
         if method == "m2m-no-reject":
             assert s["m2m"]["acceptance"] == 1.0
+
+
+def test_cached_generator_uses_f_training_split():
+    from major2minor.methods.generator import generator_config
+    cfg = load_config("digits-lt", ["method=m2m", "train.seed=3", "data.selection=random"])
+    g_cfg = generator_config(cfg)
+    assert g_cfg.train.seed == 1003 and g_cfg.data.seed == 3
+    from major2minor.data import build_dataset
+    f_data = build_dataset(cfg.data, cfg.train.seed)
+    g_data = build_dataset(g_cfg.data, g_cfg.data.seed)
+    assert torch.equal(f_data.train.y, g_data.train.y) and torch.equal(f_data.train.x, g_data.train.x)

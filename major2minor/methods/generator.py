@@ -33,6 +33,9 @@ def generator_config(cfg):
     g_cfg.model.head = "linear"
     g_cfg.m2m = type(cfg.m2m)()
     g_cfg.train.seed = cfg.train.seed + GENERATOR_SEED_OFFSET
+    # g must see f's training split (design section 2): seeded hold-outs (reuters) and
+    # data.selection=random draw from the data seed, which stays f's
+    g_cfg.data.seed = cfg.train.seed if cfg.data.seed is None else cfg.data.seed
     g_cfg.train.progress = "none"
     key = {k: v for k, v in g_cfg.to_dict().items() if k not in ("run", "recipe")}
     # settings that cannot change an ERM run (or name it) stay out of the cache key
