@@ -104,14 +104,7 @@ def compute(args, dev: torch.device) -> Dict:
                                    torch.Generator(device=dev).manual_seed(2), amp=args.amp)
         share: List[float] = []
 
-        def m2m_step():
-            x, y = batch(True)
-            _sync(dev)
-            t = time.perf_counter()
-            x, y, _ = translator(step_f, x, y)
-            _sync(dev)
-            share.append(time.perf_counter() - t)
-            step(x, y)
+        m2m_step = bench.translated_step(translator, step_f, batch, step, dev, share)
 
         times = _timed(m2m_step, dev, args.warmup, args.steps)
         entry = _entry(times, args.batch)

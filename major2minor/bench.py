@@ -81,6 +81,20 @@ def count_flops(fn: Callable[[], None]) -> float:
     return float(Counter.total)
 
 
+def translated_step(translator, f, next_batch: Callable, train_step: Callable, device: torch.device,
+                    translate_times: List[float]) -> Callable[[], None]:
+    """One M2m batch: draw an over-sampled batch, translate it (timed into ``translate_times``), step."""
+    def run() -> None:
+        x, y = next_batch(True)
+        _sync(device)
+        t = time.perf_counter()
+        x, y, _ = translator(f, x, y)
+        _sync(device)
+        translate_times.append(time.perf_counter() - t)
+        train_step(x, y)
+    return run
+
+
 def timing_entry(times: List[float], batch_size: int) -> Dict:
     """Median seconds per batch, images per second, and every timing."""
     med = statistics.median(times)
@@ -166,14 +180,7 @@ def run(device: str = "cpu", batch_size: int = 128, repeats: int = 5, warmup: in
     def drs_step():
         step(*batch(True))
 
-    def m2m_step():
-        x, y = batch(True)
-        _sync(dev)
-        t = time.perf_counter()
-        x, y, _ = translator(step_f, x, y)
-        _sync(dev)
-        translate_time.append(time.perf_counter() - t)
-        step(x, y)
+    m2m_step = translated_step(translator, step_f, batch, step, dev, translate_time)
 
     fns = {"erm": erm_step, "drs": drs_step, "m2m": m2m_step}
     dtype = torch.bfloat16 if use_amp else torch.float32
