@@ -32,6 +32,7 @@ from major2minor.data.sampling import oversampled_indices
 from major2minor.methods.base import inverse_frequency
 from major2minor.methods.m2m import M2mTranslator
 from major2minor.models import build_model
+from major2minor.numerics import flush_denormals
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 
@@ -118,7 +119,8 @@ def time_batches(fn: Callable[[], None], device: torch.device, warmup: int, repe
 def run(device: str = "cpu", batch_size: int = 128, repeats: int = 5, warmup: int = 2, amp: str = "none",
         compile_model: bool = False, channels_last: bool = True, threads: int = 0,
         methods=("erm", "drs", "m2m"), translate_rejected: bool = False, steps: int = 10,
-        fold_generator: bool = True) -> Dict:
+        fold_generator: bool = True, fold_classifier: bool = True, flush_denormal: bool = True) -> Dict:
+    flushed = flush_denormals(flush_denormal)       # first: threads started later inherit the mode
     dev = torch.device(device)
     if threads > 0:
         torch.set_num_threads(threads)
@@ -149,7 +151,8 @@ def run(device: str = "cpu", batch_size: int = 128, repeats: int = 5, warmup: in
     aug = Augment(crop_padding=4, flip=True)
     aug_gen = torch.Generator(device=dev).manual_seed(1)
     m2m_cfg = M2mConfig(beta=0.999, lam=0.5, gamma=0.9, step_size=0.1, steps=steps,
-                        translate_rejected=translate_rejected, fold_generator=fold_generator)
+                        translate_rejected=translate_rejected, fold_generator=fold_generator,
+                        fold_classifier=fold_classifier)
     translator = M2mTranslator(step_g, counts, m2m_cfg, (0.0, 1.0), torch.Generator(device=dev).manual_seed(2),
                                amp=amp, channels_last=channels_last)
     weights = inverse_frequency(counts)
@@ -190,7 +193,8 @@ def run(device: str = "cpu", batch_size: int = 128, repeats: int = 5, warmup: in
         "dtype": "bf16-autocast" if use_amp else "fp32", "torch": torch.__version__,
         "threads": torch.get_num_threads(), "batch_size": batch_size, "compile": compile_model,
         "channels_last": channels_last, "translate_rejected": translate_rejected, "m2m_steps": steps,
-        "fold_generator": fold_generator,
+        "fold_generator": fold_generator, "fold_classifier": fold_classifier,
+        "flush_denormal": flush_denormal, "flush_denormal_all_threads": flushed,
         "matmul_peak_gflops": round(peak, 1), "methods": {},
     }
     for name in methods:
@@ -222,6 +226,10 @@ def add_parser(sub) -> None:
                    help="plain NCHW layout (channels-last is the engine's default)")
     p.add_argument("--no-fold", dest="fold_generator", action="store_false",
                    help="do not fold g's BatchNorm into its convolutions")
+    p.add_argument("--no-fold-f", dest="fold_classifier", action="store_false",
+                   help="translate through f itself, not a BatchNorm-folded copy of it")
+    p.add_argument("--no-flush-denormal", dest="flush_denormal", action="store_false",
+                   help="keep subnormal floats (CPU; flushing them to zero is the engine's default)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--methods", default="erm,drs,m2m")
     p.add_argument("--translate-rejected", action="store_true",
@@ -233,6 +241,6 @@ def add_parser(sub) -> None:
 def main_from_args(args: argparse.Namespace) -> int:
     out = run(args.device, args.batch_size, args.repeats, args.warmup, args.amp, args.compile,
               args.channels_last, args.threads, tuple(args.methods.split(",")), args.translate_rejected,
-              args.steps, args.fold_generator)
+              args.steps, args.fold_generator, args.fold_classifier, args.flush_denormal)
     print(json.dumps(out, indent=2))
     return 0

@@ -101,6 +101,7 @@ class M2mConfig:
     reject: bool = True                 # False = M2m-No-Reject (keep every translated sample)
     translate_rejected: bool = False    # True = also translate slots the Bernoulli draw rejects (slower, same distribution)
     fold_generator: bool = True         # fold g's BatchNorm into its convolutions (g is frozen; same function up to rounding)
+    fold_classifier: bool = True        # translate through a BN-folded copy of f, refreshed every batch (same function up to rounding)
 
 
 @dataclass
@@ -116,6 +117,7 @@ class TrainConfig:
     channels_last: bool = True          # NHWC memory layout for image models (faster convolutions on CPU and GPU)
     amp: str = "none"                   # none | bf16 (autocast)
     compile: bool = False               # torch.compile the model
+    flush_denormal: bool = True         # CPU: flush subnormal floats to zero (2-3x faster when gradients underflow; see numerics.py)
     progress: str = "auto"              # auto (bar only on a terminal) | bar | none
 
 

@@ -36,6 +36,7 @@ from major2minor.data import DataBundle, Split, build_dataset, to_float
 from major2minor.data.batches import batch_source, is_streamed, iter_uint8_batches
 from major2minor.data.sampling import epoch_indices
 from major2minor.losses import build_loss
+from major2minor.numerics import flush_denormals
 from major2minor.metrics import classification_metrics
 from major2minor.models import build_model
 from major2minor.methods.base import Rebalancer
@@ -201,6 +202,11 @@ def train(cfg: Config, resume: bool = False, log: Optional[Log] = print,
     """Train one run as configured; returns (and writes) its summary."""
     log = log or (lambda s: None)
     t_start = time.time()
+    # first, before torch's CPU thread pool starts: its threads inherit the mode (numerics.py)
+    if not flush_denormals(cfg.train.flush_denormal):
+        log(f"train.flush_denormal={str(cfg.train.flush_denormal).lower()} could not be applied to every CPU thread "
+            "(the CPU lacks the mode, or torch's threads were started before this run); results are unaffected "
+            "but speed may be lower: call major2minor.numerics.flush_denormals() at the start of the program.")
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
     dist, device = dist_utils.setup(cfg.train.device)
     if not dist.is_main:   # one voice: rank 0 logs, writes files and draws figures

@@ -176,6 +176,16 @@ def seed_weights(counts: torch.Tensor, y: torch.Tensor, target: torch.Tensor, be
     return 1.0 - torch.pow(torch.as_tensor(beta, dtype=delta.dtype, device=delta.device), delta)
 
 
+class _Unfolded:
+    """Stand-in for FoldedMirror when f has nothing to fold (or cannot be traced): f itself."""
+
+    def __init__(self, net: nn.Module):
+        self.source = net
+
+    def refresh(self) -> nn.Module:
+        return self.source
+
+
 def _eval_mode(nets: Sequence[nn.Module]) -> List[bool]:
     modes = [n.training for n in nets]
     for n in nets:
@@ -214,6 +224,7 @@ class M2mTranslator:
                 from major2minor.models.fold import fold_batchnorm
                 self.generators = [fold_batchnorm(net) for net in self.generators]
         self.channels_last = channels_last
+        self._mirror = None            # BN-folded copy of f (m2m.fold_classifier), built at the first call
         self.counts = torch.as_tensor(list(counts), dtype=torch.float32)
         if (self.counts <= 0).any():
             raise ValueError(f"every class needs a positive training count for M2m, got {list(counts)}.")
@@ -222,6 +233,28 @@ class M2mTranslator:
         self.amp = amp
 
     # -- pieces ------------------------------------------------------------------------------------
+
+    def eval_classifier(self, f: nn.Module) -> nn.Module:
+        """The network that plays f during translation: f itself, or (``m2m.fold_classifier``) an
+        eval-mode copy with BatchNorm folded into the convolutions, refreshed from f's current weights.
+
+        f is in eval mode throughout the translation, so the copy computes the same function up to
+        rounding; it saves the BatchNorm kernels of 2T passes (forward and input-backward) per batch.
+        """
+        if not self.cfg.fold_classifier:
+            return f
+        net = getattr(f, "_orig_mod", f)            # torch.compile wraps the module
+        if self._mirror is None or self._mirror.source is not net:
+            from major2minor.models.fold import FoldedMirror, conv_bn_pairs
+            try:
+                has_pairs = bool(conv_bn_pairs(net))
+            except Exception as exc:   # fx cannot trace a user model: translate through f unfolded
+                import warnings
+                warnings.warn(f"m2m.fold_classifier: cannot trace {type(net).__name__} ({type(exc).__name__}: "
+                              f"{exc}); translating through f unfolded (slower, same results).", stacklevel=2)
+                has_pairs = False
+            self._mirror = FoldedMirror(net) if has_pairs else _Unfolded(net)
+        return self._mirror.refresh()
 
     def _clamp(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.bounds is None else x.clamp(self.bounds[0], self.bounds[1])
@@ -301,11 +334,12 @@ class M2mTranslator:
         nets = [f] + (self.generators or [])
         modes = _eval_mode(nets)
         try:
-            x_star = self.translate(f, x[seed_idx[work]], target[work], seed_class[work], noise[work])
+            f_eval = self.eval_classifier(f)
+            x_star = self.translate(f_eval, x[seed_idx[work]], target[work], seed_class[work], noise[work])
             with torch.no_grad():
-                g_prob = self.g_log_probs(f, x_star).exp().gather(1, target[work][:, None]).view(-1)
+                g_prob = self.g_log_probs(f_eval, x_star).exp().gather(1, target[work][:, None]).view(-1)
                 with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.amp == "bf16"):
-                    f_prob = F.softmax(f(x_star).float(), 1)
+                    f_prob = F.softmax(f_eval(x_star).float(), 1)
         finally:
             for net, mode in zip(nets, modes):
                 net.train(mode)

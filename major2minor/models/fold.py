@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import warnings
 
+import torch
 import torch.nn as nn
 
 
@@ -33,3 +34,76 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
         return frozen
     folded.requires_grad_(False)
     return folded.eval()
+
+
+def conv_bn_pairs(model: nn.Module):
+    """Qualified names ``(conv, bn)`` of the conv->BatchNorm pairs that ``fold_batchnorm`` folds.
+
+    The same rule as ``torch.fx.experimental.optimization.fuse``: a BatchNorm module whose only input
+    is the output of a convolution module of the same dimension that nothing else reads.
+    """
+    import torch.fx as fx
+
+    patterns = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d}
+    modules = dict(model.named_modules())
+    pairs = []
+    for node in fx.symbolic_trace(model).graph.nodes:
+        if node.op != "call_module" or not node.args or not isinstance(node.args[0], fx.Node):
+            continue
+        prev = node.args[0]
+        if prev.op != "call_module" or len(prev.users) > 1:
+            continue
+        conv, bn = modules.get(prev.target), modules.get(node.target)
+        if type(conv) in patterns and type(bn) is patterns[type(conv)]:
+            pairs.append((prev.target, node.target))
+    return pairs
+
+
+def _tensors(net: nn.Module):
+    """Every parameter and buffer by qualified name (non-persistent buffers too)."""
+    return {**dict(net.named_parameters()), **dict(net.named_buffers())}
+
+
+class FoldedMirror:
+    """A BatchNorm-folded, eval-mode copy of a network that is still being trained, refreshed on demand.
+
+    M2m runs the classifier f in eval mode for T gradient steps per batch, where each BatchNorm is
+    an affine map; folding it into the preceding convolution (``W' = W * s``,
+    ``b' = beta + (b - mu) * s``, ``s = gamma / sqrt(var + eps)``) gives the same function with one
+    kernel instead of two per layer, forward and backward.  f changes every training step, so the
+    structure is traced and folded once and :meth:`refresh` recomputes the folded weights (and copies
+    every other parameter and buffer) from f's current state before each translated batch.
+    """
+
+    def __init__(self, source: nn.Module):
+        self.source = source
+        self.pairs = conv_bn_pairs(source)
+        self.net = fold_batchnorm(source)
+        src_names = set(_tensors(source))
+        folded_bn = {bn for _, bn in self.pairs}
+        expected = {k for k in src_names if k.rsplit(".", 1)[0] not in folded_bn}
+        expected |= {f"{conv}.bias" for conv, _ in self.pairs}
+        got = set(_tensors(self.net))
+        if got != expected:   # fx folded something else than we would refresh: refuse rather than drift
+            raise RuntimeError(f"cannot mirror {type(source).__name__} with BatchNorm folded: folded "
+                               f"state has {sorted(got ^ expected)[:5]} unlike the source; set "
+                               "m2m.fold_classifier=false.")
+
+    @torch.no_grad()
+    def refresh(self) -> nn.Module:
+        """Copy f's current weights into the mirror (folding each conv/BN pair); returns the mirror."""
+        from torch.nn.utils.fusion import fuse_conv_bn_weights
+
+        src, dst = _tensors(self.source), _tensors(self.net)
+        folded = set()
+        for conv, bn in self.pairs:
+            eps = self.source.get_submodule(bn).eps
+            w, b = fuse_conv_bn_weights(src[f"{conv}.weight"], src.get(f"{conv}.bias"), src[f"{bn}.running_mean"],
+                                        src[f"{bn}.running_var"], eps, src[f"{bn}.weight"], src[f"{bn}.bias"])
+            dst[f"{conv}.weight"].copy_(w)
+            dst[f"{conv}.bias"].copy_(b)
+            folded.update((f"{conv}.weight", f"{conv}.bias"))
+        for name, tensor in dst.items():
+            if name not in folded:
+                tensor.copy_(src[name])
+        return self.net

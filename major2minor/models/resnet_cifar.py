@@ -38,10 +38,12 @@ class BasicBlock(nn.Module):
         self.downsample = ShortcutA(stride) if stride != 1 or inplanes != planes else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn_a(self.conv_a(x)))
+        # In-place ReLU and residual add: the same arithmetic without allocating a new activation
+        # (none of the tensors written in place is saved for backward by conv or BatchNorm).
+        out = F.relu(self.bn_a(self.conv_a(x)), inplace=True)
         out = self.bn_b(self.conv_b(out))
-        residual = x if self.downsample is None else self.downsample(x)
-        return F.relu(residual + out)
+        out += x if self.downsample is None else self.downsample(x)
+        return F.relu(out, inplace=True)
 
 
 class CifarResNet(Classifier):
@@ -77,7 +79,7 @@ class CifarResNet(Classifier):
         return nn.Sequential(*layers)
 
     def body(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn_1(self.conv_1_3x3(x)))
+        x = F.relu(self.bn_1(self.conv_1_3x3(x)), inplace=True)
         x = self.stage_3(self.stage_2(self.stage_1(x)))
         return F.adaptive_avg_pool2d(x, 1).flatten(1)
 

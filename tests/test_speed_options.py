@@ -1,0 +1,116 @@
+"""The speed options that must not change results: flush-to-zero and translating through a
+BatchNorm-folded copy of f (the other shortcuts are tested in test_m2m.py)."""
+import subprocess
+import sys
+import textwrap
+
+import torch
+import torch.nn as nn
+
+from major2minor.config import M2mConfig, load_config
+from major2minor.methods.m2m import M2mTranslator
+from major2minor.models import build_model
+from major2minor.models.fold import FoldedMirror, conv_bn_pairs
+
+
+def _resnet(seed, classes=3):
+    cfg = load_config(None, ["model.name=resnet32"])
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        net = build_model(cfg, classes, (3, 8, 8), (0.5,) * 3, (0.25,) * 3)
+        for m in net.modules():   # BatchNorm that is not the identity, so folding has work to do
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.data.uniform_(0.5, 1.5)
+                m.bias.data.uniform_(-0.1, 0.1)
+    return net
+
+
+def test_folded_mirror_follows_f_as_it_trains():
+    f = _resnet(0)
+    mirror = FoldedMirror(f)
+    assert len(mirror.pairs) == 31 and not any(isinstance(m, nn.BatchNorm2d) for m in mirror.net.modules())
+    x = torch.rand(16, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    f.eval()
+    assert torch.allclose(mirror.refresh()(x), f(x), atol=1e-4)
+
+    # one training step changes f's weights and BatchNorm statistics ...
+    f.train()
+    opt = torch.optim.SGD(f.parameters(), lr=0.5)
+    nn.functional.cross_entropy(f(x), torch.tensor([0, 1, 2, 0] * 4)).backward()
+    opt.step()
+    f.eval()
+    stale = mirror.net(x)
+    assert not torch.allclose(stale, f(x), atol=1e-3)          # ... so the old mirror is wrong ...
+    assert torch.allclose(mirror.refresh()(x), f(x), atol=1e-4)  # ... until refreshed
+    assert not any(p.requires_grad for p in mirror.net.parameters())
+    assert all(p.requires_grad for p in f.parameters())         # f itself is untouched
+
+
+def test_conv_bn_pairs_are_the_folded_ones():
+    f = _resnet(0)
+    pairs = dict(conv_bn_pairs(f))
+    assert pairs["conv_1_3x3"] == "bn_1" and pairs["stage_2.0.conv_b"] == "stage_2.0.bn_b"
+
+
+def test_translating_through_folded_f_gives_the_same_batch():
+    f, g = _resnet(0), _resnet(1)
+    x = torch.rand(48, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    y = torch.tensor([0, 1, 2] * 16)
+    out = {}
+    for fold in (False, True):
+        t = M2mTranslator(g, [200, 60, 10], M2mConfig(beta=0.99, gamma=0.3, fold_classifier=fold))
+        out[fold] = t(f, x, y, generator=torch.Generator().manual_seed(3))
+        assert f.training                                   # f's mode is restored
+    (xa, ya, sa), (xb, yb, sb) = out[False], out[True]
+    assert sa.accepted > 0 and torch.equal(sa.accepted_per_class, sb.accepted_per_class)
+    assert torch.equal(ya, yb)
+    assert (xa - xb).norm() / xa.norm() < 1e-4                # rounding only
+
+
+def _python(code: str) -> str:
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def test_flush_denormals_reaches_every_thread_when_set_first():
+    """Set before torch's thread pool starts, every thread flushes subnormal results to zero."""
+    out = _python("""
+        import torch
+        torch.set_num_threads(2)
+        from major2minor.numerics import flush_denormals, denormal_mode
+        ok = flush_denormals(True)
+        tiny = torch.full((1 << 20,), 1 << 20, dtype=torch.int32).view(torch.float32)   # 1.5e-39
+        print(ok, denormal_mode(), int((tiny * 1.0).count_nonzero()))
+    """)
+    assert out == "True flush 0"
+
+
+def test_flush_denormals_reports_threads_it_could_not_reach():
+    """Set after the pool started, the worker threads keep subnormals: reported, not hidden."""
+    out = _python("""
+        import torch
+        torch.set_num_threads(2)
+        from major2minor.numerics import flush_denormals, denormal_mode
+        print(denormal_mode(), flush_denormals(True), denormal_mode())
+    """)
+    assert out == "keep False mixed"
+
+
+def test_train_switches_flush_to_zero_on_for_every_thread(tmp_path):
+    """The engine sets the mode first thing, so a CLI-style run flushes on all its threads."""
+    out = _python(f"""
+        import torch
+        torch.set_num_threads(2)
+        from major2minor.config import load_config
+        from major2minor.engine import train
+        from major2minor.numerics import denormal_mode
+        cfg = load_config("digits-lt", ["train.epochs=1", "train.deferred_epoch=0", "optim.warmup_epochs=0",
+                                        "optim.milestones=[]", "train.progress=none", "model.name=mlp",
+                                        "run.root={tmp_path}"])
+        messages = []
+        train(cfg, log=messages.append)
+        print(denormal_mode(), any("flush_denormal" in m for m in messages))
+    """)
+    assert out == "flush False"
