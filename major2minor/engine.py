@@ -20,6 +20,7 @@ so a resumed run continues exactly where the interrupted one stopped.
 from __future__ import annotations
 
 import math
+import platform
 import sys
 import time
 from dataclasses import dataclass, field
@@ -418,6 +419,8 @@ def train(cfg: Config, resume: bool = False, log: Optional[Log] = print,
         "best_epoch": state.best_epoch, "val_at_best": state.val_at_best,
         "test_at_best": state.test_at_best, "test_at_last": test_last,
         "train_seconds": state.train_seconds, "wall_seconds": time.time() - t_start,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
     }
     if hasattr(rebalancer, "run_summary"):
         summary["m2m"] = rebalancer.run_summary(state.history)

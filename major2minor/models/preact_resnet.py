@@ -32,10 +32,10 @@ class PreActBlock(nn.Module):
             self.shortcut = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(x))
+        out = F.relu(self.bn1(x), inplace=True)      # in place on a fresh BatchNorm output
         residual = self.shortcut(out) if self.shortcut is not None else x
         out = self.conv1(out)
-        out = self.conv2(F.relu(self.bn2(out)))
+        out = self.conv2(F.relu(self.bn2(out), inplace=True))
         return out + residual
 
 
@@ -70,7 +70,7 @@ class PreActResNet(Classifier):
     def body(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        x = F.relu(self.bn(x))
+        x = F.relu(self.bn(x), inplace=True)
         return F.adaptive_avg_pool2d(x, 1).flatten(1)
 
 
