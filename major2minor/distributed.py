@@ -57,8 +57,13 @@ def setup(device_name: str) -> tuple:
         if not torch.cuda.is_available():
             raise ValueError(f"train.device={device_name} but no CUDA device is available; use train.device=cpu.")
         device = torch.device("cuda", info.local_rank) if info.enabled else torch.device(device_name)
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
+        if device.index is None:   # plain "cuda": the current device, with its index made explicit
+            device = torch.device("cuda", torch.cuda.current_device())
+        if device.index >= torch.cuda.device_count():
+            raise ValueError(f"train.device={device_name} (device {device.index}) but only "
+                             f"{torch.cuda.device_count()} CUDA device(s) are visible; use cuda:0 .. "
+                             f"cuda:{torch.cuda.device_count() - 1}.")
+        torch.cuda.set_device(device)
     else:
         device = torch.device(device_name)
     if info.enabled and not dist.is_initialized():

@@ -96,3 +96,26 @@ def test_distributed_run_killed_and_resumed_matches_uninterrupted(ddp_run, tmp_p
     b = json.loads((run / "summary.json").read_text())
     assert a["test_at_best"] == b["test_at_best"] and a["test_at_last"] == b["test_at_last"]
     assert _rows(ddp_run) == _rows(run)
+
+
+@pytest.mark.parametrize("name,expected", [("cuda", 0), ("auto", 0), ("cuda:1", 1)])
+def test_cuda_device_gets_an_explicit_index(monkeypatch, name, expected):
+    """torch.cuda.set_device refuses a bare "cuda" (seen on a GPU with torch 2.11): resolve the index."""
+    from major2minor import distributed
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: chosen.append(d))
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    _, device = distributed.setup(name)
+    assert device == torch.device("cuda", expected) and chosen == [device]
+
+
+def test_cuda_index_beyond_the_visible_devices_is_refused(monkeypatch):
+    from major2minor import distributed
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.raises(ValueError, match="cuda:3.*only 1 CUDA device"):
+        distributed.setup("cuda:3")
