@@ -114,3 +114,25 @@ def test_train_switches_flush_to_zero_on_for_every_thread(tmp_path):
         print(denormal_mode(), any("flush_denormal" in m for m in messages))
     """)
     assert out == "flush False"
+
+
+def test_padding_the_translation_batch_changes_nothing():
+    """Filler rows (a few distinct batch sizes for cuDNN on a GPU) are dropped and affect no real row."""
+    f, g = _resnet(0), _resnet(1)
+    x = torch.rand(40, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    y = torch.tensor([0, 1, 2, 2] * 10)
+    out = {}
+    for multiple in (1, 16):
+        t = M2mTranslator(g, [200, 60, 10], M2mConfig(beta=0.99, gamma=0.3, pad_multiple=multiple))
+        assert t.padding(13, torch.device("cpu")) == (0 if multiple == 1 else 3)
+        out[multiple] = t(f, x, y, generator=torch.Generator().manual_seed(3))
+    (xa, ya, sa), (xb, yb, sb) = out[1], out[16]
+    assert sa.translated % 16 != 0 and sa.translated == sb.translated      # padding is not counted
+    assert torch.equal(sa.accepted_per_class, sb.accepted_per_class) and torch.equal(ya, yb)
+    assert torch.allclose(xa, xb, atol=1e-5)
+    assert torch.allclose(sa.g_target_prob_sum, sb.g_target_prob_sum, atol=1e-5)
+
+
+def test_automatic_padding_is_for_the_gpu_only():
+    t = M2mTranslator(None, [200, 60, 10], M2mConfig())
+    assert t.padding(13, torch.device("cpu")) == 0 and t.padding(13, torch.device("cuda")) == 19

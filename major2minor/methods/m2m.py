@@ -176,6 +176,11 @@ def seed_weights(counts: torch.Tensor, y: torch.Tensor, target: torch.Tensor, be
     return 1.0 - torch.pow(torch.as_tensor(beta, dtype=delta.dtype, device=delta.device), delta)
 
 
+def _pad(t: torch.Tensor, rows: int) -> torch.Tensor:
+    """t with ``rows`` zero rows appended (index 0, class 0, zero noise: any valid filler)."""
+    return t if rows == 0 else torch.cat([t, t.new_zeros((rows, *t.shape[1:]))])
+
+
 class _Unfolded:
     """Stand-in for FoldedMirror when f has nothing to fold (or cannot be traced): f itself."""
 
@@ -302,6 +307,12 @@ class M2mTranslator:
             x = self._clamp(x.detach() - cfg.step_size * grad / (norm + 1e-10))
         return x.detach()
 
+    def padding(self, n: int, device: torch.device) -> int:
+        """Filler rows that round a translation batch of n up to ``m2m.pad_multiple`` (0 = 32 on a GPU,
+        where each new batch size costs cuDNN an algorithm search; none on the CPU)."""
+        multiple = self.cfg.pad_multiple or (32 if device.type == "cuda" else 1)
+        return (-n) % multiple
+
     # -- the call ------------------------------------------------------------------------------------
 
     def __call__(self, f: nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -335,11 +346,16 @@ class M2mTranslator:
         modes = _eval_mode(nets)
         try:
             f_eval = self.eval_classifier(f)
-            x_star = self.translate(f_eval, x[seed_idx[work]], target[work], seed_class[work], noise[work])
+            # padded to a few distinct sizes (GPU): every row is translated independently of the others
+            # (eval mode, summed loss, per-row step), so filler rows change nothing and are dropped after
+            n_work, pad = len(work), self.padding(len(work), x.device)
+            src, tgt, cls = (_pad(t, pad) for t in (seed_idx[work], target[work], seed_class[work]))
+            x_star = self.translate(f_eval, x[src], tgt, cls, _pad(noise[work], pad))
             with torch.no_grad():
-                g_prob = self.g_log_probs(f_eval, x_star).exp().gather(1, target[work][:, None]).view(-1)
+                g_prob = self.g_log_probs(f_eval, x_star).exp().gather(1, tgt[:, None]).view(-1)[:n_work]
                 with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.amp == "bf16"):
-                    f_prob = F.softmax(f_eval(x_star).float(), 1)
+                    f_prob = F.softmax(f_eval(x_star).float(), 1)[:n_work]
+            x_star = x_star[:n_work]
         finally:
             for net, mode in zip(nets, modes):
                 net.train(mode)
