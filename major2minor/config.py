@@ -101,7 +101,7 @@ class M2mConfig:
     reject: bool = True                 # False = M2m-No-Reject (keep every translated sample)
     translate_rejected: bool = False    # True = also translate slots the Bernoulli draw rejects (slower, same distribution)
     fold_generator: bool = True         # fold g's BatchNorm into its convolutions (g is frozen; same function up to rounding)
-    pad_multiple: int = 0               # translate batches padded to a multiple of this (0 = 32 on GPU, none on CPU); exact
+    pad_multiple: int = 0               # translate batches padded to a multiple of this (0 = 32 if cudnn.benchmark, else none); exact
     fold_classifier: bool = True        # translate through a BN-folded copy of f, refreshed every batch (same function up to rounding)
 
 
@@ -451,8 +451,8 @@ def validate(cfg: Config) -> None:
     if not 0 <= cfg.m2m.gamma <= 1:
         raise ConfigError(f"m2m.gamma={cfg.m2m.gamma} must be in [0, 1].")
     if cfg.m2m.pad_multiple < 0:
-        raise ConfigError(f"m2m.pad_multiple={cfg.m2m.pad_multiple} must be >= 0 (0 = automatic: 32 on a GPU, "
-                          "no padding on the CPU).")
+        raise ConfigError(f"m2m.pad_multiple={cfg.m2m.pad_multiple} must be >= 0 (0 = automatic: 32 on a GPU with "
+                          "cudnn.benchmark on, else no padding).")
     if cfg.m2m.steps < 0 or cfg.m2m.step_size < 0:
         raise ConfigError(f"m2m.steps={cfg.m2m.steps} and m2m.step_size={cfg.m2m.step_size} must be >= 0.")
     if cfg.m2m.self_generator and cfg.m2m.generator:

@@ -237,3 +237,25 @@ def test_folded_generator_is_the_same_function():
     assert all(isinstance(m, nn.BatchNorm2d) for m in [g.bn_1])      # the original is untouched
     t = M2mTranslator(g, [200, 100, 5], M2mConfig())
     assert t.generators[0] is not g and not any(p.requires_grad for p in t.generators[0].parameters())
+
+
+def test_f_probability_statistics_are_those_of_the_accepted_samples():
+    """f's statistics are measured (eval mode) on exactly the accepted translated inputs."""
+    g, f = Linear(seed=1), Linear(seed=2)
+    t = M2mTranslator(g, [200, 100, 5], M2mConfig(beta=0.99, gamma=0.2))
+    x, y = _batch(96)
+    x_new, y_new, s = t(f, x, y, generator=torch.Generator().manual_seed(4))
+    changed = (x_new != x).any(1)
+    assert int(changed.sum()) == s.accepted > 0
+    probs = F.softmax(f(x_new[changed]), 1)
+    assert torch.allclose(s.f_target_prob_sum, probs.gather(1, y_new[changed][:, None]).sum(), atol=1e-5)
+    assert 0 < float(s.f_seed_prob_sum) and float(s.f_seed_prob_sum + s.f_target_prob_sum) <= s.accepted + 1e-5
+
+
+def test_statistics_when_nothing_is_accepted():
+    g, f = Linear(seed=1), Linear(seed=2)
+    t = M2mTranslator(g, [200, 100, 5], M2mConfig(beta=0.99, gamma=1.01))   # gamma > 1: all rejected
+    x, y = _batch(64)
+    x_new, y_new, s = t(f, x, y, generator=torch.Generator().manual_seed(4))
+    assert s.translated > 0 and s.accepted == 0 and torch.equal(x_new, x) and torch.equal(y_new, y)
+    assert float(s.f_seed_prob_sum) == 0.0 == float(s.f_target_prob_sum)

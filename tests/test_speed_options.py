@@ -133,6 +133,42 @@ def test_padding_the_translation_batch_changes_nothing():
     assert torch.allclose(sa.g_target_prob_sum, sb.g_target_prob_sum, atol=1e-5)
 
 
-def test_automatic_padding_is_for_the_gpu_only():
+def test_automatic_padding_only_where_cudnn_autotunes(monkeypatch):
     t = M2mTranslator(None, [200, 60, 10], M2mConfig())
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    assert t.padding(13, torch.device("cpu")) == 0 and t.padding(13, torch.device("cuda")) == 0
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
     assert t.padding(13, torch.device("cpu")) == 0 and t.padding(13, torch.device("cuda")) == 19
+
+
+def test_flushing_subnormals_does_not_change_the_translated_batch():
+    """A confident g makes the CE gradient underflow into subnormals; flushing them changes nothing.
+
+    Single-threaded in a fresh process, so the mode can be switched for all the work."""
+    out = _python("""
+        import torch, torch.nn as nn, torch.nn.functional as F
+        torch.set_num_threads(1)
+        from major2minor.config import M2mConfig
+        from major2minor.methods.m2m import M2mTranslator
+        gen = torch.Generator().manual_seed(0)
+        g, f = nn.Linear(12, 3), nn.Linear(12, 3)
+        with torch.no_grad():
+            g.weight.copy_(80 * torch.randn(3, 12, generator=gen))   # saturated softmax
+            f.weight.copy_(torch.randn(3, 12, generator=gen))
+        x = torch.rand(96, 12, generator=gen)
+        y = torch.tensor([0, 1, 2] * 32)
+        torch.set_flush_denormal(False)
+        p = F.softmax(g(x), 1)
+        subnormal = int(((p > 0) & (p < 1.1754944e-38)).sum())
+        results = []
+        for flush in (False, True):
+            torch.set_flush_denormal(flush)
+            for lam in (0.0, 0.5):
+                t = M2mTranslator(g, [200, 60, 10], M2mConfig(beta=0.99, gamma=0.5, lam=lam), (0.0, 1.0))
+                results.append(t(f, x, y, generator=torch.Generator().manual_seed(1)))
+        same = all(torch.equal(a[1], b[1]) and torch.allclose(a[0], b[0], atol=1e-6)
+                   and torch.equal(a[2].accepted_per_class, b[2].accepted_per_class)
+                   for a, b in zip(results[:2], results[2:]))
+        print(subnormal > 0, same, results[0][2].accepted > 0)
+    """)
+    assert out == "True True True"
