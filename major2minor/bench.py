@@ -32,7 +32,7 @@ from major2minor.data.sampling import oversampled_indices
 from major2minor.methods.base import inverse_frequency
 from major2minor.methods.m2m import M2mTranslator
 from major2minor.models import build_model
-from major2minor.numerics import flush_denormals
+from major2minor.numerics import flushing_denormals
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 
@@ -120,7 +120,15 @@ def run(device: str = "cpu", batch_size: int = 128, repeats: int = 5, warmup: in
         compile_model: bool = False, channels_last: bool = True, threads: int = 0,
         methods=("erm", "drs", "m2m"), translate_rejected: bool = False, steps: int = 10,
         fold_generator: bool = True, fold_classifier: bool = True, flush_denormal: bool = True) -> Dict:
-    flushed = flush_denormals(flush_denormal)       # first: threads started later inherit the mode
+    """Time the methods; subnormal floats are flushed to zero while it runs unless ``flush_denormal``
+    is False (first thing: threads started later inherit the mode; see ``major2minor.numerics``)."""
+    with flushing_denormals(flush_denormal) as flushed:
+        return _run(device, batch_size, repeats, warmup, amp, compile_model, channels_last, threads, methods,
+                    translate_rejected, steps, fold_generator, fold_classifier, flush_denormal, flushed)
+
+
+def _run(device, batch_size, repeats, warmup, amp, compile_model, channels_last, threads, methods,
+         translate_rejected, steps, fold_generator, fold_classifier, flush_denormal, flushed) -> Dict:
     dev = torch.device(device)
     if threads > 0:
         torch.set_num_threads(threads)

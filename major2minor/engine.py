@@ -37,7 +37,7 @@ from major2minor.data import DataBundle, Split, build_dataset, to_float
 from major2minor.data.batches import batch_source, is_streamed, iter_uint8_batches
 from major2minor.data.sampling import epoch_indices
 from major2minor.losses import build_loss
-from major2minor.numerics import flush_denormals
+from major2minor.numerics import flushing_denormals
 from major2minor.metrics import classification_metrics
 from major2minor.models import build_model
 from major2minor.methods.base import Rebalancer
@@ -200,14 +200,24 @@ def _progress(cfg: Config, total: int, initial: int):
 
 def train(cfg: Config, resume: bool = False, log: Optional[Log] = print,
           run_dir: Optional[Path] = None) -> Dict[str, Any]:
-    """Train one run as configured; returns (and writes) its summary."""
+    """Train one run as configured; returns (and writes) its summary.
+
+    Subnormal floats are flushed to zero on the CPU while it runs (``train.flush_denormal``; the
+    calling thread's own mode is restored afterwards, see ``major2minor.numerics``).
+    """
     log = log or (lambda s: None)
-    t_start = time.time()
     # first, before torch's CPU thread pool starts: its threads inherit the mode (numerics.py)
-    if not flush_denormals(cfg.train.flush_denormal):
-        log(f"train.flush_denormal={str(cfg.train.flush_denormal).lower()} could not be applied to every CPU thread "
-            "(the CPU lacks the mode, or torch's threads were started before this run); results are unaffected "
-            "but speed may be lower: call major2minor.numerics.flush_denormals() at the start of the program.")
+    with flushing_denormals(cfg.train.flush_denormal) as applied:
+        if not applied:
+            log(f"train.flush_denormal={str(cfg.train.flush_denormal).lower()} could not be applied to every CPU "
+                "thread (the CPU lacks the mode, or torch's threads were started before this run); results are "
+                "unaffected but speed may be lower: call major2minor.numerics.flush_denormals() at the start of "
+                "the program.")
+        return _train(cfg, resume, log, run_dir)
+
+
+def _train(cfg: Config, resume: bool, log: Log, run_dir: Optional[Path]) -> Dict[str, Any]:
+    t_start = time.time()
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
     dist, device = dist_utils.setup(cfg.train.device)
     if not dist.is_main:   # one voice: rank 0 logs, writes files and draws figures

@@ -3,7 +3,7 @@
 Late in training, and in every M2m translation once g is confident in the target class, the softmax
 gives non-target probabilities below 1.2e-38; the cross-entropy gradient then carries *subnormal*
 floats through the whole backward pass, and x86 CPUs handle each subnormal operand in microcode,
-10-100x slower than a normal one.  In the throughput benchmark this made an M2m batch 2.4x slower
+10-100x slower than a normal one.  In the throughput benchmark this made an M2m batch 2.4-3.2x slower
 (``benchmarks/README.md``).  Flush-to-zero / denormals-are-zero (``torch.set_flush_denormal``)
 replaces such values by 0.  The change is below float32 resolution wherever it can matter: a value
 under 1.2e-38 added to any normal-sized gradient or weight is lost in rounding anyway, and M2m's
@@ -12,9 +12,15 @@ step ``eta * grad / (||grad|| + 1e-10)`` is below 1e-17 for any gradient that sm
 The mode is a per-thread CPU register.  Threads inherit it when they are created, so it must be set
 before torch's intra-op thread pool starts (the engine does it first thing in ``train``; the ``m2m``
 CLI runs nothing before that).  :func:`flush_denormals` checks every intra-op thread and says
-whether the setting took effect on all of them.
+whether the setting took effect on all of them.  :func:`flushing_denormals` scopes it: the calling
+thread's own mode is restored afterwards, so Python and NumPy code that runs after training keeps
+IEEE subnormals (worker threads torch started inside the block keep flushing; that only affects
+torch's own parallel work).
 """
 from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 
@@ -45,3 +51,21 @@ def flush_denormals(enabled: bool = True) -> bool:
     if not torch.set_flush_denormal(enabled):
         return False
     return denormal_mode() == ("flush" if enabled else "keep")
+
+
+def thread_flushes() -> bool:
+    """Whether the calling thread flushes subnormals (a Python float multiplication uses the same unit)."""
+    smallest = float.fromhex("0x1p-1074")          # parsed in software, so not itself flushed
+    return smallest * 1.0 == 0.0
+
+
+@contextmanager
+def flushing_denormals(enabled: bool = True) -> Iterator[bool]:
+    """Flush subnormal floats to zero (or not) inside the block; yields :func:`flush_denormals`'s answer.
+
+    The calling thread's previous mode is restored on exit."""
+    previous = thread_flushes()
+    try:
+        yield flush_denormals(enabled)
+    finally:
+        torch.set_flush_denormal(previous)

@@ -98,22 +98,23 @@ def test_flush_denormals_reports_threads_it_could_not_reach():
     assert out == "keep False mixed"
 
 
-def test_train_switches_flush_to_zero_on_for_every_thread(tmp_path):
-    """The engine sets the mode first thing, so a CLI-style run flushes on all its threads."""
+def test_train_flushes_on_every_thread_and_restores_the_caller(tmp_path):
+    """The engine sets the mode first thing, so a CLI-style run flushes on all its threads while it
+    trains; afterwards the calling thread has IEEE subnormals again (NumPy/Python code after training)."""
     out = _python(f"""
         import torch
         torch.set_num_threads(2)
         from major2minor.config import load_config
         from major2minor.engine import train
-        from major2minor.numerics import denormal_mode
+        from major2minor.numerics import denormal_mode, thread_flushes
         cfg = load_config("digits-lt", ["train.epochs=1", "train.deferred_epoch=0", "optim.warmup_epochs=0",
                                         "optim.milestones=[]", "train.progress=none", "model.name=mlp",
                                         "run.root={tmp_path}"])
-        messages = []
-        train(cfg, log=messages.append)
-        print(denormal_mode(), any("flush_denormal" in m for m in messages))
+        seen = []
+        train(cfg, log=lambda message: seen.append((denormal_mode(), "flush_denormal" in message)))
+        print(seen[0][0], any(w for _, w in seen), thread_flushes())
     """)
-    assert out == "flush False"
+    assert out == "flush False False"
 
 
 def test_padding_the_translation_batch_changes_nothing():
