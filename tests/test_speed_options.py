@@ -173,3 +173,23 @@ def test_flushing_subnormals_does_not_change_the_translated_batch():
         print(subnormal > 0, same, results[0][2].accepted > 0)
     """)
     assert out == "True True True"
+
+
+def test_a_model_fx_cannot_trace_is_translated_unfolded_with_a_warning():
+    import pytest
+
+    class Branchy(nn.Module):      # data-dependent control flow: torch.fx cannot trace it
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn, self.head = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Linear(4, 3)
+
+        def forward(self, x):
+            h = self.bn(self.conv(x))
+            if h.sum() > 0:
+                h = h.relu()
+            return self.head(h.mean((2, 3)))
+
+    f = Branchy()
+    t = M2mTranslator(None, [200, 60, 10], M2mConfig())
+    with pytest.warns(UserWarning, match="fold_classifier: cannot fold Branchy"):
+        assert t.eval_classifier(f) is f

@@ -252,13 +252,12 @@ class M2mTranslator:
         if self._mirror is None or self._mirror.source is not net:
             from major2minor.models.fold import FoldedMirror, conv_bn_pairs
             try:
-                has_pairs = bool(conv_bn_pairs(net))
-            except Exception as exc:   # fx cannot trace a user model: translate through f unfolded
+                self._mirror = FoldedMirror(net) if conv_bn_pairs(net) else _Unfolded(net)
+            except Exception as exc:   # fx cannot trace or fold a user model: translate through f itself
                 import warnings
-                warnings.warn(f"m2m.fold_classifier: cannot trace {type(net).__name__} ({type(exc).__name__}: "
+                warnings.warn(f"m2m.fold_classifier: cannot fold {type(net).__name__} ({type(exc).__name__}: "
                               f"{exc}); translating through f unfolded (slower, same results).", stacklevel=2)
-                has_pairs = False
-            self._mirror = FoldedMirror(net) if has_pairs else _Unfolded(net)
+                self._mirror = _Unfolded(net)
         return self._mirror.refresh()
 
     def _clamp(self, x: torch.Tensor) -> torch.Tensor:
