@@ -259,3 +259,43 @@ def test_statistics_when_nothing_is_accepted():
     x_new, y_new, s = t(f, x, y, generator=torch.Generator().manual_seed(4))
     assert s.translated > 0 and s.accepted == 0 and torch.equal(x_new, x) and torch.equal(y_new, y)
     assert float(s.f_seed_prob_sum) == 0.0 == float(s.f_target_prob_sum)
+
+
+def test_f_statistics_use_the_logit_scale_of_fs_loss():
+    """For a cosine head (LDAM), f's probabilities in the statistics are softmax(s * cosine)."""
+    g, f = Linear(seed=1), Linear(seed=2)
+    x, y = _batch(96)
+    out = {}
+    for scale in (1.0, 30.0):
+        t = M2mTranslator(g, [200, 100, 5], M2mConfig(beta=0.99, gamma=0.2), f_logit_scale=scale)
+        out[scale] = t(f, x, y, generator=torch.Generator().manual_seed(4))
+    (xa, ya, sa), (xb, yb, sb) = out[1.0], out[30.0]
+    assert torch.equal(xa, xb) and torch.equal(ya, yb)            # the translation itself is unchanged
+    changed = (xb != x).any(1)
+    expected = F.softmax(30.0 * f(xb[changed]), 1).gather(1, yb[changed][:, None]).sum()
+    assert torch.allclose(sb.f_target_prob_sum, expected, atol=1e-4)
+    assert not torch.allclose(sa.f_target_prob_sum, sb.f_target_prob_sum, atol=1e-3)
+
+
+def test_ldam_m2m_passes_the_ldam_scale_to_the_statistics():
+    from major2minor.config import load_config
+    from major2minor.methods.m2m import M2mRebalancer
+    cfg = load_config("digits-lt", ["method=ldam-m2m", "loss.ldam_scale=12"])
+    assert cfg.loss.name == "ldam"
+
+    class Ctx:   # the parts of the engine's RunContext that setup() reads
+        device = torch.device("cpu")
+        rank = 0
+        log = staticmethod(lambda s: None)
+
+        class bundle:
+            bounds, is_image = (0.0, 1.0), True
+
+    cfg.m2m.self_generator = True          # no g to train for this check
+    r = M2mRebalancer(cfg, [90, 30, 5])
+    r.setup(Ctx(), None)
+    assert r.translator.f_logit_scale == 12.0
+    cfg2 = load_config("digits-lt", ["method=m2m", "m2m.self_generator=true"])
+    r2 = M2mRebalancer(cfg2, [90, 30, 5])
+    r2.setup(Ctx(), None)
+    assert r2.translator.f_logit_scale == 1.0

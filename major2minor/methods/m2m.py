@@ -211,13 +211,17 @@ class M2mTranslator:
         bounds: (low, high) of the input space for the clamp, or None for unbounded inputs.
         generator: the torch.Generator (on the batch's device) every random draw comes from.
         amp: "bf16" to run the networks under bf16 autocast.
+        f_logit_scale: multiplies f's logits before the softmax of the f-probability *statistics* only
+            (LDAM's scale s for a cosine head, whose raw logits lie in [-1, 1]); the translation uses
+            f's raw logit, as the public code.
 
     Calling ``translator(f, x, y)`` returns ``(x_new, y_new, BatchStats)``; x and y are not modified.
     """
 
     def __init__(self, g: Union[nn.Module, Sequence[nn.Module], None], counts: Sequence[int],
                  config: Optional[M2mConfig] = None, bounds: Optional[Tuple[float, float]] = (0.0, 1.0),
-                 generator: Optional[torch.Generator] = None, amp: str = "none", channels_last: bool = False):
+                 generator: Optional[torch.Generator] = None, amp: str = "none", channels_last: bool = False,
+                 f_logit_scale: float = 1.0):
         self.cfg = config or M2mConfig()
         self.generators: Optional[List[nn.Module]] = None
         if g is not None:
@@ -236,6 +240,7 @@ class M2mTranslator:
         self.bounds = bounds
         self.generator = generator
         self.amp = amp
+        self.f_logit_scale = f_logit_scale
 
     # -- pieces ------------------------------------------------------------------------------------
 
@@ -368,7 +373,7 @@ class M2mTranslator:
             if len(acc_local):
                 with torch.no_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16,
                                                      enabled=self.amp == "bf16"):
-                    f_prob = F.softmax(f_eval(x_star[acc_local]).float(), 1)
+                    f_prob = F.softmax(self.f_logit_scale * f_eval(x_star[acc_local]).float(), 1)
         finally:
             for net, mode in zip(nets, modes):
                 net.train(mode)
@@ -413,7 +418,9 @@ class M2mRebalancer(Rebalancer):
         self.rng = torch.Generator(device=ctx.device).manual_seed(self.cfg.train.seed + 2 + 1000 * ctx.rank)
         self.translator = M2mTranslator(g, self.counts, self.cfg.m2m, ctx.bundle.bounds, self.rng,
                                         amp=self.cfg.train.amp,
-                                        channels_last=self.cfg.train.channels_last and ctx.bundle.is_image)
+                                        channels_last=self.cfg.train.channels_last and ctx.bundle.is_image,
+                                        # f's probabilities as its loss sees them (LDAM: s * cosine)
+                                        f_logit_scale=self.cfg.loss.ldam_scale if self.cfg.loss.name == "ldam" else 1.0)
         self.log = ctx.log
 
     def sample_weights(self, epoch):
