@@ -83,15 +83,18 @@ def count_flops(fn: Callable[[], None]) -> float:
 
 
 def translated_step(translator, f, next_batch: Callable, train_step: Callable, device: torch.device,
-                    translate_times: List[float]) -> Callable[[], None]:
-    """One M2m batch: draw an over-sampled batch, translate it (timed into ``translate_times``), step."""
+                    translate_times: List[float], translated: Optional[List[int]] = None) -> Callable[[], None]:
+    """One M2m batch: draw an over-sampled batch, translate it (timed into ``translate_times``; the number
+    of slots translated into ``translated``), step."""
     def run() -> None:
         x, y = next_batch(True)
         _sync(device)
         t = time.perf_counter()
-        x, y, _ = translator(f, x, y)
+        x, y, stats = translator(f, x, y)
         _sync(device)
         translate_times.append(time.perf_counter() - t)
+        if translated is not None:
+            translated.append(stats.translated)
         train_step(x, y)
     return run
 
@@ -191,7 +194,8 @@ def _run(device, batch_size, repeats, warmup, amp, compile_model, channels_last,
     def drs_step():
         step(*batch(True))
 
-    m2m_step = translated_step(translator, step_f, batch, step, dev, translate_time)
+    slots: List[int] = []
+    m2m_step = translated_step(translator, step_f, batch, step, dev, translate_time, slots)
 
     fns = {"erm": erm_step, "drs": drs_step, "m2m": m2m_step}
     dtype = torch.bfloat16 if use_amp else torch.float32
@@ -207,8 +211,9 @@ def _run(device, batch_size, repeats, warmup, amp, compile_model, channels_last,
     }
     for name in methods:
         translate_time.clear()
+        slots.clear()
         times = time_batches(fns[name], dev, warmup, repeats)
-        translate_time[:] = translate_time[-repeats:]
+        timed_translate, timed_slots = translate_time[-repeats:], slots[-repeats:]   # not the FLOP-count run
         flops = count_flops(fns[name]) if not compile_model else None
         med = statistics.median(times)
         entry = timing_entry(times, batch_size)
@@ -217,7 +222,11 @@ def _run(device, batch_size, repeats, warmup, amp, compile_model, channels_last,
             entry["achieved_gflops"] = round(flops / 1e9 / med, 1)
             entry["fraction_of_matmul_peak"] = round(flops / 1e9 / med / peak, 3)
         if name == "m2m":
-            entry["translation_share"] = round(statistics.median(translate_time) / med, 3)
+            entry["translation_share"] = round(statistics.median(timed_translate) / med, 3)
+            # the slot count varies from batch to batch; per slot, runs compare despite that
+            entry["translated_slots"] = timed_slots
+            per_slot = [t / n for t, n in zip(timed_translate, timed_slots) if n]
+            entry["translation_seconds_per_slot"] = round(statistics.median(per_slot), 5) if per_slot else None
         result["methods"][name] = entry
     return result
 
