@@ -37,10 +37,10 @@ from major2minor.data import DataBundle, Split, build_dataset, to_float
 from major2minor.data.batches import batch_source, is_streamed, iter_uint8_batches
 from major2minor.data.sampling import epoch_indices
 from major2minor.losses import build_loss
-from major2minor.numerics import flushing_denormals
 from major2minor.metrics import classification_metrics
 from major2minor.models import build_model
 from major2minor.methods.base import Rebalancer
+from major2minor.numerics import flushing_denormals
 from major2minor.registry import REBALANCERS
 from major2minor.rundir import check_resume_config, default_run_dir, environment, prepare_run_dir, write_csv
 from major2minor.figures import write_run_figures

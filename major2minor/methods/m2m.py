@@ -37,6 +37,14 @@ Deliberate departures from the public code (alinlab/M2m), each with its reason:
   mode right after translation (the public code reads them from the training forward pass).
 * M2m-No-Reject (``m2m.reject=false``) accepts every translated slot: neither the gamma test nor the
   Bernoulli draw rejects.
+* For a cosine head (LDAM-M2m) f's probabilities in the statistics are ``softmax(s * cosine)``, as
+  LDAM's loss sees them; the translation loss uses f's raw logit, as the public code.
+
+Speed shortcuts that do not change results beyond rounding (each tested; benchmarks/README.md):
+g's and f's BatchNorm folded into their convolutions for the translation (both nets are in eval
+mode there; f's folded copy is refreshed from its weights every batch), Bernoulli-rejected slots not
+translated (above), f's statistics computed on accepted samples only, and on a GPU with cuDNN's
+autotuner the translation batch padded with filler rows to a multiple of 32 (rows are independent).
 """
 from __future__ import annotations
 
@@ -416,11 +424,12 @@ class M2mRebalancer(Rebalancer):
         g = None if self.cfg.m2m.self_generator else resolve_generators(ctx, self.counts)
         # per-rank stream under torchrun: each rank translates its own local batch
         self.rng = torch.Generator(device=ctx.device).manual_seed(self.cfg.train.seed + 2 + 1000 * ctx.rank)
+        # f's probabilities in the statistics as its loss sees them (LDAM: s * cosine)
+        scale = self.cfg.loss.ldam_scale if self.cfg.loss.name == "ldam" else 1.0
         self.translator = M2mTranslator(g, self.counts, self.cfg.m2m, ctx.bundle.bounds, self.rng,
                                         amp=self.cfg.train.amp,
                                         channels_last=self.cfg.train.channels_last and ctx.bundle.is_image,
-                                        # f's probabilities as its loss sees them (LDAM: s * cosine)
-                                        f_logit_scale=self.cfg.loss.ldam_scale if self.cfg.loss.name == "ldam" else 1.0)
+                                        f_logit_scale=scale)
         self.log = ctx.log
 
     def sample_weights(self, epoch):
