@@ -114,7 +114,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"                # auto | cpu | cuda | cuda:N
     threads: int = 0                    # torch intra-op threads; 0 = leave torch's default
-    deterministic: bool = True          # torch.use_deterministic_algorithms where supported
+    deterministic: bool = True          # GPU: cuDNN's deterministic algorithms, autotuner off (false leaves torch's defaults)
     channels_last: bool = True          # NHWC memory layout for image models (faster convolutions on CPU and GPU)
     amp: str = "none"                   # none | bf16 (autocast)
     compile: bool = False               # torch.compile the model
