@@ -64,3 +64,43 @@ def test_m2m_run_on_cuda_end_to_end(tiny_cfg, tmp_path):
     assert summary["device"].startswith("cuda") and summary["device_name"]
     assert summary["m2m"]["slots"] > 0
     assert 0.0 <= summary["test_at_best"]["bacc"] <= 1.0
+
+
+def test_cuda_graph_translation_is_the_eager_translation_and_follows_f():
+    """A replayed graph computes what an eager call computes, also after f's weights change."""
+    f, g = _resnet32(0), _resnet32(1)
+    eager = M2mTranslator(g, COUNTS, M2mConfig(), (0.0, 1.0), channels_last=True)
+    graphed = M2mTranslator(g, COUNTS, M2mConfig(cuda_graph=True), (0.0, 1.0), channels_last=True)
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    x0 = torch.rand(64, 3, 32, 32, device="cuda", generator=gen)
+    target = torch.randint(0, 10, (64,), device="cuda", generator=gen)
+    seed_class = torch.randint(0, 10, (64,), device="cuda", generator=gen)
+    noise = torch.zeros_like(x0)
+    opt = torch.optim.SGD(f.parameters(), lr=0.5)
+    for round_ in range(3):
+        f.eval()
+        a = eager.translate(eager.eval_classifier(f), x0, target, seed_class, noise)
+        b = graphed.translate_graphed(graphed.eval_classifier(f), x0, target, seed_class, noise)
+        assert torch.allclose(a, b, atol=1e-5), round_
+        f.train()                                   # change f's weights and BatchNorm statistics
+        torch.nn.functional.cross_entropy(f(x0), target).backward()
+        opt.step()
+        opt.zero_grad()
+    x2 = torch.rand_like(x0)                        # new inputs go through the static buffers
+    assert torch.allclose(eager.translate(eager.eval_classifier(f), x2, target, seed_class, noise),
+                          graphed.translate_graphed(graphed.eval_classifier(f), x2, target, seed_class, noise),
+                          atol=1e-5)
+    assert len(graphed._graphs) == 2                # the pool and one captured size
+
+
+def test_cuda_graph_batch_matches_eager_batch():
+    f, g = _resnet32(0), _resnet32(1)
+    x = torch.rand(128, 3, 32, 32, device="cuda")
+    y = torch.arange(128, device="cuda") % 10
+    out = {}
+    for graph in (False, True):
+        t = M2mTranslator(g, COUNTS, M2mConfig(gamma=0.0, cuda_graph=graph), (0.0, 1.0), channels_last=True)
+        out[graph] = t(f, x, y, generator=torch.Generator(device="cuda").manual_seed(3))
+    (xa, ya, sa), (xb, yb, sb) = out[False], out[True]
+    assert torch.equal(ya, yb) and sa.translated == sb.translated > 0
+    assert torch.allclose(xa, xb, atol=1e-4)
