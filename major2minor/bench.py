@@ -122,17 +122,16 @@ def time_batches(fn: Callable[[], None], device: torch.device, warmup: int, repe
 def run(device: str = "cpu", batch_size: int = 128, repeats: int = 5, warmup: int = 2, amp: str = "none",
         compile_model: bool = False, channels_last: bool = True, threads: int = 0,
         methods=("erm", "drs", "m2m"), translate_rejected: bool = False, steps: int = 10,
-        fold_generator: bool = True, fold_classifier: bool = True, flush_denormal: bool = True,
-        cuda_graph: bool = False) -> Dict:
+        fold_generator: bool = True, fold_classifier: bool = True, flush_denormal: bool = True) -> Dict:
     """Time the methods; subnormal floats are flushed to zero while it runs unless ``flush_denormal``
     is False (first thing: threads started later inherit the mode; see ``major2minor.numerics``)."""
     with flushing_denormals(flush_denormal) as flushed:
         return _run(device, batch_size, repeats, warmup, amp, compile_model, channels_last, threads, methods,
-                    translate_rejected, steps, fold_generator, fold_classifier, flush_denormal, flushed, cuda_graph)
+                    translate_rejected, steps, fold_generator, fold_classifier, flush_denormal, flushed)
 
 
 def _run(device, batch_size, repeats, warmup, amp, compile_model, channels_last, threads, methods,
-         translate_rejected, steps, fold_generator, fold_classifier, flush_denormal, flushed, cuda_graph) -> Dict:
+         translate_rejected, steps, fold_generator, fold_classifier, flush_denormal, flushed) -> Dict:
     dev = torch.device(device)
     if threads > 0:
         torch.set_num_threads(threads)
@@ -164,7 +163,7 @@ def _run(device, batch_size, repeats, warmup, amp, compile_model, channels_last,
     aug_gen = torch.Generator(device=dev).manual_seed(1)
     m2m_cfg = M2mConfig(beta=0.999, lam=0.5, gamma=0.9, step_size=0.1, steps=steps,
                         translate_rejected=translate_rejected, fold_generator=fold_generator,
-                        fold_classifier=fold_classifier, cuda_graph=cuda_graph)
+                        fold_classifier=fold_classifier)
     translator = M2mTranslator(step_g, counts, m2m_cfg, (0.0, 1.0), torch.Generator(device=dev).manual_seed(2),
                                amp=amp, channels_last=channels_last)
     weights = inverse_frequency(counts)
@@ -206,7 +205,7 @@ def _run(device, batch_size, repeats, warmup, amp, compile_model, channels_last,
         "dtype": "bf16-autocast" if use_amp else "fp32", "torch": torch.__version__,
         "threads": torch.get_num_threads(), "batch_size": batch_size, "compile": compile_model,
         "channels_last": channels_last, "translate_rejected": translate_rejected, "m2m_steps": steps,
-        "fold_generator": fold_generator, "fold_classifier": fold_classifier, "cuda_graph": cuda_graph,
+        "fold_generator": fold_generator, "fold_classifier": fold_classifier,
         "flush_denormal": flush_denormal, "flush_denormal_all_threads": flushed,
         "matmul_peak_gflops": round(peak, 1), "methods": {},
     }
@@ -248,8 +247,6 @@ def add_parser(sub) -> None:
                    help="translate through f itself, not a BatchNorm-folded copy of it")
     p.add_argument("--no-flush-denormal", dest="flush_denormal", action="store_false",
                    help="keep subnormal floats (CPU; flushing them to zero is the engine's default)")
-    p.add_argument("--cuda-graph", dest="cuda_graph", action="store_true",
-                   help="replay M2m's translation from captured CUDA graphs (m2m.cuda_graph)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--methods", default="erm,drs,m2m")
     p.add_argument("--translate-rejected", action="store_true",
@@ -261,6 +258,6 @@ def add_parser(sub) -> None:
 def main_from_args(args: argparse.Namespace) -> int:
     out = run(args.device, args.batch_size, args.repeats, args.warmup, args.amp, args.compile,
               args.channels_last, args.threads, tuple(args.methods.split(",")), args.translate_rejected,
-              args.steps, args.fold_generator, args.fold_classifier, args.flush_denormal, args.cuda_graph)
+              args.steps, args.fold_generator, args.fold_classifier, args.flush_denormal)
     print(json.dumps(out, indent=2))
     return 0

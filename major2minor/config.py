@@ -103,7 +103,6 @@ class M2mConfig:
     fold_generator: bool = True         # fold g's BatchNorm into its convolutions (g is frozen; same function up to rounding)
     pad_multiple: int = 0               # translate batches padded to a multiple of this (0 = 32 if cudnn.benchmark, else none); exact
     fold_classifier: bool = True        # translate through a BN-folded copy of f, refreshed every batch (same function up to rounding)
-    cuda_graph: bool = False            # GPU: replay the T-step translation as a captured CUDA graph (small models are launch-bound)
 
 
 @dataclass
@@ -451,9 +450,6 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"m2m.beta={cfg.m2m.beta} must be in [0, 1).")
     if not 0 <= cfg.m2m.gamma <= 1:
         raise ConfigError(f"m2m.gamma={cfg.m2m.gamma} must be in [0, 1].")
-    if cfg.m2m.cuda_graph and cfg.train.amp != "none":
-        raise ConfigError(f"m2m.cuda_graph=true needs train.amp=none (got train.amp={cfg.train.amp}): autocast's "
-                          "weight cache cannot live inside a captured graph; set one of them differently.")
     if cfg.m2m.pad_multiple < 0:
         raise ConfigError(f"m2m.pad_multiple={cfg.m2m.pad_multiple} must be >= 0 (0 = automatic: 32 on a GPU with "
                           "cudnn.benchmark on, else no padding).")

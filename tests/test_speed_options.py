@@ -193,15 +193,3 @@ def test_a_model_fx_cannot_trace_is_translated_unfolded_with_a_warning():
     t = M2mTranslator(None, [200, 60, 10], M2mConfig())
     with pytest.warns(UserWarning, match="fold_classifier: cannot fold Branchy"):
         assert t.eval_classifier(f) is f
-
-
-def test_cuda_graph_option_is_checked_and_pads_on_the_gpu():
-    import pytest
-
-    from major2minor.config import ConfigError
-    with pytest.raises(ConfigError, match="m2m.cuda_graph=true needs train.amp=none"):
-        load_config(None, ["m2m.cuda_graph=true", "train.amp=bf16"])
-    t = M2mTranslator(None, [200, 60, 10], M2mConfig(cuda_graph=True))
-    assert t.padding(13, torch.device("cuda")) == 19 and t.padding(13, torch.device("cpu")) == 0
-    with pytest.raises(ValueError, match="cuda_graph needs amp='none'"):
-        M2mTranslator(None, [200, 60, 10], M2mConfig(cuda_graph=True), amp="bf16")

@@ -249,9 +249,6 @@ class M2mTranslator:
         self.generator = generator
         self.amp = amp
         self.f_logit_scale = f_logit_scale
-        if self.cfg.cuda_graph and amp != "none":
-            raise ValueError(f"m2m.cuda_graph needs amp='none', got amp={amp!r}.")
-        self._graphs = None            # m2m.cuda_graph: captured translations by input shape
 
     # -- pieces ------------------------------------------------------------------------------------
 
@@ -326,41 +323,12 @@ class M2mTranslator:
         """Filler rows that round a translation batch of n up to ``m2m.pad_multiple``.
 
         0 = automatic: 32 on a GPU with ``torch.backends.cudnn.benchmark`` on, where every new batch
-        size costs an algorithm search (measured: 4.6 s -> 0.31 s per ImageNet-LT batch), or with
-        ``m2m.cuda_graph`` (one captured graph per size); otherwise none, since filler rows are extra work.
+        size costs an algorithm search (measured: 4.6 s -> 0.31 s per ImageNet-LT batch); otherwise
+        none, since filler rows are extra work.
         """
-        few_sizes = device.type == "cuda" and (torch.backends.cudnn.benchmark or self.cfg.cuda_graph)
-        multiple = self.cfg.pad_multiple or (32 if few_sizes else 1)
+        autotuned = device.type == "cuda" and torch.backends.cudnn.benchmark
+        multiple = self.cfg.pad_multiple or (32 if autotuned else 1)
         return (-n) % multiple
-
-    def translate_graphed(self, f: nn.Module, x0: torch.Tensor, target: torch.Tensor, seed_class: torch.Tensor,
-                          noise: torch.Tensor) -> torch.Tensor:
-        """:meth:`translate` replayed from a CUDA graph captured once per input shape (``m2m.cuda_graph``).
-
-        The same kernels on the same values: the graph reads the inputs from static buffers it was
-        captured with and the weights from f's and g's own tensors, which training updates in place
-        (f's folded copy is refreshed in place too), so a replay computes what an eager call would.
-        """
-        if self._graphs is None:
-            self._graphs = {"pool": torch.cuda.graph_pool_handle()}
-        key = (tuple(x0.shape), id(f))
-        if key not in self._graphs:
-            static = [x0.clone(), target.clone(), seed_class.clone(), noise.clone()]
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):          # warm-up outside the capture (cuDNN plans, allocator)
-                for _ in range(2):
-                    self.translate(f, *static)
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self._graphs["pool"]):
-                out = self.translate(f, *static)
-            self._graphs[key] = (graph, static, out)
-        graph, static, out = self._graphs[key]
-        for buf, value in zip(static, (x0, target, seed_class, noise)):
-            buf.copy_(value)
-        graph.replay()
-        return out.clone()
 
     # -- the call ------------------------------------------------------------------------------------
 
@@ -399,9 +367,7 @@ class M2mTranslator:
             # (eval mode, summed loss, per-row step), so filler rows change nothing and are dropped after
             n_work, pad = len(work), self.padding(len(work), x.device)
             src, tgt, cls = (_pad(t, pad) for t in (seed_idx[work], target[work], seed_class[work]))
-            graphed = self.cfg.cuda_graph and x.device.type == "cuda" and len(src) > 0
-            run = self.translate_graphed if graphed else self.translate
-            x_star = run(f_eval, x[src], tgt, cls, _pad(noise[work], pad))
+            x_star = self.translate(f_eval, x[src], tgt, cls, _pad(noise[work], pad))
             with torch.no_grad():
                 g_prob = self.g_log_probs(f_eval, x_star).exp().gather(1, tgt[:, None]).view(-1)[:n_work]
             x_star = x_star[:n_work]
