@@ -36,7 +36,6 @@ from typing import Dict, List
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -87,15 +86,7 @@ def compute(args, dev: torch.device) -> Dict:
         idx = idx.to(dev)
         return to_float(x_all[idx]), y_all[idx]
 
-    def step(x, y):
-        if args.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
-            logits = step_f(x)
-        loss = F.cross_entropy(logits.float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    step = bench.train_step(step_f, opt, dev, args.channels_last, use_amp)
 
     out = {"train_step": _entry(_timed(lambda: step(*batch(False)), dev, args.warmup, args.steps), args.batch)}
     if args.m2m_steps > 0:

@@ -99,6 +99,22 @@ def translated_step(translator, f, next_batch: Callable, train_step: Callable, d
     return run
 
 
+def train_step(model, optimizer, device: torch.device, channels_last: bool,
+               use_amp: bool) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """One plain training step on a float batch: (channels-last,) forward under optional bf16 autocast,
+    cross-entropy, backward, optimiser step."""
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return step
+
+
 def timing_entry(times: List[float], batch_size: int) -> Dict:
     """Median seconds per batch, images per second, and every timing."""
     med = statistics.median(times)
@@ -178,15 +194,7 @@ def _run(device, batch_size, repeats, warmup, amp, compile_model, channels_last,
         idx = idx.to(dev)
         return augment_batch(to_float(x_all[idx]), aug, aug_gen), y_all[idx]
 
-    def step(x, y):
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
-            logits = step_f(x)
-        loss = F.cross_entropy(logits.float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    step = train_step(step_f, opt, dev, channels_last, use_amp)
 
     def erm_step():
         step(*batch(False))

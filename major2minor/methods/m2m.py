@@ -50,10 +50,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -440,7 +438,7 @@ class M2mRebalancer(Rebalancer):
         if not self.active(epoch) or self.estimated:
             return
         self.estimated = True
-        from major2minor.data import augment_batch, to_float
+        from major2minor.data import to_float
         probe = torch.Generator().manual_seed(0)     # a throwaway stream: the run's RNGs are untouched
         idx = torch.multinomial(torch.as_tensor(inverse_frequency(self.counts))[train.y.cpu()],
                                 min(self.cfg.train.batch_size, len(train)), replacement=True, generator=probe)

@@ -36,6 +36,16 @@ def require_image(model_name: str, input_shape) -> None:
                          "use model.name=mlp for feature vectors.")
 
 
+def init_resnet_weights(model: nn.Module) -> None:
+    """He (fan-out) initialisation of every convolution, BatchNorm as the identity (torchvision's)."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 def make_head(kind: str, in_features: int, num_classes: int) -> nn.Module:
     if kind == "normed":
         return NormedLinear(in_features, num_classes)

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from major2minor.models.base import Classifier, make_head, require_image
+from major2minor.models.base import Classifier, init_resnet_weights, make_head, require_image
 from major2minor.registry import MODELS
 
 
@@ -53,12 +53,7 @@ class PreActResNet(Classifier):
         self.bn = nn.BatchNorm2d(widths[3])
         self.num_features = widths[3]
         self.linear = make_head(head, widths[3], num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_resnet_weights(self)
 
     def _stage(self, planes: int, n: int, stride: int) -> nn.Sequential:
         layers = []

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from major2minor.models.base import Classifier, make_head, require_image
+from major2minor.models.base import Classifier, init_resnet_weights, make_head, require_image
 from major2minor.registry import MODELS
 
 
@@ -57,12 +57,7 @@ class ResNet(Classifier):
         self.layer4 = self._stage(512, layers[3], 2)
         self.num_features = 512 * Bottleneck.expansion
         self.linear = make_head(head, self.num_features, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_resnet_weights(self)
 
     def _stage(self, planes: int, n: int, stride: int) -> nn.Sequential:
         layers = [Bottleneck(self.inplanes, planes, stride)]
