@@ -40,7 +40,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from major2minor.config import Config, M2mConfig, load_config  # noqa: E402
+from major2minor.config import Config, load_config  # noqa: E402
+from major2minor.methods.m2m import M2mConfig  # noqa: E402
 from major2minor.data import to_float  # noqa: E402
 from major2minor.data.profiles import class_counts  # noqa: E402
 from major2minor.data.sampling import oversampled_indices  # noqa: E402
@@ -178,7 +179,7 @@ def stream(args, dev: torch.device, root: Path) -> Dict:
 
 def engine(args, dev: torch.device, root: Path, run_dir: Path) -> Dict:
     """A real train() on the synthetic tree with the imagenet-lt recipe (streamed); reports its estimate."""
-    from major2minor.engine import train
+    from major2minor.pipeline import train
     overrides = [f"data.root={root}", f"data.workers={args.workers}", f"data.image_size={args.size}",
                  f"model.name={args.model}", f"train.batch_size={args.batch}", f"train.eval_batch_size={args.batch}",
                  f"train.epochs={args.engine_epochs}", "train.deferred_epoch=0", "optim.milestones=[]",

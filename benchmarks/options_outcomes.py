@@ -19,7 +19,7 @@ import tempfile
 import numpy as np
 
 from major2minor.config import load_config
-from major2minor.engine import train
+from major2minor.pipeline import train
 
 VARIANTS = {
     "defaults (channels-last, folded g and f, flush-to-zero, skip Bernoulli-rejected slots)": [],

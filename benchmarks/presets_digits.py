@@ -23,7 +23,7 @@ from typing import Dict, List
 import numpy as np
 
 from major2minor.config import load_config
-from major2minor.engine import train
+from major2minor.pipeline import train
 from major2minor.registry import METHODS
 
 

@@ -21,7 +21,8 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from major2minor import bench
-from major2minor.config import Config, M2mConfig
+from major2minor.config import Config
+from major2minor.methods.m2m import M2mConfig
 from major2minor.data import Augment, augment_batch, to_float
 from major2minor.data.profiles import class_counts
 from major2minor.data.sampling import oversampled_indices

@@ -18,7 +18,8 @@ import time
 
 import torch
 
-from major2minor.config import Config, M2mConfig
+from major2minor.config import Config
+from major2minor.methods.m2m import M2mConfig
 from major2minor.methods.m2m import M2mTranslator
 from major2minor.models import build_model
 from major2minor.numerics import flush_denormals

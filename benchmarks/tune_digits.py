@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from major2minor.config import load_config
-from major2minor.engine import train
+from major2minor.pipeline import train
 
 SEEDS = (100, 101, 102)
 

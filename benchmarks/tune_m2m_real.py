@@ -46,7 +46,7 @@ def knob_tag(k: Dict[str, float]) -> str:
 def run_candidate(recipe: str, method: str, knobs: Dict[str, float], seeds: Sequence[int], root: Path,
                   base: Sequence[str]) -> Dict[str, object]:
     from major2minor.config import load_config
-    from major2minor.engine import train
+    from major2minor.pipeline import train
     vals, acceptance, seconds = [], [], 0.0
     for seed in seeds:
         run_dir = root / recipe / method / knob_tag(knobs) / f"seed{seed}"

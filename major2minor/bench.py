@@ -25,12 +25,13 @@ from typing import Callable, Dict, List, Optional
 import torch
 import torch.nn.functional as F
 
-from major2minor.config import Config, M2mConfig
+from major2minor.config import Config
 from major2minor.data import Augment, augment_batch, to_float
 from major2minor.data.profiles import class_counts
 from major2minor.data.sampling import oversampled_indices
 from major2minor.methods.base import inverse_frequency
-from major2minor.methods.m2m import M2mTranslator
+from major2minor.methods.m2m import M2mConfig, M2mTranslator
+from major2minor.models.fold import fold_batchnorm
 from major2minor.models import build_model
 from major2minor.numerics import flushing_denormals
 
@@ -169,7 +170,6 @@ def _run(device, batch_size, repeats, warmup, amp, compile_model, channels_last,
     f, g = make(0), make(1)
     step_f = torch.compile(f) if compile_model else f
     if compile_model:   # fold first (torch.fx cannot trace a compiled module), then compile
-        from major2minor.models.fold import fold_batchnorm
         step_g = torch.compile(fold_batchnorm(g) if fold_generator else g)
         fold_generator = False
     else:

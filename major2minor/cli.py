@@ -1,8 +1,11 @@
 """The ``m2m`` command: a thin dispatcher over the library.
 
     m2m train [RECIPE] [key=value ...] [--resume]
+    m2m reproduce --recipe R --methods erm,drs,m2m --seeds 3 [key=value ...]
+    m2m report DIR...
+    m2m data prepare|info NAME ...
     m2m list models|losses|methods|rebalancers|datasets|recipes|keys
-    m2m demo
+    m2m bench | m2m demo
 """
 from __future__ import annotations
 
@@ -10,7 +13,13 @@ import argparse
 import sys
 from typing import List, Optional
 
+from major2minor import distributed, pipeline
+from major2minor.bench import add_parser as add_bench_parser
 from major2minor.config import ConfigError, all_keys, list_recipes, load_config
+from major2minor.data.commands import add_data_parser
+from major2minor.demo import run_demo
+from major2minor.experiments import add_parsers as add_experiment_parsers
+from major2minor.registry import REGISTRIES
 
 
 def _split_recipe(items: List[str]) -> tuple:
@@ -27,15 +36,13 @@ def _split_recipe(items: List[str]) -> tuple:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from major2minor.engine import train
     recipe, overrides = _split_recipe(args.items)
     cfg = load_config(recipe, overrides)
-    train(cfg, resume=args.resume)
+    pipeline.train(cfg, resume=args.resume)
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from major2minor.registry import REGISTRIES
     what = args.what
     if what == "recipes":
         print("\n".join(list_recipes()))
@@ -51,7 +58,6 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from major2minor.demo import run_demo
     run_demo(seeds=args.seeds, root=args.root)
     return 0
 
@@ -74,13 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--root", default="runs/demo")
     d.set_defaults(func=cmd_demo)
 
-    from major2minor.data.commands import add_data_parser   # m2m data prepare|info
-    add_data_parser(sub)
-
-    from major2minor.experiments import add_parsers   # m2m reproduce, m2m report
-    add_parsers(sub)
-    from major2minor.bench import add_parser as add_bench_parser   # m2m bench
-    add_bench_parser(sub)
+    add_data_parser(sub)              # m2m data prepare|info
+    add_experiment_parsers(sub)       # m2m reproduce, m2m report
+    add_bench_parser(sub)             # m2m bench
     return p
 
 
@@ -93,6 +95,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         # Known, user-facing errors: one clear line, no traceback.
         print(f"m2m: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        distributed.shutdown()        # under torchrun: the process group ends with the command
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 A run's configuration is built in three layers, each validated against these dataclasses:
 
-1. the defaults written here,
+1. the defaults written here (and in the config section of each re-balancing method that owns
+   one, e.g. ``m2m``: :class:`major2minor.methods.m2m.M2mConfig`),
 2. a YAML recipe (``major2minor/recipes/NAME.yaml`` or a path), and
 3. dotted ``key=value`` overrides from the command line (``optim.lr=0.05 m2m.beta=0.99``).
 
@@ -10,19 +11,29 @@ An unknown key or a value of the wrong type raises :class:`ConfigError` naming t
 what is allowed, and the closest valid key.  ``method=NAME`` is a preset that sets ``loss.name`` and
 ``rebalance.name`` together (``method=ldam-drw``); explicit ``loss=...`` / ``rebalance=...``
 overrides are applied after it.  A section given a plain string (``loss=focal``) sets its ``name``.
+
+Each section declares the allowed values of its parameters next to them (``checks``, as
+imbalanced-learn's ``_parameter_constraints``); :func:`validate` applies them all, then the
+cross-field checks, before any work starts.  Parts find each other through the registry only: this
+module reads registered names and the metadata parts declare (a method's config section, a loss's
+head), it never imports a data set, model, loss or method.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
 import difflib
+import json
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Union
 
 import yaml
+
+from major2minor.registry import DATASETS, LOSSES, METHODS, MODELS, REBALANCERS
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
 
@@ -30,6 +41,120 @@ RECIPE_DIR = Path(__file__).parent / "recipes"
 class ConfigError(ValueError):
     """A configuration key or value that cannot be used."""
 
+
+# ----------------------------------------------------------------------------------------------
+# checks declared next to the parameters they guard
+
+class Check:
+    """An allowed set of values for one parameter: ``allows(value)`` and how to say what is allowed.
+
+    ``hint`` is the fix or the usual value (``"the paper uses 0.9"``), appended to the error.
+    A ``None`` value (an optional parameter left unset) always passes.
+    """
+
+    hint: str = ""
+
+    def allows(self, value: Any) -> bool:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def error(self, key: str, value: Any) -> ConfigError:
+        hint = f"; {self.hint}" if self.hint else ""
+        return ConfigError(f"{key}={_show(value)} must be {self.describe()}{hint}.")
+
+
+@dataclass(frozen=True)
+class Interval(Check):
+    """``low <= value <= high`` (either bound may be None; ``closed``: both | left | right | neither)."""
+
+    low: Optional[float] = None
+    high: Optional[float] = None
+    closed: str = "both"
+    hint: str = ""
+
+    def allows(self, value: Any) -> bool:
+        if self.low is not None:
+            if value < self.low or (value == self.low and self.closed in ("right", "neither")):
+                return False
+        if self.high is not None:
+            if value > self.high or (value == self.high and self.closed in ("left", "neither")):
+                return False
+        return True
+
+    def describe(self) -> str:
+        lo_in = self.closed in ("both", "left")
+        hi_in = self.closed in ("both", "right")
+        if self.high is None:
+            return f"{'>=' if lo_in else '>'} {_num(self.low)}"
+        if self.low is None:
+            return f"{'<=' if hi_in else '<'} {_num(self.high)}"
+        return f"in {'[' if lo_in else '('}{_num(self.low)}, {_num(self.high)}{']' if hi_in else ')'}"
+
+
+@dataclass(frozen=True)
+class OneOf(Check):
+    """One of a fixed set of strings."""
+
+    values: Tuple[str, ...] = ()
+    hint: str = ""
+
+    def allows(self, value: Any) -> bool:
+        return value in self.values
+
+    def describe(self) -> str:
+        return "one of: " + ", ".join(self.values)
+
+    def error(self, key: str, value: Any) -> ConfigError:
+        close = difflib.get_close_matches(str(value), list(self.values), n=1, cutoff=0.5)
+        hint = f" Did you mean '{close[0]}'?" if close else (f" {self.hint}." if self.hint else "")
+        return ConfigError(f"{key}='{value}' is not allowed; choose one of: {', '.join(self.values)}.{hint}")
+
+
+@dataclass(frozen=True)
+class Matches(Check):
+    """A string matching a regular expression (``what`` says it in words)."""
+
+    pattern: str = ""
+    what: str = ""
+    hint: str = ""
+
+    def allows(self, value: Any) -> bool:
+        return re.fullmatch(self.pattern, str(value)) is not None
+
+    def describe(self) -> str:
+        return self.what
+
+
+@dataclass(frozen=True)
+class Each(Check):
+    """Every item of a list passes ``check``."""
+
+    check: Check = field(default_factory=Interval)
+    hint: str = ""
+
+    def allows(self, value: Any) -> bool:
+        return all(v is None or self.check.allows(v) for v in value)
+
+    def describe(self) -> str:
+        return "a list whose every item is " + self.check.describe()
+
+
+def _num(v: Optional[float]) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def check_section(section: Any, prefix: str) -> None:
+    """Apply the ``checks`` a config section declares to its current values."""
+    for name, check in getattr(type(section), "checks", {}).items():
+        value = getattr(section, name)
+        if value is not None and not check.allows(value):
+            raise check.error(f"{prefix}{name}", value)
+
+
+# ----------------------------------------------------------------------------------------------
+# the sections
 
 @dataclass
 class DataConfig:
@@ -51,6 +176,23 @@ class DataConfig:
     stream: bool = False                # decode + augment images in DataLoader workers each epoch (imagenet-lt)
     label_column: Optional[str] = None  # csv: the label column (default: 'label' if present, else the last)
 
+    neutral: ClassVar[Tuple[str, ...]] = ("root", "cache", "workers")   # where the files are, decoding processes
+    checks: ClassVar[Dict[str, Check]] = {
+        "profile": OneOf(("longtail", "step", "natural")),
+        "ratio": Interval(1, None, hint="N_max / N_min: use 1 for a balanced set, 100 for the paper's CIFAR-LT"),
+        "n_max": Interval(1, None, hint="the size of the largest class, or null for as many as the data allow"),
+        "step_minor_fraction": Interval(0, 1, hint="the fraction of minority classes of the step profile, e.g. 0.5"),
+        "selection": OneOf(("first", "random")),
+        "val_per_class": Interval(1, None, hint="model selection needs a validation split; set null for the "
+                                               "data set's default"),
+        "test_per_class": Interval(1, None, hint="the test split cannot be empty; set null for the data set's "
+                                                "default"),
+        "image_size": Interval(1, None, hint="the side in pixels images are resized to, or null for the data "
+                                            "set's default (32)"),
+        "workers": Interval(0, None, hint="0 decodes in the training process"),
+        "seed": Interval(0, 2**63 - 1, hint="a non-negative integer, or null to use train.seed"),
+    }
+
 
 @dataclass
 class ModelConfig:
@@ -58,6 +200,12 @@ class ModelConfig:
     hidden: List[int] = field(default_factory=lambda: [256])  # mlp hidden sizes
     width: int = 32                     # cnn base channels
     head: str = "auto"                  # auto | linear | normed (cosine head, needed by LDAM)
+
+    checks: ClassVar[Dict[str, Check]] = {
+        "hidden": Each(Interval(1, None), hint="the MLP's hidden layer sizes, e.g. [256]; [] for no hidden layer"),
+        "width": Interval(1, None, hint="the CNN's base number of channels, e.g. 32"),
+        "head": OneOf(("auto", "linear", "normed")),
+    }
 
 
 @dataclass
@@ -70,6 +218,15 @@ class OptimConfig:
     milestones: List[int] = field(default_factory=lambda: [160, 180])
     decay: float = 0.01                 # lr multiplied by this at each milestone
 
+    checks: ClassVar[Dict[str, Check]] = {
+        "lr": Interval(0, 1e6, closed="right", hint="the paper uses 0.1"),
+        "momentum": Interval(0, 1, closed="left", hint="the paper uses 0.9"),
+        "weight_decay": Interval(0, None, hint="the paper uses 2e-4"),
+        "warmup_epochs": Interval(0, None, hint="epochs of linear warm-up; 0 for none"),
+        "milestones": Each(Interval(0, None), hint="the epochs at which the lr is multiplied by optim.decay"),
+        "decay": Interval(0, None, closed="neither", hint="the lr factor at each milestone, e.g. 0.1"),
+    }
+
 
 @dataclass
 class LossConfig:
@@ -79,6 +236,12 @@ class LossConfig:
     ldam_scale: float = 30.0
     tau: float = 1.0                    # logit adjustment strength (balanced softmax: tau = 1)
 
+    checks: ClassVar[Dict[str, Check]] = {
+        "focal_gamma": Interval(0, None, hint="the paper uses 1; 0 is plain cross-entropy"),
+        "ldam_max_margin": Interval(0, None, hint="the largest class margin; LDAM uses 0.5"),
+        "ldam_scale": Interval(0, None, closed="neither", hint="the logit scale s of the cosine head; LDAM uses 30"),
+    }
+
 
 @dataclass
 class RebalanceConfig:
@@ -86,23 +249,10 @@ class RebalanceConfig:
     cb_beta: float = 0.999              # class-balanced (effective number) weights
     smote_k: int = 5                    # SMOTE neighbours
 
-
-@dataclass
-class M2mConfig:
-    beta: float = 0.999                 # seed weight p_j = 1 - beta^max(N_yj - N_k, 0)
-    lam: float = 0.5                    # weight of f's seed-class logit in the translation loss
-    gamma: float = 0.9                  # acceptance threshold on g's target-class probability
-    step_size: float = 0.1              # eta, L2-normalised gradient step
-    steps: int = 10                     # T, gradient steps per translation
-    noise: str = "official"             # official | per-sample | none
-    noise_radius: float = 0.5
-    generator: List[str] = field(default_factory=list)  # run dirs / checkpoints of g (several = ensemble)
-    self_generator: bool = False        # M2m-Self: f itself plays g
-    reject: bool = True                 # False = M2m-No-Reject (keep every translated sample)
-    translate_rejected: bool = False    # True = also translate slots the Bernoulli draw rejects (slower, same distribution)
-    fold_generator: bool = True         # fold g's BatchNorm into its convolutions (g is frozen; same function up to rounding)
-    pad_multiple: int = 0               # translate batches padded to a multiple of this (0 = 32 if cudnn.benchmark, else none); exact
-    fold_classifier: bool = True        # translate through a BN-folded copy of f, refreshed every batch (same function up to rounding)
+    checks: ClassVar[Dict[str, Check]] = {
+        "cb_beta": Interval(0, 1, hint="the paper uses 0.999; 1 means 1/N, 0 means no re-weighting"),
+        "smote_k": Interval(1, None, hint="imbalanced-learn's default is 5"),
+    }
 
 
 @dataclass
@@ -121,6 +271,22 @@ class TrainConfig:
     flush_denormal: bool = True         # CPU: flush subnormal floats to zero (2-3x faster when gradients underflow; see numerics.py)
     progress: str = "auto"              # auto (bar only on a terminal) | bar | none
 
+    # where and how fast it runs, how progress shows: the same numbers up to rounding
+    neutral: ClassVar[Tuple[str, ...]] = ("eval_batch_size", "device", "threads", "deterministic", "channels_last",
+                                          "compile", "flush_denormal", "progress")
+    checks: ClassVar[Dict[str, Check]] = {
+        "epochs": Interval(1, None),
+        "batch_size": Interval(1, None, hint="the paper uses 128"),
+        "eval_batch_size": Interval(1, None),
+        "deferred_epoch": Interval(0, None, hint="the epoch re-balancing switches on (T0); the paper uses 160 of 200"),
+        "seed": Interval(0, 2**63 - 1, hint="any non-negative integer below 2^63"),
+        "device": Matches(r"auto|cpu|cuda(:\d+)?|mps", "auto, cpu, cuda or cuda:N",
+                          hint="auto picks a GPU when there is one"),
+        "threads": Interval(0, None, hint="0 leaves torch's default"),
+        "amp": OneOf(("none", "bf16")),
+        "progress": OneOf(("auto", "bar", "none")),
+    }
+
 
 @dataclass
 class RunConfig:
@@ -129,8 +295,29 @@ class RunConfig:
     tensorboard: bool = False
 
 
+def method_sections() -> Dict[str, type]:
+    """Config sections owned by registered re-balancing methods (``m2m`` -> ``M2mConfig``).
+
+    A method class declares ``config_section = "NAME"`` and ``config_class = SomeDataclass``; the
+    section is then ``cfg.NAME`` with keys ``NAME.*``, checked by the dataclass's ``checks``.
+    """
+    out: Dict[str, type] = {}
+    for entry in REBALANCERS.in_order():
+        name = getattr(entry.obj, "config_section", None)
+        if name and name not in out:
+            out[name] = entry.obj.config_class
+    return out
+
+
+#: The fixed sections, in the order config.yaml lists them; method sections come after ``rebalance``.
+_BEFORE_METHOD_SECTIONS = ("recipe", "method", "data", "model", "optim", "loss", "rebalance")
+
+
 @dataclass
 class Config:
+    """A run's whole configuration: the fixed sections, plus one section per method that owns one
+    (``cfg.m2m``), reached as attributes like the others."""
+
     recipe: str = "digits-lt"
     method: str = "erm"
     data: DataConfig = field(default_factory=DataConfig)
@@ -138,28 +325,101 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     rebalance: RebalanceConfig = field(default_factory=RebalanceConfig)
-    m2m: M2mConfig = field(default_factory=M2mConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    sections: Dict[str, Any] = field(default_factory=lambda: {n: c() for n, c in method_sections().items()},
+                                     repr=False)
+
+    def __getattr__(self, name: str) -> Any:
+        # only reached when ordinary lookup fails: a method's section (cfg.m2m)
+        sections = self.__dict__.get("sections")
+        if sections is not None and name in sections:
+            return sections[name]
+        raise AttributeError(f"{type(self).__name__} has no section '{name}'")
 
     def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
+        out: Dict[str, Any] = {}
+        for name, value in children(self):
+            out[name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else copy.deepcopy(value)
+        return out
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+def children(node: Any) -> List[Tuple[str, Any]]:
+    """``(name, value)`` of a config node's keys, in order; for :class:`Config` the method sections
+    sit right after ``rebalance``, where config.yaml lists them."""
+    if isinstance(node, Config):
+        fixed = [(f.name, getattr(node, f.name)) for f in dataclasses.fields(node) if f.name != "sections"]
+        head = [kv for kv in fixed if kv[0] in _BEFORE_METHOD_SECTIONS]
+        tail = [kv for kv in fixed if kv[0] not in _BEFORE_METHOD_SECTIONS]
+        return head + list(node.sections.items()) + tail
+    return [(f.name, getattr(node, f.name)) for f in dataclasses.fields(node)]
+
+
 # ----------------------------------------------------------------------------------------------
-# validation and overrides
+# settings that never change a result
+
+def result_neutral_keys() -> List[str]:
+    """Keys (``"run."`` = the whole section) whose value never changes what a run computes beyond
+    rounding: names, where files go, how progress shows, where and how fast it runs.
+
+    The one list that resume, ``m2m reproduce``, ``m2m report`` and M2m's generator cache all use.
+    Each section declares its own (``neutral``, next to its parameters); the top-level ``recipe``
+    (a name) and the whole ``run`` section are neutral.
+    """
+    keys = ["recipe", "run."]
+    for name, section in children(Config()):
+        keys += [f"{name}.{f}" for f in getattr(type(section), "neutral", ())]
+    return keys
+
+
+def is_result_neutral(key: str, neutral: Optional[Sequence[str]] = None) -> bool:
+    neutral = result_neutral_keys() if neutral is None else neutral
+    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in neutral)
+
+
+def flatten(tree: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+    """``{'a': {'b': 1}} -> {'a.b': 1}`` (lists are kept as values)."""
+    out: Dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def result_settings(config: Dict[str, Any]) -> Dict[str, Any]:
+    """The flat settings of a ``to_dict()`` config that decide its result (neutral keys dropped)."""
+    neutral = result_neutral_keys()
+    return {k: v for k, v in flatten(config).items() if not is_result_neutral(k, neutral)}
+
+
+def differing_settings(saved: Dict[str, Any], current: Dict[str, Any], ignore: Sequence[str] = ()) -> List[str]:
+    """``"key=A there, B now"`` for every result-deciding key where two ``to_dict()`` configs differ."""
+    a, b = result_settings(saved), result_settings(current)
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        if key in ignore:
+            continue
+        va, vb = a.get(key, "<unset>"), b.get(key, "<unset>")
+        if json.dumps(va, sort_keys=True, default=str) != json.dumps(vb, sort_keys=True, default=str):
+            diffs.append(f"{key}={va!r} there, {vb!r} now")
+    return diffs
+
+
+# ----------------------------------------------------------------------------------------------
+# keys, values and overrides
 
 def all_keys(node: Any = None, prefix: str = "") -> List[str]:
     """Every dotted key of the config tree, e.g. ``['recipe', 'data.name', ...]``."""
     node = Config() if node is None else node
     keys = []
-    for f in dataclasses.fields(node):
-        key = prefix + f.name
+    for name, value in children(node):
+        key = prefix + name
         keys.append(key)
-        value = getattr(node, f.name)
         if dataclasses.is_dataclass(value):
             keys.extend(all_keys(value, key + "."))
     return keys
@@ -171,6 +431,10 @@ def _unknown_key(key: str) -> ConfigError:
     hint = f" Did you mean '{close[0]}'?" if close else ""
     section = key.rsplit(".", 1)[0] + "." if "." in key else ""
     siblings = [k for k in valid if k.startswith(section) and "." not in k[len(section):]]
+    if not siblings:   # an unknown section: list the sections
+        siblings = [k for k in valid if "." not in k]
+        return ConfigError(f"unknown config key '{key}': '{section[:-1]}' is not a config section.{hint} "
+                           f"Sections and top-level keys: {', '.join(siblings)}.")
     return ConfigError(f"unknown config key '{key}'.{hint} Valid keys here: {', '.join(siblings)}.")
 
 
@@ -252,10 +516,11 @@ def set_key(cfg: Config, key: str, value: Any) -> None:
     parts = key.split(".")
     node: Any = cfg
     for i, part in enumerate(parts):
-        if not dataclasses.is_dataclass(node) or part not in {f.name for f in dataclasses.fields(node)}:
+        named = dict(children(node)) if dataclasses.is_dataclass(node) else {}
+        if part not in named:
             raise _unknown_key(key)
         if i == len(parts) - 1:
-            current = getattr(node, part)
+            current = named[part]
             if dataclasses.is_dataclass(current):
                 if isinstance(value, dict):
                     for k, v in value.items():
@@ -267,7 +532,7 @@ def set_key(cfg: Config, key: str, value: Any) -> None:
                 raise ConfigError(f"{key} is a section; set one of its keys, e.g. {key}.<key>=VALUE.")
             setattr(node, part, _coerce(key, value, _field_types(node)[part]))
         else:
-            node = getattr(node, part)
+            node = named[part]
 
 
 def apply_dict(cfg: Config, values: Dict[str, Any], prefix: str = "") -> None:
@@ -310,8 +575,21 @@ def list_recipes() -> List[str]:
     return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
 
 
+def read_yaml(path: Union[str, Path], what: str = "file") -> Any:
+    """A YAML file's contents; a syntax error names the file, the line and the fix."""
+    path = Path(path)
+    try:
+        with open(path) as fh:
+            return yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{what} {path} is not valid YAML{where}: {problem}. Fix the file (keys as "
+                          "'section:' lines with indented 'key: value' entries).") from None
+
+
 def apply_method_preset(cfg: Config, method: str) -> None:
-    from major2minor.registry import METHODS
     preset = METHODS.get(method)
     cfg.method = method
     cfg.loss.name = preset.loss
@@ -326,8 +604,7 @@ def load_config(recipe: Optional[str] = None, overrides: Sequence[str] = ()) -> 
     recipe = next((str(v) for k, v in parsed if k == "recipe"), recipe) or Config().recipe
     cfg = Config()
     path = recipe_path(recipe)
-    with open(path) as fh:
-        values = yaml.safe_load(fh) or {}
+    values = read_yaml(path, "recipe") or {}
     if not isinstance(values, dict):
         raise ConfigError(f"recipe file {path} must hold a mapping of config keys, got {type(values).__name__}.")
     method = values.pop("method", None)
@@ -352,8 +629,6 @@ def method_label(cfg: Config) -> str:
     So ``method=erm loss=focal rebalance=rw`` is recorded (and gets its run directory) as
     ``focal+rw``, never as ``erm``.
     """
-    from major2minor.registry import METHODS
-
     def matches(name: str) -> bool:
         p = METHODS.get(name)
         if (p.loss, p.rebalance) != (cfg.loss.name, cfg.rebalance.name):
@@ -377,103 +652,42 @@ def config_from_dict(values: Dict[str, Any]) -> Config:
     return cfg
 
 
-def _choice(key: str, value: str, allowed: Sequence[str]) -> None:
-    if value not in allowed:
-        close = difflib.get_close_matches(value, list(allowed), n=1, cutoff=0.5)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(f"{key}='{value}' is not allowed; choose one of: {', '.join(allowed)}.{hint}")
-
-
 def validate(cfg: Config) -> None:
-    """Cross-field checks, done once before any work starts."""
-    from major2minor.registry import DATASETS, LOSSES, MODELS, REBALANCERS
+    """Every section's declared checks, then the cross-field checks, once before any work starts."""
     DATASETS.get(cfg.data.name)
     MODELS.get(cfg.model.name)
-    LOSSES.get(cfg.loss.name)
-    REBALANCERS.get(cfg.rebalance.name)
-    _choice("data.profile", cfg.data.profile, ["longtail", "step", "natural"])
-    _choice("data.selection", cfg.data.selection, ["first", "random"])
-    _choice("model.head", cfg.model.head, ["auto", "linear", "normed"])
-    _choice("m2m.noise", cfg.m2m.noise, ["official", "per-sample", "none"])
-    _choice("train.amp", cfg.train.amp, ["none", "bf16"])
-    _choice("train.progress", cfg.train.progress, ["auto", "bar", "none"])
-    t = cfg.train
+    loss = LOSSES.get(cfg.loss.name)
+    method = REBALANCERS.get(cfg.rebalance.name)
     _check_finite(cfg)
-    d = cfg.data
+    for name, section in children(cfg):
+        if dataclasses.is_dataclass(section):
+            check_section(section, f"{name}.")
+    d, t = cfg.data, cfg.train
     if d.stream and not getattr(DATASETS.get(d.name), "streams", False):
         raise ConfigError(f"data.stream=true: data set '{d.name}' has no streaming path (imagenet-lt has); "
                           "it is held in memory, so set data.stream=false.")
-    if d.workers < 0:
-        raise ConfigError(f"data.workers={d.workers} must be >= 0 (0 = decode in the training process).")
-    if d.stream and cfg.rebalance.name == "smote":
-        raise ConfigError("rebalance.name=smote interpolates the whole training set in memory; it cannot run on "
-                          "streamed data (data.stream=true). Use data.stream=false or another method.")
-    if d.n_max is not None and d.n_max < 1:
-        raise ConfigError(f"data.n_max={d.n_max} must be >= 1 (the size of the largest class), or null for "
-                          "as many as the data allow.")
-    if not 0 <= d.step_minor_fraction <= 1:
-        raise ConfigError(f"data.step_minor_fraction={d.step_minor_fraction} must be in [0, 1] (the fraction "
-                          "of minority classes of the step profile), e.g. 0.5.")
-    for key in ("val_per_class", "test_per_class"):
-        if getattr(d, key) is not None and getattr(d, key) < 0:
-            raise ConfigError(f"data.{key}={getattr(d, key)} must be >= 0, or null for the data set's default.")
-    o = cfg.optim
-    if not 0 <= o.momentum < 1:
-        raise ConfigError(f"optim.momentum={o.momentum} must be in [0, 1); the paper uses 0.9.")
-    if o.weight_decay < 0:
-        raise ConfigError(f"optim.weight_decay={o.weight_decay} must be >= 0; the paper uses 2e-4.")
-    if o.decay <= 0:
-        raise ConfigError(f"optim.decay={o.decay} must be > 0 (the lr factor at each milestone, e.g. 0.1).")
-    if o.warmup_epochs < 0 or any(m < 0 for m in o.milestones):
-        raise ConfigError(f"optim.warmup_epochs={o.warmup_epochs} and optim.milestones={o.milestones} must be "
-                          ">= 0 (epochs).")
-    if t.threads < 0:
-        raise ConfigError(f"train.threads={t.threads} must be >= 0 (0 = torch's default).")
-    if cfg.m2m.noise_radius < 0:
-        raise ConfigError(f"m2m.noise_radius={cfg.m2m.noise_radius} must be >= 0.")
-    if cfg.data.ratio < 1:
-        raise ConfigError(f"data.ratio={cfg.data.ratio} must be >= 1 (N_max / N_min); "
-                          "use 1 for a balanced set, 100 for the paper's CIFAR-LT.")
-    if t.epochs < 1:
-        raise ConfigError(f"train.epochs={t.epochs} must be >= 1.")
-    if t.batch_size < 1 or t.eval_batch_size < 1:
-        raise ConfigError(f"train.batch_size={t.batch_size} and train.eval_batch_size="
-                          f"{t.eval_batch_size} must be >= 1.")
-    deferred = REBALANCERS.get(cfg.rebalance.name).deferred
-    if deferred and not 0 <= t.deferred_epoch < t.epochs:
+    if d.stream and getattr(method, "rewrites_train", False):
+        raise ConfigError(f"rebalance.name={cfg.rebalance.name} rewrites the whole training set in memory; it "
+                          "cannot run on streamed data (data.stream=true). Use data.stream=false or another "
+                          "method.")
+    if getattr(method, "deferred", False) and not 0 <= t.deferred_epoch < t.epochs:
         raise ConfigError(f"train.deferred_epoch={t.deferred_epoch} must be in [0, train.epochs="
                           f"{t.epochs}) for rebalance.name={cfg.rebalance.name}, or it never switches on; "
                           f"lower it (the paper uses 160 of 200).")
-    if cfg.optim.lr <= 0:
-        raise ConfigError(f"optim.lr={cfg.optim.lr} must be > 0.")
-    if not 0 <= cfg.m2m.beta < 1:
-        raise ConfigError(f"m2m.beta={cfg.m2m.beta} must be in [0, 1).")
-    if not 0 <= cfg.m2m.gamma <= 1:
-        raise ConfigError(f"m2m.gamma={cfg.m2m.gamma} must be in [0, 1].")
-    if cfg.m2m.pad_multiple < 0:
-        raise ConfigError(f"m2m.pad_multiple={cfg.m2m.pad_multiple} must be >= 0 (0 = automatic: 32 on a GPU with "
-                          "cudnn.benchmark on, else no padding).")
-    if cfg.m2m.steps < 0 or cfg.m2m.step_size < 0:
-        raise ConfigError(f"m2m.steps={cfg.m2m.steps} and m2m.step_size={cfg.m2m.step_size} must be >= 0.")
-    if cfg.m2m.self_generator and cfg.m2m.generator:
-        raise ConfigError("m2m.self_generator=true (M2m-Self: f plays g) conflicts with m2m.generator="
-                          f"{cfg.m2m.generator}; set one of them.")
-    if cfg.rebalance.name == "m2m" and not cfg.m2m.self_generator:
-        for g in cfg.m2m.generator:
-            if not Path(g).expanduser().exists():
-                raise ConfigError(f"m2m.generator={g} does not exist; give a finished run directory (its best.pt "
-                                  "is g), a checkpoint file, or an official M2m checkpoint; or leave "
-                                  "m2m.generator empty to train and cache an ERM g first.")
-    if cfg.loss.name == "ldam" and cfg.model.head == "linear":
-        raise ConfigError("loss.name=ldam needs the cosine (normed) head, but model.head=linear; "
-                          "use model.head=auto or model.head=normed.")
+    head = getattr(loss, "head", None)
+    if head is not None and cfg.model.head not in ("auto", head):
+        what = "cosine (normed)" if head == "normed" else head
+        raise ConfigError(f"loss.name={cfg.loss.name} needs the {what} head, but model.head={cfg.model.head}; "
+                          f"use model.head=auto or model.head={head}.")
+    check_config = getattr(method, "check_config", None)
+    if check_config is not None:
+        check_config(cfg)
 
 
 def _check_finite(node: Any, prefix: str = "") -> None:
     """No NaN or infinite number anywhere in the configuration."""
-    for f in dataclasses.fields(node):
-        value = getattr(node, f.name)
+    for name, value in children(node):
         if dataclasses.is_dataclass(value):
-            _check_finite(value, f"{prefix}{f.name}.")
+            _check_finite(value, f"{prefix}{name}.")
         elif isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"{prefix}{f.name}={value} must be a finite number.")
+            raise ConfigError(f"{prefix}{name}={value} must be a finite number.")

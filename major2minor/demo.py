@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Dict, List, Sequence
 
 from major2minor.config import load_config
-from major2minor.engine import train
+from major2minor.pipeline import train
+from major2minor.registry import METHODS
 from major2minor.report import mean_std
 
 DEMO_METHODS = ("erm", "drs", "m2m")
@@ -51,7 +52,7 @@ def run_demo(seeds: int = 3, root: str = "runs/demo", methods: Sequence[str] = D
         acc = ""
         if "m2m" in rows[0]:
             acc = _fmt([r["m2m"]["acceptance"] or 0.0 for r in rows])
-        print(f"| {method.upper() if method != 'm2m' else 'M2m'} | {_fmt([r['test_at_best']['bacc'] for r in rows])} "
+        print(f"| {METHODS.get(method).label} | {_fmt([r['test_at_best']['bacc'] for r in rows])} "
               f"| {_fmt([r['test_at_best']['gm'] for r in rows])} | {acc} |")
     print(f"\ndemo wall time {time.time() - t0:.0f}s")
     return results

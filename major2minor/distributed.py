@@ -117,8 +117,9 @@ def gather_in_order(local: torch.Tensor, total: int, info: DistInfo) -> torch.Te
     return out.to(local.device)
 
 
-def cleanup(info: DistInfo) -> None:
-    if info.enabled and dist.is_initialized():
+def shutdown() -> None:
+    """End the process group if this process started one (the ``m2m`` command calls it on exit)."""
+    if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 

@@ -1,49 +1,52 @@
-"""The training loop, flat and top to bottom.
+"""The training engine: one run of a recipe, in named phases that read top to bottom.
 
+:meth:`Trainer.fit` is the whole story::
+
+    open the run directory        new, resume (read last.pt, or last.prev.pt) or done (reuse the summary)
+    set up                        data, f, the method (with its frozen g, loaded here), loss, optimiser
+    restore                       model, optimiser and every random state from the checkpoint
     for epoch in [start, epochs):
-        lr      <- warm-up / step schedule of the recipe
-        indices <- shuffle, or over-sample (1 / N_y) once the re-balancing is active (DRS, M2m: T0)
-        for each batch:
-            x, y  <- this rank's share of the global batch, float [0, 1] on the device: gathered from
-                     the device-resident split + batched crop/flip, or decoded and augmented by
-                     DataLoader workers for a streamed split (data/batches.py)
-            x, y  <- rebalancer.transform_batch(f, x, y)          (M2m translates here)
-            loss  <- mean_i  w_{y_i} * loss(f(x_i), y_i)           (w: RW / CB-RW / DRW weights)
-            one SGD step           (the first epoch run times its first steps: epoch/run-time estimate)
-        validate (whole split); on a new best validation bACC: test, save best.pt
-        log a CSV row; save last.pt atomically (model, optimiser, every RNG state)
-    test at the last epoch; write summary.json
+        train one epoch           lr <- warm-up / step schedule; indices <- shuffle, or over-sample
+                                  (1 / N_y) once the method is active (DRS, M2m: T0); for each batch:
+                                  x, y <- method.transform_batch(f, x, y)   (M2m translates here)
+                                  loss <- mean_i w_{y_i} * loss(f(x_i), y_i); one SGD step
+        evaluate and checkpoint   validation (whole split); on a new best validation bACC: test and
+                                  best.pt; a log.csv row; last.pt atomically (every RNG state)
+    finish                        test at the last epoch; summary.json; figures
 
-Everything random draws from generators seeded from ``train.seed`` and stored in the checkpoint,
-so a resumed run continues exactly where the interrupted one stopped.
+Everything random draws from generators seeded from ``train.seed`` and stored in the checkpoint, so a
+resumed run continues exactly where the interrupted one stopped.  The engine knows methods only
+through the :class:`~major2minor.methods.base.Rebalancer` protocol.  It does not train M2m's g:
+the pipeline (:func:`major2minor.pipeline.train`) trains or finds g first and passes its path.
 """
 from __future__ import annotations
 
+import json
 import math
 import platform
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 
 from major2minor import distributed as dist_utils
-from major2minor.checkpoint import (atomic_write_json, atomic_write_text, load_resume_checkpoint,
-                                    save_checkpoint)
-from major2minor.config import Config
+from major2minor.checkpoint import atomic_write_json, atomic_write_text, load_resume_checkpoint, save_checkpoint
+from major2minor.config import Config, read_yaml
 from major2minor.data import DataBundle, Split, build_dataset, to_float
 from major2minor.data.batches import batch_source, is_streamed, iter_uint8_batches
 from major2minor.data.sampling import epoch_indices
+from major2minor.figures import write_run_figures
 from major2minor.losses import build_loss
+from major2minor.methods.base import EpochContext, Rebalancer, RunContext
+from major2minor.methods.generator import load_generators
 from major2minor.metrics import classification_metrics
 from major2minor.models import build_model
-from major2minor.methods.base import Rebalancer
-from major2minor.numerics import flushing_denormals
+from major2minor.numerics import ProcessSettings
 from major2minor.registry import REBALANCERS
 from major2minor.rundir import check_resume_config, default_run_dir, environment, prepare_run_dir, write_csv
-from major2minor.figures import write_run_figures
 from major2minor.tblog import NullTBLogger, TBLogger
 
 Log = Callable[[str], None]
@@ -146,20 +149,9 @@ class EpochEstimate:
 
 
 @dataclass
-class RunContext:
-    """What a re-balancing strategy may need beyond the counts (M2m: g, bounds, device)."""
-
-    cfg: Config
-    bundle: DataBundle
-    device: torch.device
-    run_dir: Optional[Path]
-    log: Log
-    build_model: Callable[[int], torch.nn.Module]
-    rank: int = 0
-
-
-@dataclass
 class TrainState:
+    """What the loop carries from epoch to epoch (saved in every checkpoint)."""
+
     epoch: int = 0                      # next epoch to run
     best_val_bacc: float = -1.0
     best_epoch: int = -1
@@ -169,277 +161,353 @@ class TrainState:
     train_seconds: float = 0.0
 
 
+@dataclass
+class EpochTotals:
+    """What one epoch of training produced, summed on the device (read once, after the epoch)."""
+
+    lr: float
+    weights: Optional[Sequence[float]]   # the class weights in force, None = unweighted
+    seen: torch.Tensor                   # (C,) samples per class the model trained on
+    loss_sum: torch.Tensor
+    correct: torch.Tensor
+
+
 def _kept(run_dir: Path, epoch: int) -> str:
     if epoch == 0:
         return "no checkpoint was written (the first epoch did not finish)."
     return f"the last good checkpoint {run_dir / 'last.pt'} (end of epoch {epoch}) is kept."
 
 
-def _quiet(cfg: Config) -> Config:
-    import copy
-    quiet = copy.deepcopy(cfg)
-    quiet.train.progress = "none"
-    return quiet
-
-
-def _merge_rank_stats(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """Combine per-rank M2m statistics: counts and seconds add up, rates are recomputed."""
-    rows = [r for r in rows if r]
-    if len(rows) <= 1:
-        return rows[0] if rows else {}
-    from major2minor.methods.m2m import merge_stat_rows
-    return merge_stat_rows(rows)
-
-
-def _progress(cfg: Config, total: int, initial: int):
+def _progress(mode: str, total: int, initial: int):
     from tqdm.auto import tqdm
-    mode = cfg.train.progress
     disable = mode == "none" or (mode == "auto" and not sys.stderr.isatty())
     return tqdm(total=total, initial=initial, disable=disable, unit="batch", dynamic_ncols=True, leave=False)
 
 
-def train(cfg: Config, resume: bool = False, log: Optional[Log] = print,
-          run_dir: Optional[Path] = None) -> Dict[str, Any]:
-    """Train one run as configured; returns (and writes) its summary.
+class Trainer:
+    """One run: ``Trainer(cfg, ...).fit(resume)`` trains it and returns its summary.
 
-    Subnormal floats are flushed to zero on the CPU while it runs (``train.flush_denormal``; the
-    calling thread's own mode is restored afterwards, see ``major2minor.numerics``).
+    Args:
+        cfg: the resolved, validated configuration.
+        run_dir: where the run's files go (default ``run.dir``, else ``ROOT/RECIPE/METHOD/seedN``).
+        log: where progress lines go (``None``: nowhere); only rank 0 logs under torchrun.
+        generators: paths of the frozen classifiers the method needs (M2m's g), when the method's
+            own settings do not give them (the pipeline passes its cached ERM g here).
     """
-    log = log or (lambda s: None)
-    # first, before torch's CPU thread pool starts: its threads inherit the mode (numerics.py)
-    with flushing_denormals(cfg.train.flush_denormal) as applied:
-        if not applied:
-            log(f"train.flush_denormal={str(cfg.train.flush_denormal).lower()} could not be applied to every CPU "
-                "thread (the CPU lacks the mode, or torch's threads were started before this run); results are "
-                "unaffected but speed may be lower: call major2minor.numerics.flush_denormals() at the start of "
-                "the program.")
-        return _train(cfg, resume, log, run_dir)
 
+    def __init__(self, cfg: Config, run_dir: Optional[Path] = None, log: Optional[Log] = print,
+                 generators: Sequence[str] = ()):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
+        self.log = log or (lambda s: None)
+        self.generator_paths = list(generators)
 
-def _train(cfg: Config, resume: bool, log: Log, run_dir: Optional[Path]) -> Dict[str, Any]:
-    t_start = time.time()
-    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
-    dist, device = dist_utils.setup(cfg.train.device)
-    if not dist.is_main:   # one voice: rank 0 logs, writes files and draws figures
-        log = lambda s: None  # noqa: E731
-    status = dist_utils.broadcast_object(prepare_run_dir(run_dir, resume) if dist.is_main else None, dist)
-    if status == "done":   # reuse a finished run only if it was run with these very settings
-        import json
+    def fit(self, resume: bool = False) -> Dict[str, Any]:
+        """Open, set up, restore, train epoch by epoch, finish; process-wide settings restored after."""
+        self.t_start = time.time()
+        with ProcessSettings(self.cfg.train) as settings:
+            self.dist, self.device = dist_utils.setup(self.cfg.train.device)
+            settings.for_device(self.device, self.dist.enabled)
+            if not self.dist.is_main:   # one voice: rank 0 logs, writes files and draws figures
+                self.log = lambda s: None
+            if not settings.flush_applied:
+                self.log(f"train.flush_denormal={str(self.cfg.train.flush_denormal).lower()} could not be applied "
+                         "to every CPU thread (the CPU lacks the mode, or torch's threads were started before "
+                         "this run); results are unaffected but speed may be lower: call "
+                         "major2minor.numerics.flush_denormals() at the start of the program.")
+            status = self.open_run_dir(resume)
+            if status == "done":
+                return self.reuse_finished()
+            checkpoint = self.read_resume_checkpoint() if status == "resume" else None
+            self.setup()
+            if checkpoint is not None:
+                self.restore(checkpoint)
+            self.announce()
+            for epoch in range(self.state.epoch, self.cfg.train.epochs):
+                t_epoch = time.time()
+                totals = self.train_epoch(epoch)
+                self.check_weights(epoch)
+                self.evaluate_and_checkpoint(epoch, totals, t_epoch)
+            return self.finish()
 
-        import yaml
-        saved = run_dir / "config.yaml"
-        check_resume_config(run_dir, yaml.safe_load(saved.read_text()) if saved.exists() else None, cfg.to_dict())
-        log(f"{run_dir}: finished already; reusing its summary")
-        return json.loads((run_dir / "summary.json").read_text())
-    if status == "resume":   # read (last.pt, or last.prev.pt if it is unreadable) and check it first
-        resume_ckpt, _ = load_resume_checkpoint(run_dir, log)
-        check_resume_config(run_dir, resume_ckpt.get("config"), cfg.to_dict())
+    # -- phase: open the run directory ----------------------------------------------------------
 
-    tb = TBLogger.from_config(cfg, run_dir) if dist.is_main else NullTBLogger()   # no-op unless run.tensorboard
-    if cfg.train.threads > 0:
-        torch.set_num_threads(cfg.train.threads)
-    if device.type == "cuda" and cfg.train.deterministic:
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
-    seed = cfg.train.seed
+    def open_run_dir(self, resume: bool) -> str:
+        """'new', 'resume' or 'done' (decided on rank 0, shared with every rank)."""
+        status = prepare_run_dir(self.run_dir, resume) if self.dist.is_main else None
+        return dist_utils.broadcast_object(status, self.dist)
 
-    # --- data, model, loss, re-balancing ------------------------------------------------------
-    bundle = build_dataset(cfg.data, seed if cfg.data.seed is None else cfg.data.seed)
-    counts = bundle.train_counts
-    rebalancer = REBALANCERS.get(cfg.rebalance.name)(cfg, counts)
-    model = build_model_seeded(cfg, bundle, seed, device)
-    ctx = RunContext(cfg, bundle, device, run_dir, log,
-                     build_model=lambda s: build_model_seeded(cfg, bundle, s, device), rank=dist.rank)
-    if hasattr(rebalancer, "setup"):
-        rebalancer.setup(ctx, model)
-    if is_streamed(bundle.train) and type(rebalancer).prepare_train is not Rebalancer.prepare_train:
-        raise ValueError(f"rebalance.name={cfg.rebalance.name} rewrites the training set in memory; it cannot run "
-                         "on streamed data (data.stream=true).")
-    train_split = rebalancer.prepare_train(bundle.train, seed).to(device)   # SMOTE adds samples here
-    loss_fn = build_loss(cfg, counts).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-                                weight_decay=cfg.optim.weight_decay, nesterov=cfg.optim.nesterov)
-    step_model = torch.compile(model) if cfg.train.compile else model
-    # f as M2m translates with it: the plain module under DDP (translation needs input gradients only,
-    # which must not trigger DDP's gradient all-reduce)
-    translate_model = step_model
-    if dist.enabled:
-        import warnings
-        # a weight with a size-1 dimension (e.g. a 1-channel first conv) can have grad strides that
-        # differ from DDP's bucket view only in that dimension: harmless, but warned at every step
-        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-        step_model = torch.nn.parallel.DistributedDataParallel(
-            step_model, device_ids=[device.index] if device.type == "cuda" else None)
-        translate_model = model
+    def reuse_finished(self) -> Dict[str, Any]:
+        """A finished run is reused only if it was run with these very settings."""
+        saved = self.run_dir / "config.yaml"
+        check_resume_config(self.run_dir, read_yaml(saved, "run configuration") if saved.exists() else None,
+                            self.cfg.to_dict())
+        self.log(f"{self.run_dir}: finished already; reusing its summary")
+        return json.loads((self.run_dir / "summary.json").read_text())
 
-    # Separate generators per purpose, so e.g. M2m's draws do not shift the sampling stream.
-    sample_gen = torch.Generator().manual_seed(seed)
-    aug_gen = torch.Generator(device=device).manual_seed(seed + 1 + 1000 * dist.rank)   # per-rank stream
-    state = TrainState()
-    # the batches of each epoch: gathered from the device-resident split, or streamed from files
-    source = batch_source(train_split, bundle.augment, aug_gen, seed, dist, device)
+    def read_resume_checkpoint(self) -> Dict[str, Any]:
+        """last.pt, or last.prev.pt if it is unreadable; refused if it was made with other settings."""
+        checkpoint, _ = load_resume_checkpoint(self.run_dir, self.log)
+        check_resume_config(self.run_dir, checkpoint.get("config"), self.cfg.to_dict())
+        return checkpoint
 
-    if dist.is_main:
-        atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
-        atomic_write_json(run_dir / "manifest.json", bundle.manifest())
-        atomic_write_json(run_dir / "environment.json", {**environment(), "world_size": dist.world_size})
+    # -- phase: set up --------------------------------------------------------------------------
 
-    if status == "resume":
-        ckpt = resume_ckpt
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        sample_gen.set_state(ckpt["rng"]["sample"])
+    def setup(self) -> None:
+        """Data, f, the method and its frozen g, the training split, loss, optimiser, random streams."""
+        cfg, device, seed = self.cfg, self.device, self.cfg.train.seed
+        self.tb = TBLogger.from_config(cfg, self.run_dir) if self.dist.is_main else NullTBLogger()
+        self.bundle = build_dataset(cfg.data, seed if cfg.data.seed is None else cfg.data.seed)
+        self.counts = self.bundle.train_counts
+        method_cls = REBALANCERS.get(cfg.rebalance.name)
+        self.method: Rebalancer = method_cls(cfg, self.counts)
+        self.model = build_model_seeded(cfg, self.bundle, seed, device)
+        generators = load_generators(self.frozen_generator_paths(method_cls), cfg, self.bundle, device)
+        self.method.setup(RunContext(cfg, self.bundle, device, self.run_dir, self.log, self.dist.rank, generators))
+        if is_streamed(self.bundle.train) and method_cls.rewrites_train:
+            raise ValueError(f"rebalance.name={cfg.rebalance.name} rewrites the training set in memory; it cannot "
+                             "run on streamed data (data.stream=true).")
+        self.train_split = self.method.prepare_train(self.bundle.train, seed).to(device)   # SMOTE adds samples
+        self.loss_fn = build_loss(cfg, self.counts).to(device)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+                                         weight_decay=cfg.optim.weight_decay, nesterov=cfg.optim.nesterov)
+        self.step_model, self.translate_model = self.wrap_model()
+        # separate generators per purpose, so e.g. M2m's draws do not shift the sampling stream
+        self.sample_gen = torch.Generator().manual_seed(seed)
+        self.aug_gen = torch.Generator(device=device).manual_seed(seed + 1 + 1000 * self.dist.rank)   # per rank
+        self.state = TrainState()
+        # the batches of each epoch: gathered from the device-resident split, or streamed from files
+        self.source = batch_source(self.train_split, self.bundle.augment, self.aug_gen, seed, self.dist, device)
+        if self.dist.is_main:
+            atomic_write_text(self.run_dir / "config.yaml", cfg.to_yaml())
+            atomic_write_json(self.run_dir / "manifest.json", self.bundle.manifest())
+            atomic_write_json(self.run_dir / "environment.json",
+                              {**environment(), "world_size": self.dist.world_size})
+
+    def frozen_generator_paths(self, method_cls: type) -> List[str]:
+        """The g's to load: the method's own setting, else the paths given to the trainer."""
+        wanted = method_cls.generator_paths(self.cfg)
+        if wanted is None:
+            return []
+        paths = list(wanted) or self.generator_paths
+        if not paths:
+            raise ValueError(f"rebalance.name={self.cfg.rebalance.name} needs a frozen classifier g, but none was "
+                             "given: run it with major2minor.pipeline.train (as `m2m train` does), which trains "
+                             "and caches an ERM g first, or set m2m.generator=PATH.")
+        return paths
+
+    def wrap_model(self):
+        """(the module the training step calls, the module methods translate with)."""
+        step_model = torch.compile(self.model) if self.cfg.train.compile else self.model
+        if not self.dist.enabled:
+            return step_model, step_model
+        # M2m translates with the plain module under DDP (translation needs input gradients only, which
+        # must not trigger DDP's gradient all-reduce)
+        ddp = torch.nn.parallel.DistributedDataParallel(
+            step_model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        return ddp, self.model
+
+    # -- phase: restore -------------------------------------------------------------------------
+
+    def restore(self, ckpt: Dict[str, Any]) -> None:
+        """Model, optimiser, sampler / augmentation / method random states and the loop state."""
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.sample_gen.set_state(ckpt["rng"]["sample"])
         per_rank = ckpt.get("per_rank", [{"augment": ckpt["rng"]["augment"], "rebalancer": ckpt.get("rebalancer", {})}])
-        if len(per_rank) != dist.world_size:
-            raise ValueError(f"{run_dir} was saved by {len(per_rank)} process(es) but is resumed with "
-                             f"{dist.world_size}; resume with the same torchrun --nproc_per_node.")
-        aug_gen.set_state(per_rank[dist.rank]["augment"].to(aug_gen.get_state().device))
-        rebalancer.load_state_dict(per_rank[dist.rank]["rebalancer"])
-        state = TrainState(**ckpt["state"])
-        log(f"resuming {run_dir} at epoch {state.epoch}")
+        if len(per_rank) != self.dist.world_size:
+            raise ValueError(f"{self.run_dir} was saved by {len(per_rank)} process(es) but is resumed with "
+                             f"{self.dist.world_size}; resume with the same torchrun --nproc_per_node.")
+        mine = per_rank[self.dist.rank]
+        self.aug_gen.set_state(mine["augment"].to(self.aug_gen.get_state().device))
+        self.method.load_state_dict(mine["rebalancer"])
+        self.state = TrainState(**ckpt["state"])
+        self.log(f"resuming {self.run_dir} at epoch {self.state.epoch}")
 
-    amp = cfg.train.amp == "bf16"
-    bs = cfg.train.batch_size
-    n_batches = math.ceil(len(train_split) / bs)
-    if dist.enabled and bs < dist.world_size:
-        raise ValueError(f"train.batch_size={bs} is the global batch and must be >= the number of processes "
-                         f"({dist.world_size}).")
-    bar = _progress(cfg if dist.is_main else _quiet(cfg), cfg.train.epochs * n_batches, state.epoch * n_batches)
-    log(f"{cfg.method}: {bundle.name} train {len(bundle.train)} (counts {counts[:3]}...{counts[-3:]}), "
-        f"val {len(bundle.val)}, test {len(bundle.test)}; model {cfg.model.name}; device {device}; "
-        + (f"{dist.world_size} processes; " if dist.enabled else "")
-        + (f"streamed by {train_split.x.workers} loader workers per process; " if source.streamed else "")
-        + f"run dir {run_dir}")
-    n_steps = len(train_split) // bs + int(len(train_split) % bs >= max(dist.world_size, 1))   # batches run
-    estimate = EpochEstimate(n_steps, cfg.train.epochs - state.epoch, bs, device) \
-        if state.epoch < cfg.train.epochs and n_steps > 0 else None
+    def announce(self) -> None:
+        """The run's one-line description; the progress bar and the time estimate of the first steps."""
+        cfg, bs, dist = self.cfg, self.cfg.train.batch_size, self.dist
+        n = len(self.train_split)
+        if dist.enabled and bs < dist.world_size:
+            raise ValueError(f"train.batch_size={bs} is the global batch and must be >= the number of processes "
+                             f"({dist.world_size}).")
+        self.n_batches = math.ceil(n / bs)
+        self.bar = _progress(cfg.train.progress if dist.is_main else "none", cfg.train.epochs * self.n_batches,
+                             self.state.epoch * self.n_batches)
+        counts, b = self.counts, self.bundle
+        self.log(f"{cfg.method}: {b.name} train {len(b.train)} (counts {counts[:3]}...{counts[-3:]}), "
+                 f"val {len(b.val)}, test {len(b.test)}; model {cfg.model.name}; device {self.device}; "
+                 + (f"{dist.world_size} processes; " if dist.enabled else "")
+                 + (f"streamed by {self.train_split.x.workers} loader workers per process; "
+                    if self.source.streamed else "")
+                 + f"run dir {self.run_dir}")
+        n_steps = n // bs + int(n % bs >= max(dist.world_size, 1))   # batches actually run
+        self.estimate = (EpochEstimate(n_steps, cfg.train.epochs - self.state.epoch, bs, self.device)
+                         if self.state.epoch < cfg.train.epochs and n_steps > 0 else None)
 
-    for epoch in range(state.epoch, cfg.train.epochs):
-        t_epoch = time.time()
-        lr = learning_rate(cfg.optim, epoch)
-        for group in optimizer.param_groups:
+    # -- phase: one epoch -----------------------------------------------------------------------
+
+    def train_epoch(self, epoch: int) -> EpochTotals:
+        """One pass over this epoch's index stream, one SGD step per batch."""
+        lr = learning_rate(self.cfg.optim, epoch)
+        for group in self.optimizer.param_groups:
             group["lr"] = lr
-        weights = rebalancer.class_weights(epoch)
-        class_weight = None if weights is None else torch.as_tensor(weights, dtype=torch.float32, device=device)
-        indices = epoch_indices(train_split.y, rebalancer.sample_weights(epoch), sample_gen)
-        if hasattr(rebalancer, "on_epoch_start"):
-            rebalancer.on_epoch_start(epoch, translate_model, train_split, bundle, n_batches)
-
-        model.train()
-        seen = torch.zeros(bundle.num_classes, dtype=torch.long, device=device)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device)
+        weights = self.method.class_weights(epoch)
+        class_weight = None if weights is None else torch.as_tensor(weights, dtype=torch.float32, device=self.device)
+        indices = epoch_indices(self.train_split.y, self.method.sample_weights(epoch), self.sample_gen)
+        self.method.on_epoch_start(epoch, EpochContext(self.translate_model, self.train_split, self.bundle,
+                                                       self.n_batches))
+        self.model.train()
+        totals = EpochTotals(lr, weights, torch.zeros(self.bundle.num_classes, dtype=torch.long, device=self.device),
+                             torch.zeros((), device=self.device), torch.zeros((), device=self.device))
         # train.batch_size is the global batch: each rank gets its contiguous share of every global batch
         # (a final global batch smaller than the number of ranks is dropped on every rank alike), in
         # memory or decoded by DataLoader workers (data/batches.py)
-        for b, (x, y) in enumerate(source.batches(indices, bs, epoch)):
-            x, y = rebalancer.transform_batch(translate_model, x, y, epoch)
-            if cfg.train.channels_last and x.dim() == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = step_model(x)
-            loss = loss_fn(logits.float(), y, class_weight).mean()
-            # under DDP every rank must take the same decision, so the check sees the summed loss
-            if not torch.isfinite(dist_utils.all_reduce_sum(loss.detach().clone(), dist) if dist.enabled else loss):
-                raise NonFiniteLossError(
-                    f"non-finite loss ({loss.item()}) at epoch {epoch + 1}/{cfg.train.epochs}, batch "
-                    f"{b + 1}/{n_batches}; {_kept(run_dir, epoch)} Lower optim.lr or check the inputs for NaN/inf.")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            seen += torch.bincount(y, minlength=bundle.num_classes)
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.argmax(1) == y).sum()
-            bar.update(1)
-            if estimate is not None and (msg := estimate.after_batch(b)):
-                if bar.disable:
-                    log(msg)
-                else:
-                    bar.write(msg)
-        estimate = None
+        for b, (x, y) in enumerate(self.source.batches(indices, self.cfg.train.batch_size, epoch)):
+            self.train_step(x, y, epoch, b, class_weight, totals)
+            self.bar.update(1)
+            if self.estimate is not None and (msg := self.estimate.after_batch(b)):
+                self.say(msg)
+        self.estimate = None
+        return totals
 
-        # a step can leave inf/NaN weights with a finite loss (the last batch): never save such a model
-        tensors = [(n, t) for n, t in model.state_dict().items() if t.is_floating_point()]
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, epoch: int, b: int,
+                   class_weight: Optional[torch.Tensor], totals: EpochTotals) -> None:
+        """The method's batch transform, then loss, backward and step; sums stay on the device."""
+        x, y = self.method.transform_batch(self.translate_model, x, y, epoch)
+        if self.cfg.train.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.train.amp == "bf16"):
+            logits = self.step_model(x)
+        loss = self.loss_fn(logits.float(), y, class_weight).mean()
+        # under DDP every rank must take the same decision, so the check sees the summed loss
+        if not torch.isfinite(dist_utils.all_reduce_sum(loss.detach().clone(), self.dist)
+                              if self.dist.enabled else loss):
+            raise NonFiniteLossError(
+                f"non-finite loss ({loss.item()}) at epoch {epoch + 1}/{self.cfg.train.epochs}, batch "
+                f"{b + 1}/{self.n_batches}; {_kept(self.run_dir, epoch)} Lower optim.lr or check the inputs "
+                "for NaN/inf.")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        totals.seen += torch.bincount(y, minlength=self.bundle.num_classes)
+        totals.loss_sum += loss.detach() * len(y)
+        totals.correct += (logits.argmax(1) == y).sum()
+
+    def check_weights(self, epoch: int) -> None:
+        """A step can leave inf/NaN weights with a finite loss (the last batch): never save such a model."""
+        tensors = [(n, t) for n, t in self.model.state_dict().items() if t.is_floating_point()]
         if not bool(torch.stack([torch.isfinite(t).all() for _, t in tensors]).all()):   # one sync
             bad = [n for n, t in tensors if not bool(torch.isfinite(t).all())]
-            raise NonFiniteLossError(f"non-finite weights ({bad[:3]}) after epoch {epoch + 1}/{cfg.train.epochs}; "
-                                     f"{_kept(run_dir, epoch)} Lower optim.lr.")
+            raise NonFiniteLossError(f"non-finite weights ({bad[:3]}) after epoch {epoch + 1}/"
+                                     f"{self.cfg.train.epochs}; {_kept(self.run_dir, epoch)} Lower optim.lr.")
 
-        # --- evaluation on whole splits; model selection on validation bACC only ----------------
-        for t in (seen, loss_sum, correct):            # what all ranks together saw this epoch
-            dist_utils.all_reduce_sum(t, dist)
-        dist_utils.broadcast_buffers(model, dist)     # evaluate (and save) rank 0's BN statistics
-        n_seen = int(seen.sum())
-        val = evaluate(model, bundle.val, bundle.num_classes, counts, device, cfg.train.eval_batch_size, cfg.train.amp, dist)
-        improved = val["bacc"] >= state.best_val_bacc
+    # -- phase: evaluate and checkpoint ---------------------------------------------------------
+
+    def evaluate_and_checkpoint(self, epoch: int, totals: EpochTotals, t_epoch: float) -> None:
+        """Validation on the whole split (model selection on its bACC only), test on a new best, the
+        log row, best.pt / last.pt."""
+        for t in (totals.seen, totals.loss_sum, totals.correct):    # what all ranks together saw this epoch
+            dist_utils.all_reduce_sum(t, self.dist)
+        dist_utils.broadcast_buffers(self.model, self.dist)        # evaluate (and save) rank 0's BN statistics
+        val = self.evaluate(self.bundle.val)
+        improved = val["bacc"] >= self.state.best_val_bacc
         if improved:
-            state.best_val_bacc, state.best_epoch = val["bacc"], epoch
-            state.val_at_best = val
-            state.test_at_best = evaluate(model, bundle.test, bundle.num_classes, counts, device,
-                                          cfg.train.eval_batch_size, cfg.train.amp, dist)
+            self.state.best_val_bacc, self.state.best_epoch = val["bacc"], epoch
+            self.state.val_at_best = val
+            self.state.test_at_best = self.evaluate(self.bundle.test)
+        row = self.epoch_row(epoch, totals, val)
+        row["epoch_seconds"] = time.time() - t_epoch     # training and evaluation
+        self.state.history.append(row)
+        self.state.train_seconds += row["epoch_seconds"]
+        self.state.epoch = epoch + 1
+        self.save(epoch, row, improved)
+        extra = "".join(f" {k}={v:.3g}" for k, v in self.method.progress_fields(row).items())
+        self.bar.set_postfix_str(f"val bACC {val['bacc']:.3f}")
+        self.say(f"epoch {epoch + 1}/{self.cfg.train.epochs} lr {totals.lr:.4g} loss {row['train_loss']:.4f} "
+                 f"val bACC {val['bacc']:.4f} GM {val['gm']:.4f}{' *' if improved else ''}{extra} "
+                 f"({row['epoch_seconds']:.1f}s)")
+
+    def evaluate(self, split: Split) -> Dict[str, Any]:
+        return evaluate(self.model, split, self.bundle.num_classes, self.counts, self.device,
+                        self.cfg.train.eval_batch_size, self.cfg.train.amp, self.dist)
+
+    def epoch_row(self, epoch: int, totals: EpochTotals, val: Dict[str, Any]) -> Dict[str, Any]:
+        """The epoch's log.csv row: training and validation figures, then the method's statistics."""
+        n_seen, st = int(totals.seen.sum()), self.state
         row: Dict[str, Any] = {
-            "epoch": epoch, "lr": lr,
-            "train_loss": float(loss_sum) / max(n_seen, 1), "train_acc": float(correct) / max(n_seen, 1),
+            "epoch": epoch, "lr": totals.lr,
+            "train_loss": float(totals.loss_sum) / max(n_seen, 1), "train_acc": float(totals.correct) / max(n_seen, 1),
             "val_loss": val["loss"], "val_acc": val["acc"], "val_bacc": val["bacc"], "val_gm": val["gm"],
-            "best_epoch": state.best_epoch,
-            "test_bacc_at_best": state.test_at_best.get("bacc"), "test_gm_at_best": state.test_at_best.get("gm"),
-            "seen_per_class": seen.tolist(),
-            "class_weights": None if weights is None else [round(float(w), 6) for w in weights],
+            "best_epoch": st.best_epoch,
+            "test_bacc_at_best": st.test_at_best.get("bacc"), "test_gm_at_best": st.test_at_best.get("gm"),
+            "seen_per_class": totals.seen.tolist(),
+            "class_weights": None if totals.weights is None else [round(float(w), 6) for w in totals.weights],
         }
-        row.update(_merge_rank_stats(dist_utils.all_gather_object(rebalancer.epoch_stats(), dist)))
-        row["epoch_seconds"] = time.time() - t_epoch
-        state.history.append(row)
-        state.train_seconds += row["epoch_seconds"]
-        state.epoch = epoch + 1
+        row.update(self.method.merge_epoch_stats(dist_utils.all_gather_object(self.method.epoch_stats(), self.dist)))
+        return row
 
+    def save(self, epoch: int, row: Dict[str, Any], improved: bool) -> None:
+        """log.csv, TensorBoard, best.pt (on a new best) and last.pt, atomically, from rank 0."""
         per_rank = dist_utils.all_gather_object(
-            {"augment": aug_gen.get_state().cpu(), "rebalancer": rebalancer.state_dict()}, dist)
-        if dist.is_main:
-            write_csv(run_dir / "log.csv", state.history)
-            tb.log_row(epoch, row)
+            {"augment": self.aug_gen.get_state().cpu(), "rebalancer": self.method.state_dict()}, self.dist)
+        if not self.dist.is_main:
+            return
+        write_csv(self.run_dir / "log.csv", self.state.history)
+        self.tb.log_row(epoch, row)
         ckpt = {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "epoch": epoch, "state": state.__dict__,
-            "rng": {"sample": sample_gen.get_state(), "augment": aug_gen.get_state()},
-            "rebalancer": rebalancer.state_dict(), "per_rank": per_rank,
-            "counts": counts, "num_classes": bundle.num_classes, "model_name": cfg.model.name,
-            "config": cfg.to_dict(),
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "epoch": epoch, "state": self.state.__dict__,
+            "rng": {"sample": self.sample_gen.get_state(), "augment": self.aug_gen.get_state()},
+            "rebalancer": self.method.state_dict(), "per_rank": per_rank,
+            "counts": self.counts, "num_classes": self.bundle.num_classes, "model_name": self.cfg.model.name,
+            "config": self.cfg.to_dict(),
         }
-        if dist.is_main:
-            if improved:
-                save_checkpoint({**ckpt, "kind": "best"}, run_dir / "best.pt")
-            save_checkpoint(ckpt, run_dir / "last.pt", keep_previous=True)
-        extra = "".join(f" {k}={v:.3g}" for k, v in rebalancer.epoch_stats_brief(row).items()) \
-            if hasattr(rebalancer, "epoch_stats_brief") else ""
-        msg = (f"epoch {epoch + 1}/{cfg.train.epochs} lr {lr:.4g} loss {row['train_loss']:.4f} "
-               f"val bACC {val['bacc']:.4f} GM {val['gm']:.4f}{' *' if improved else ''}{extra} "
-               f"({row['epoch_seconds']:.1f}s)")
-        bar.set_postfix_str(f"val bACC {val['bacc']:.3f}")
-        if bar.disable:
-            log(msg)
-        else:
-            bar.write(msg)
-    bar.close()
+        if improved:
+            save_checkpoint({**ckpt, "kind": "best"}, self.run_dir / "best.pt")
+        save_checkpoint(ckpt, self.run_dir / "last.pt", keep_previous=True)
 
-    test_last = evaluate(model, bundle.test, bundle.num_classes, counts, device, cfg.train.eval_batch_size,
-                         cfg.train.amp, dist)
-    summary = {
-        "run_dir": str(run_dir), "recipe": cfg.recipe, "method": cfg.method, "loss": cfg.loss.name,
-        "rebalance": cfg.rebalance.name, "seed": seed, "dataset": bundle.name, "train_counts": counts,
-        "best_epoch": state.best_epoch, "val_at_best": state.val_at_best,
-        "test_at_best": state.test_at_best, "test_at_last": test_last,
-        "train_seconds": state.train_seconds, "wall_seconds": time.time() - t_start,
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
-    }
-    if hasattr(rebalancer, "run_summary"):
-        summary["m2m"] = rebalancer.run_summary(state.history)
-    if dist.is_main:
-        summary["world_size"] = dist.world_size
-        atomic_write_json(run_dir / "summary.json", summary)
-        tb.close()
-        write_run_figures(run_dir, log=log)
-    dist_utils.barrier(dist)   # no rank reads this run's files (e.g. as M2m's g) before they exist
-    log(f"done: test bACC {state.test_at_best['bacc']:.4f} GM {state.test_at_best['gm']:.4f} "
-        f"at best-val epoch {state.best_epoch + 1}; last epoch bACC {test_last['bacc']:.4f}; {run_dir}")
-    return summary
+    def say(self, msg: str) -> None:
+        """A progress line: above the bar when it is shown, else to the log."""
+        if self.bar.disable:
+            self.log(msg)
+        else:
+            self.bar.write(msg)
+
+    # -- phase: finish --------------------------------------------------------------------------
+
+    def finish(self) -> Dict[str, Any]:
+        """Test at the last epoch, summary.json and figures; every rank returns the summary."""
+        self.bar.close()
+        test_last = self.evaluate(self.bundle.test)
+        cfg, st, device = self.cfg, self.state, self.device
+        summary = {
+            "run_dir": str(self.run_dir), "recipe": cfg.recipe, "method": cfg.method, "loss": cfg.loss.name,
+            "rebalance": cfg.rebalance.name, "seed": cfg.train.seed, "dataset": self.bundle.name,
+            "train_counts": self.counts, "best_epoch": st.best_epoch, "val_at_best": st.val_at_best,
+            "test_at_best": st.test_at_best, "test_at_last": test_last,
+            "train_seconds": st.train_seconds, "wall_seconds": time.time() - self.t_start,
+            "device": str(device),
+            "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                            else platform.processor() or platform.machine()),
+        }
+        summary.update(self.method.run_summary(st.history))
+        if self.dist.is_main:
+            summary["world_size"] = self.dist.world_size
+            atomic_write_json(self.run_dir / "summary.json", summary)
+            self.tb.close()
+            write_run_figures(self.run_dir, log=self.log)
+        dist_utils.barrier(self.dist)   # no rank reads this run's files (e.g. as M2m's g) before they exist
+        self.log(f"done: test bACC {st.test_at_best['bacc']:.4f} GM {st.test_at_best['gm']:.4f} "
+                 f"at best-val epoch {st.best_epoch + 1}; last epoch bACC {test_last['bacc']:.4f}; {self.run_dir}")
+        return summary
+
+
+def fit(cfg: Config, resume: bool = False, log: Optional[Log] = print, run_dir: Optional[Path] = None,
+        generators: Sequence[str] = ()) -> Dict[str, Any]:
+    """Train one run as configured; returns (and writes) its summary.  See :class:`Trainer`.
+
+    The engine does not train M2m's frozen g: give it ``generators`` (or ``m2m.generator``), or use
+    :func:`major2minor.pipeline.train`, which trains and caches an ERM g first.
+    """
+    return Trainer(cfg, run_dir, log, generators).fit(resume)

@@ -3,7 +3,7 @@
     m2m reproduce --recipe digits-lt --methods erm,drs,m2m --seeds 3 [--root runs] [key=value ...]
     m2m report runs/digits-lt [more dirs] [--out DIR] [--reference erm] [--at best|last]
 
-``reproduce`` trains every (method, seed) cell of the grid with :func:`major2minor.engine.train` in
+``reproduce`` trains every (method, seed) cell of the grid with :func:`major2minor.pipeline.train` in
 ``ROOT/RECIPE/METHOD/seedN``, in method-major order, then writes the report (:mod:`major2minor.report`)
 into ``ROOT/RECIPE/report``.  It can be interrupted and called again with the same arguments:
 
@@ -29,15 +29,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
+from major2minor import pipeline
+from major2minor.config import differing_settings, load_config, parse_override, read_yaml
+from major2minor.registry import METHODS
+from major2minor.report import default_out, write_report
+
 Log = Callable[[str], None]
 
 #: Keys the grid sets per cell; giving them as overrides would contradict the grid.
 GRID_KEYS = ("method", "train.seed", "run.dir", "recipe")
-
-#: Config keys that may change between calls without invalidating a finished or half-finished cell.
-RESUME_IGNORED_KEYS = {"run.dir", "run.root", "run.tensorboard", "train.progress", "train.threads",
-                       "train.device", "train.eval_batch_size", "data.root", "data.cache", "data.workers"}
-
 
 class GridError(ValueError):
     """A grid that cannot run as asked (bad methods/seeds, conflicting overrides, stale run directory)."""
@@ -71,7 +71,6 @@ class ReproduceResult:
 
 def parse_methods(methods: Union[str, Sequence[str]]) -> List[str]:
     """``'erm,drs, m2m'`` -> ``['erm', 'drs', 'm2m']`` (validated against the method presets)."""
-    from major2minor.registry import METHODS
     items = [m.strip() for m in (methods.split(",") if isinstance(methods, str) else methods)]
     items = [m for m in items if m]
     if not items:
@@ -125,37 +124,23 @@ def cell_dir(root: Union[str, Path], recipe: str, method: str, seed: int) -> Pat
     return Path(root) / Path(recipe).stem / method / f"seed{seed}"
 
 
-def _flat(cfg_dict: Dict[str, Any]) -> Dict[str, Any]:
-    from major2minor.report import flatten
-    return flatten(cfg_dict)
-
-
 def config_mismatch(run_dir: Path, cfg: Any) -> List[str]:
-    """Keys where ``run_dir/config.yaml`` differs from ``cfg`` (``[]`` when absent or equal)."""
+    """Settings where ``run_dir/config.yaml`` differs from ``cfg`` (``[]`` when absent or equal).
+
+    Settings that do not change results (:func:`major2minor.config.result_neutral_keys`) may differ.
+    """
     path = run_dir / "config.yaml"
     if not path.exists():
         return []
-    import yaml
-    stored = _flat(yaml.safe_load(path.read_text()) or {})
-    wanted = _flat(cfg.to_dict())
-    if not wanted.get("m2m.generator"):
-        # An empty generator list means "train/cache g as needed"; the run may have recorded the path it used.
-        stored.pop("m2m.generator", None)
-        wanted.pop("m2m.generator", None)
-    diffs = []
-    for key in sorted(set(stored) | set(wanted)):
-        if key in RESUME_IGNORED_KEYS:
-            continue
-        a, b = stored.get(key, "<unset>"), wanted.get(key, "<unset>")
-        if json.dumps(a, sort_keys=True, default=str) != json.dumps(b, sort_keys=True, default=str):
-            diffs.append(f"{key}: {a!r} there, {b!r} now")
-    return diffs
+    stored = read_yaml(path, "run configuration") or {}
+    # An empty generator list means "train/cache g as needed"; the run may have recorded the path it used.
+    ignore = () if cfg.to_dict().get("m2m", {}).get("generator") else ("m2m.generator",)
+    return differing_settings(stored, cfg.to_dict(), ignore=ignore)
 
 
 def build_grid(recipe: str, methods: Sequence[str], seeds: Sequence[int], root: Optional[Union[str, Path]],
                overrides: Sequence[str] = ()) -> List[tuple]:
     """Validate and build ``[(cell, cfg), ...]`` for every (method, seed), before anything trains."""
-    from major2minor.config import load_config, parse_override
     for o in overrides:
         key, _ = parse_override(o)
         if key in GRID_KEYS:
@@ -175,7 +160,6 @@ def build_grid(recipe: str, methods: Sequence[str], seeds: Sequence[int], root: 
 
 def run_cell(cell: Cell, cfg: Any, log: Optional[Log] = print) -> Cell:
     """Train, resume or skip one cell (see the module docstring); updates and returns ``cell``."""
-    from major2minor import engine
     log = log or (lambda s: None)
     summary_path = cell.run_dir / "summary.json"
     diffs = config_mismatch(cell.run_dir, cfg)
@@ -192,7 +176,7 @@ def run_cell(cell: Cell, cfg: Any, log: Optional[Log] = print) -> Cell:
     cell.status = "resumed" if started else "trained"
     # resume=True also covers a directory left by a crash before the first epoch ended (config.yaml,
     # manifest.json, no last.pt): the engine then starts it afresh instead of refusing a non-empty dir.
-    cell.summary = engine.train(cfg, resume=True, log=log, run_dir=cell.run_dir)
+    cell.summary = pipeline.train(cfg, resume=True, log=log, run_dir=cell.run_dir)
     cell.seconds = time.time() - t0
     return cell
 
@@ -216,7 +200,6 @@ def reproduce(recipe: str, methods: Union[str, Sequence[str]], seeds: Union[int,
             finished cells); default: stop at the first failure.
         command: the command line, recorded in ``results.md``.
     """
-    from major2minor.report import write_report
     log = log or (lambda s: None)
     methods = parse_methods(methods)
     seeds = parse_seeds(seeds, first_seed)
@@ -303,7 +286,6 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """``m2m report DIR...``: tables (and figures) from finished runs."""
-    from major2minor.report import default_out, write_report
     out = Path(args.out) if args.out else default_out(args.dirs)
     write_report(args.dirs, out, at=args.at, ddof=args.ddof, reference=args.reference,
                  figures=False if args.no_figures else None, log=print)

@@ -22,6 +22,10 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
+import yaml
+
+from major2minor.checkpoint import atomic_write_bytes
+from major2minor.registry import REBALANCERS
 
 PathLike = Union[str, Path]
 LogRows = List[Dict[str, Any]]
@@ -53,7 +57,6 @@ def _new_figure(width: float, height: float, nrows: int = 1, ncols: int = 1):
 
 def _save(fig, path: PathLike, dpi: int = 120) -> Path:
     """Render to PNG in memory, then write atomically (a crash never leaves half a file)."""
-    from major2minor.checkpoint import atomic_write_bytes
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise ValueError(f"path='{path}' must end in .png; figures are written as PNG files.")
@@ -424,10 +427,8 @@ def _deferred_epoch(run_dir: Path) -> Optional[int]:
     if not path.exists():
         return None
     try:
-        import yaml
         cfg = yaml.safe_load(path.read_text()) or {}
         name = (cfg.get("rebalance") or {}).get("name")
-        from major2minor.registry import REBALANCERS
         if name and getattr(REBALANCERS.get(name), "deferred", False):
             return int((cfg.get("train") or {}).get("deferred_epoch"))
     except Exception:   # a figure annotation must never fail a run

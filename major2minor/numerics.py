@@ -19,8 +19,9 @@ torch's own parallel work).
 """
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Callable, Iterator, List
 
 import torch
 
@@ -69,3 +70,54 @@ def flushing_denormals(enabled: bool = True) -> Iterator[bool]:
         yield flush_denormals(enabled)
     finally:
         torch.set_flush_denormal(previous)
+
+
+class ProcessSettings:
+    """Every process-wide setting a run changes, set in one place and restored when the run ends.
+
+    On entry: flush-to-zero (first: torch's CPU thread pool must not start before it, see above) and
+    the intra-op thread count (``train.threads``; 0 leaves torch's choice).  Once the device is known,
+    :meth:`for_device`: cuDNN's deterministic algorithms with the autotuner off on a GPU
+    (``train.deterministic``), and under DistributedDataParallel a filter for a warning that is
+    harmless here.  On exit every one of them is put back as it was, so a program that trains several
+    runs (M2m's g, then f; a grid) or does other work afterwards sees its own settings again.
+
+        with ProcessSettings(cfg.train) as settings:
+            device = ...
+            settings.for_device(device, distributed)
+            ...
+    """
+
+    def __init__(self, train_cfg):
+        self.cfg = train_cfg
+        self.flush_applied = True
+        self._undo: List[Callable[[], None]] = []
+
+    def __enter__(self) -> "ProcessSettings":
+        previous_flush = thread_flushes()
+        self._undo.append(lambda: torch.set_flush_denormal(previous_flush))
+        self.flush_applied = flush_denormals(self.cfg.flush_denormal)
+        if self.cfg.threads > 0:
+            previous_threads = torch.get_num_threads()
+            torch.set_num_threads(self.cfg.threads)
+            self._undo.append(lambda: torch.set_num_threads(previous_threads))
+        return self
+
+    def for_device(self, device: torch.device, distributed: bool) -> None:
+        if device.type == "cuda" and self.cfg.deterministic:
+            cudnn = torch.backends.cudnn
+            previous = (cudnn.deterministic, cudnn.benchmark)
+            cudnn.deterministic, cudnn.benchmark = True, False
+            self._undo.append(lambda: (setattr(cudnn, "deterministic", previous[0]),
+                                       setattr(cudnn, "benchmark", previous[1])))
+        if distributed:
+            catcher = warnings.catch_warnings()
+            catcher.__enter__()
+            self._undo.append(lambda: catcher.__exit__(None, None, None))
+            # a weight with a size-1 dimension (e.g. a 1-channel first conv) can have grad strides that
+            # differ from DDP's bucket view only in that dimension: harmless, but warned at every step
+            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+
+    def __exit__(self, *exc: Any) -> None:
+        while self._undo:
+            self._undo.pop()()

@@ -3,12 +3,23 @@
 Every pluggable part is found by name through a :class:`Registry`; an unknown name raises an
 error that lists the valid names and suggests the closest one, so a typo on the command line is
 caught before any work starts.
+
+This module is a leaf: it imports nothing from the package.  The built-in parts register
+themselves when :mod:`major2minor.catalogue` imports them (the package's ``__init__`` does), so any
+``import major2minor...`` sees every built-in name; a part of your own registers the same way::
+
+    from major2minor.registry import DATASETS
+    DATASETS.register("my-data", build_my_data)
+
+Metadata a part declares at registration (``help``, and keyword metadata such as a data set's
+``prepare`` hook) lives in its :class:`Entry`, so callers read it from here rather than keeping
+their own lists of names.
 """
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterator, List
 
 
 class UnknownNameError(KeyError, ValueError):
@@ -25,53 +36,70 @@ def did_you_mean(value: str, choices: List[str]) -> str:
 
 @dataclass
 class Entry:
+    """A registered part: its name, the object (class or factory), a one-line help and metadata."""
+
     name: str
     obj: Any
     help: str
+    meta: Dict[str, Any] = field(default_factory=dict)
+    index: int = 0          # registration order (the paper's order for the built-in presets)
 
 
 class Registry:
-    """A name -> factory map with ``register`` / ``get`` / ``create`` / ``names``."""
+    """A name -> part map with ``register`` / ``get`` / ``create`` / ``names`` / ``entry``."""
 
     def __init__(self, kind: str, parameter: str):
         self.kind = kind            # e.g. "model"
         self.parameter = parameter  # the config key that selects it, e.g. "model.name"
         self._entries: Dict[str, Entry] = {}
+        self._next_index = 0
 
-    def register(self, name: str, obj: Any = None, *, help: str = "") -> Callable:
+    def register(self, name: str, obj: Any = None, *, help: str = "", **meta: Any) -> Callable:
+        """Register ``obj`` under ``name`` (also usable as a decorator); ``meta`` is kept on the entry."""
         def add(o: Any) -> Any:
             if name in self._entries:
                 raise ValueError(f"{self.kind} '{name}' is registered twice")
             doc = help or ((o.__doc__ or "").strip().splitlines() or [""])[0]
-            self._entries[name] = Entry(name, o, doc)
+            self._entries[name] = Entry(name, o, doc, dict(meta), self._next_index)
+            self._next_index += 1
             return o
 
         return add(obj) if obj is not None else add
 
-    def get(self, name: str) -> Any:
-        _load_builtins()
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (for parts registered temporarily, e.g. in tests)."""
+        self._entries.pop(name, None)
+
+    def entry(self, name: str) -> Entry:
         if name not in self._entries:
             valid = self.names()
             raise UnknownNameError(
                 f"{self.parameter}='{name}' is not a known {self.kind}; valid: {', '.join(valid)}."
                 + did_you_mean(name, valid)
             )
-        return self._entries[name].obj
+        return self._entries[name]
+
+    def get(self, name: str) -> Any:
+        return self.entry(name).obj
 
     def create(self, name: str, *args: Any, **kwargs: Any) -> Any:
         return self.get(name)(*args, **kwargs)
 
     def names(self) -> List[str]:
-        _load_builtins()
         return sorted(self._entries)
 
     def entries(self) -> List[Entry]:
-        _load_builtins()
         return [self._entries[n] for n in sorted(self._entries)]
 
+    def in_order(self) -> List[Entry]:
+        """Entries in registration order."""
+        return sorted(self._entries.values(), key=lambda e: e.index)
+
     def __contains__(self, name: str) -> bool:
-        _load_builtins()
         return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
 
 
 MODELS = Registry("model", "model.name")
@@ -82,17 +110,3 @@ DATASETS = Registry("data set", "data.name")
 
 REGISTRIES = {"models": MODELS, "losses": LOSSES, "rebalancers": REBALANCERS,
               "methods": METHODS, "datasets": DATASETS}
-
-_loaded: Optional[bool] = None
-
-
-def _load_builtins() -> None:
-    """Import the built-in modules once so that their ``register`` calls have run."""
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    import major2minor.data.datasets  # noqa: F401
-    import major2minor.losses  # noqa: F401
-    import major2minor.methods  # noqa: F401
-    import major2minor.models  # noqa: F401

@@ -36,27 +36,16 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from major2minor import figures as figs
+from major2minor.checkpoint import atomic_write_text
+from major2minor.config import read_yaml, result_settings
+from major2minor.figures import MissingDependencyError
+from major2minor.registry import LOSSES, METHODS, REBALANCERS
+
 PathLike = Union[str, os.PathLike]
 Log = Callable[[str], None]
 
 AT_CHOICES = ("best", "last")
-
-#: The order rows appear in (the paper's tables: baselines first, M2m last); others follow by name.
-METHOD_ORDER = ["erm", "ros", "smote", "rw", "cb-rw", "drs", "drw", "focal", "ldam", "ldam-drw",
-                "balanced-softmax", "m2m-self", "m2m-no-reject", "m2m-ensemble", "m2m", "ldam-m2m"]
-
-LOSS_NAMES = {"ce": "CE", "focal": "Focal", "ldam": "LDAM", "balanced-softmax": "Balanced Softmax"}
-REBALANCE_NAMES = {"none": "–", "ros": "ROS", "smote": "SMOTE", "rw": "RW", "cbrw": "CB-RW",
-                   "drs": "DRS", "drw": "DRW", "m2m": "M2m"}
-#: Presets whose name is not just "loss + re-balancing" (the supplement's ablations).
-VARIANT_NAMES = {"m2m-self": "M2m-Self", "m2m-no-reject": "M2m-No-Reject", "m2m-ensemble": "M2m-Ensemble"}
-
-#: Config keys that may differ between runs of one row without changing the result.
-IGNORED_CONFIG_KEYS = {
-    "train.seed", "run.dir", "run.root", "run.tensorboard", "train.device", "train.threads",
-    "train.progress", "train.eval_batch_size", "data.root", "data.cache", "data.workers",
-    "m2m.generator",   # g's path differs per seed; its *count* (ensemble size) is kept below
-}
 
 #: Metrics averaged into every row (fractions in summary.json, percentages in the row).
 ROW_METRICS = ("bacc", "gm", "acc", "macro_f1", "head_recall", "mid_recall", "tail_recall",
@@ -131,8 +120,7 @@ def load_run(run_dir: PathLike) -> RunResult:
     config = None
     cfg_path = run_dir / "config.yaml"
     if cfg_path.exists():
-        import yaml
-        config = yaml.safe_load(cfg_path.read_text()) or None
+        config = read_yaml(cfg_path, "run configuration") or None
     return RunResult(run_dir, summary, config)
 
 
@@ -170,25 +158,15 @@ def collect_runs(paths: Union[PathLike, Sequence[PathLike]]) -> List[RunResult]:
 # ----------------------------------------------------------------------------------------------
 # grouping and statistics
 
-def flatten(tree: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
-    """``{'a': {'b': 1}} -> {'a.b': 1}`` (lists are kept as values)."""
-    out: Dict[str, Any] = {}
-    for k, v in tree.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def config_signature(config: Optional[Dict[str, Any]]) -> Tuple[Tuple[str, str], ...]:
-    """The parts of a resolved config that decide a result (everything but seed, paths, device...)."""
+    """The parts of a resolved config that decide a result: everything but the seed and the settings
+    that never change results (:func:`major2minor.config.result_neutral_keys`).  M2m's generator
+    paths differ per seed; only their count (the ensemble size) tells rows apart."""
     if not config:
         return ()
-    flat = flatten(config)
-    gens = flat.get("m2m.generator") or []
-    flat = {k: v for k, v in flat.items() if k not in IGNORED_CONFIG_KEYS}
+    flat = result_settings(config)
+    gens = flat.pop("m2m.generator", None) or []
+    flat.pop("train.seed", None)
     if gens:
         flat["m2m.generator#count"] = len(gens)
     return tuple(sorted((k, json.dumps(v, sort_keys=True, default=str)) for k, v in flat.items()))
@@ -245,11 +223,8 @@ class ResultRow:
 
     @property
     def label(self) -> str:
-        """``"LDAM / M2m"``-style name used in figures."""
-        reb = self.rebalance_label if self.rebalance_label != "–" else ""
-        name = f"{self.loss_label}" + (f" / {reb}" if reb else "")
-        if self.method == "erm":
-            name = "ERM"
+        """The method's paper name (``"LDAM-M2m"``), used in figures, plus what tells variants apart."""
+        name = method_label(self.method, self.loss_label, self.rebalance_label)
         return name + (f" ({self.variant})" if self.variant else "")
 
     def cell(self, metric: str) -> str:
@@ -273,17 +248,32 @@ class ResultRow:
 
 
 def _display(method: str, loss: str, rebalance: str) -> Tuple[str, str]:
-    loss_label = LOSS_NAMES.get(loss, loss)
-    rebalance_label = VARIANT_NAMES.get(method, REBALANCE_NAMES.get(rebalance, rebalance))
+    """The table's Loss and Re-balancing cells, as the registered parts name themselves."""
+    loss_label = (getattr(LOSSES.get(loss), "label", "") or loss) if loss in LOSSES else loss
+    rebalance_label = (getattr(REBALANCERS.get(rebalance), "label", "") or rebalance) \
+        if rebalance in REBALANCERS else rebalance
+    if method in METHODS and METHODS.get(method).rebalance_label:   # the supplement's ablations: "M2m-Self"
+        rebalance_label = METHODS.get(method).rebalance_label
     return loss_label, rebalance_label
 
 
+def method_label(method: str, loss_label: str, rebalance_label: str) -> str:
+    """A row's name in figures and legends: the preset's paper label ("ERM", "LDAM-DRW", "M2m-Self"),
+    else ``"LOSS / RE-BALANCING"`` for a combination without a preset."""
+    if method in METHODS:
+        return METHODS.get(method).label
+    reb = rebalance_label if rebalance_label != "–" else ""
+    return loss_label + (f" / {reb}" if reb else "")
+
+
 def _order_key(method: str, order: Sequence[str]) -> Tuple[int, str]:
+    """Rows in ``order`` first, then the presets in the paper's order (their registration order)."""
     if method in order:
         return order.index(method), method
-    if method in METHOD_ORDER:
-        return len(order) + METHOD_ORDER.index(method), method
-    return len(order) + len(METHOD_ORDER), method
+    paper = [e.name for e in METHODS.in_order()]
+    if method in paper:
+        return len(order) + paper.index(method), method
+    return len(order) + len(paper), method
 
 
 def _class_names(run: RunResult) -> Optional[List[str]]:
@@ -501,7 +491,6 @@ def report_figures(rows: Sequence[ResultRow], out: Path) -> Dict[str, List[str]]
 
     Returns ``{recipe: [file names relative to out]}``. Needs matplotlib.
     """
-    from major2minor import figures as figs
     written: Dict[str, List[str]] = {}
     recipes = sorted({r.recipe for r in rows})
     for recipe in recipes:
@@ -551,7 +540,6 @@ def write_report(paths_or_runs: Union[PathLike, Sequence[PathLike], Sequence[Run
     Returns:
         the table rows (:class:`ResultRow`).
     """
-    from major2minor.checkpoint import atomic_write_text
 
     log = log or (lambda s: None)
     if isinstance(paths_or_runs, (str, os.PathLike)):
@@ -563,7 +551,6 @@ def write_report(paths_or_runs: Union[PathLike, Sequence[PathLike], Sequence[Run
     out.mkdir(parents=True, exist_ok=True)
     fig_names: Dict[str, List[str]] = {}
     if figures is not False:
-        from major2minor.figures import MissingDependencyError
         try:
             fig_names = report_figures(rows, out)
         except MissingDependencyError as exc:

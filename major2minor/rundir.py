@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from major2minor._version import __version__
 from major2minor.checkpoint import atomic_write_json, atomic_write_text
+from major2minor.config import differing_settings
 
 
 class RunDirError(RuntimeError):
@@ -49,31 +51,17 @@ def prepare_run_dir(path: Path, resume: bool) -> str:
     return "new"
 
 
-# Settings that may differ between an interrupted run and its resumption: where things go, how
-# progress is shown, and the device/thread count (the user may resume on another machine).
-RESUME_FREE_KEYS = ("recipe", "run.", "train.progress", "train.device", "train.threads")
-
-
-def _flatten(d: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
-    out: Dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v
-    return out
-
-
 def check_resume_config(path: Path, saved: Optional[Dict[str, Any]], current: Dict[str, Any]) -> None:
-    """Refuse to resume ``path`` with settings other than the ones it was started with."""
+    """Refuse to resume ``path`` with settings other than the ones it was started with.
+
+    Settings that do not change results (:func:`major2minor.config.result_neutral_keys`: paths,
+    device, threads, progress display) may differ: the user may resume on another machine.
+    """
     if not saved:
         return
-    a, b = _flatten(saved), _flatten(current)
-    differ = [k for k in sorted(set(a) | set(b))
-              if a.get(k) != b.get(k) and not any(k == f or (f.endswith(".") and k.startswith(f))
-                                                  for f in RESUME_FREE_KEYS)]
+    differ = differing_settings(saved, current)
     if differ:
-        shown = "; ".join(f"{k}={a.get(k)!r} there, {b.get(k)!r} now" for k in differ[:6])
+        shown = "; ".join(differ[:6])
         more = f" (and {len(differ) - 6} more)" if len(differ) > 6 else ""
         raise RunDirError(f"cannot resume {path}: it was started with different settings: {shown}{more}. "
                           "Resume with the settings it was started with (see its config.yaml), or start "
@@ -94,9 +82,8 @@ def environment() -> Dict[str, Any]:
     import sklearn
     import torch
 
-    import major2minor
     return {
-        "major2minor": major2minor.__version__,
+        "major2minor": __version__,
         "git_commit": git_commit(),
         "python": sys.version.split()[0],
         "torch": torch.__version__,

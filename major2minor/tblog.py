@@ -17,6 +17,8 @@ import numbers
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
+from major2minor.figures import MissingDependencyError
+
 GROUPS = ("train", "val", "test", "m2m")
 
 
@@ -25,7 +27,6 @@ def _summary_writer_class():
         import tensorboard  # noqa: F401  (torch's writer needs it; import it first for a clear error)
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as exc:
-        from major2minor.figures import MissingDependencyError
         raise MissingDependencyError(
             "run.tensorboard=true needs the tensorboard package, which is not installed; install it with "
             "`pip install 'major2minor[tb]'` (or `pip install tensorboard`), or set run.tensorboard=false "

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import major2minor.engine as engine
-from major2minor.engine import train
+from major2minor.pipeline import train
 from major2minor.rundir import RunDirError
 
 

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from major2minor.config import Config, M2mConfig
+from major2minor.config import Config
+from major2minor.methods.m2m import M2mConfig
 from major2minor.methods.m2m import M2mTranslator
 from major2minor.models import build_model
 
@@ -58,7 +59,7 @@ def test_translated_batch_on_the_gpu(amp):
 
 
 def test_m2m_run_on_cuda_end_to_end(tiny_cfg, tmp_path):
-    from major2minor.engine import train
+    from major2minor.pipeline import train
     cfg = tiny_cfg("method=m2m", "train.device=cuda", "model.name=cnn")
     summary = train(cfg, log=None)
     assert summary["device"].startswith("cuda") and summary["device_name"]

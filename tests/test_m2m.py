@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from major2minor.config import M2mConfig
+from major2minor.methods.m2m import M2mConfig
 from major2minor.methods.m2m import (M2mTranslator, random_start, seed_weights, slot_probability)
 
 
@@ -287,15 +287,16 @@ def test_ldam_m2m_passes_the_ldam_scale_to_the_statistics():
         device = torch.device("cpu")
         rank = 0
         log = staticmethod(lambda s: None)
+        generators = []
 
         class bundle:
             bounds, is_image = (0.0, 1.0), True
 
     cfg.m2m.self_generator = True          # no g to train for this check
     r = M2mRebalancer(cfg, [90, 30, 5])
-    r.setup(Ctx(), None)
+    r.setup(Ctx())
     assert r.translator.f_logit_scale == 12.0
     cfg2 = load_config("digits-lt", ["method=m2m", "m2m.self_generator=true"])
     r2 = M2mRebalancer(cfg2, [90, 30, 5])
-    r2.setup(Ctx(), None)
+    r2.setup(Ctx())
     assert r2.translator.f_logit_scale == 1.0

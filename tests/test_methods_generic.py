@@ -1,6 +1,6 @@
 """One suite every registered method preset must pass (issue 4).
 
-Each preset trains for a few epochs on digits-lt through ``engine.train`` (tiny settings, T0 = 1), and
+Each preset trains for a few epochs on digits-lt through ``pipeline.train`` (tiny settings, T0 = 1), and
 must: give finite losses and metrics; see, epoch by epoch, the class histogram its re-balancing
 promises (``seen_per_class`` in the log: the labels the model was actually trained on, after any
 batch transform) and train with the class weights it promises (``class_weights``), before and after
@@ -19,7 +19,7 @@ import torch
 
 from major2minor.checkpoint import load_checkpoint
 from major2minor.config import load_config
-from major2minor.engine import train
+from major2minor.pipeline import train
 from major2minor.methods import effective_number_weights, inverse_frequency
 from major2minor.registry import METHODS
 

@@ -116,7 +116,7 @@ def smote(train, *overrides, log=None):
         pass
     ctx = Ctx()
     ctx.log = (log or messages.append)
-    r.setup(ctx, None)
+    r.setup(ctx)
     return r, r.prepare_train(train, seed=0), messages
 
 

@@ -28,9 +28,11 @@ from major2minor.checkpoint import (CheckpointError, atomic_write_text, load_che
 from major2minor.cli import main
 from major2minor.config import ConfigError, load_config
 from major2minor.data import DataBundle, Split, build_dataset
-from major2minor.engine import NonFiniteLossError, train
+from major2minor.engine import NonFiniteLossError
+from major2minor.pipeline import train
 from major2minor.models import build_model
 from major2minor.rundir import RunDirError, prepare_run_dir, write_csv
+from helpers import crash_at_epoch, interrupted_run, read_log_rows
 
 REPO = Path(__file__).resolve().parents[1]
 PINNED = ["model.name=cnn", "model.width=32", "optim.lr=0.1"]   # so that recipe tuning cannot silence M2m here
@@ -42,22 +44,6 @@ def _no_figures(monkeypatch):
     monkeypatch.setattr(engine, "write_run_figures", lambda *a, **k: [], raising=False)
 
 
-def _read_csv(path: Path):
-    with open(path, newline="") as fh:
-        return [{k: v for k, v in row.items() if "seconds" not in k} for row in csv.DictReader(fh)]
-
-
-def _crash_at_epoch(monkeypatch, n_rows: int):
-    """Make the engine die (KeyboardInterrupt) while writing the log of epoch ``n_rows``."""
-    real = engine.write_csv
-
-    def write(path, rows):
-        if len(rows) == n_rows:
-            raise KeyboardInterrupt(f"simulated crash in epoch {n_rows}")
-        real(path, rows)
-
-    monkeypatch.setattr(engine, "write_csv", write)
-    return real
 
 
 # ------------------------------------------------------------------------------------------------
@@ -98,7 +84,7 @@ def test_unknown_names_list_valid_ones(override, pattern):
     (["data.n_max=0"], r"data\.n_max=0 must be >= 1"),
     (["optim.momentum=1.5"], r"optim\.momentum=1\.5 must be in \[0, 1\)"),
     (["data.step_minor_fraction=2"], r"data\.step_minor_fraction=2\.0 must be in \[0, 1\]"),
-    (["data.val_per_class=-1"], r"data\.val_per_class=-1 must be >= 0"),
+    (["data.val_per_class=-1"], r"data\.val_per_class=-1 must be >= 1"),
     (["m2m.beta=1"], r"m2m\.beta=1\.0 must be in \[0, 1\)"),
 ])
 def test_invalid_or_conflicting_options_are_refused(overrides, pattern):
@@ -322,17 +308,15 @@ def test_generator_with_other_architecture_is_refused(tiny_cfg, tmp_path, erm_g)
 
 
 def test_generator_trained_on_other_counts_warns(tiny_cfg, tmp_path, erm_g):
-    from major2minor.engine import RunContext
     from major2minor.methods.generator import load_generator
     cfg = _m2m_cfg(tiny_cfg, erm_g)
     bundle = build_dataset(cfg.data)
     g = build_model(cfg, bundle.num_classes, bundle.input_shape)
     save_checkpoint({"model": g.state_dict(), "num_classes": 10, "model_name": "cnn",
                      "counts": [c * 2 for c in bundle.train_counts]}, tmp_path / "other_counts.pt")
-    ctx = RunContext(cfg, bundle, torch.device("cpu"), None, print, build_model=None)
     with pytest.warns(UserWarning, match=r"other_counts\.pt was trained on class counts .* but this run's are .*"
                                          r"data\.ratio / data\.n_max"):
-        loaded = load_generator(tmp_path / "other_counts.pt", ctx, bundle.train_counts)
+        loaded = load_generator(tmp_path / "other_counts.pt", cfg, bundle, torch.device("cpu"), bundle.train_counts)
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), g.state_dict().values()))
 
 
@@ -411,19 +395,9 @@ def test_corrupted_checkpoint_is_detected(tmp_path, damage):
         load_checkpoint(path)
 
 
-def _interrupted_run(tiny_cfg, tmp_path, monkeypatch, name="cut"):
-    """A 4-epoch run killed in its 3rd epoch: last.pt = end of epoch 2, last.prev.pt = end of epoch 1."""
-    real = _crash_at_epoch(monkeypatch, 3)
-    cfg = tiny_cfg("train.epochs=4", f"run.dir={tmp_path / name}")
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, log=None)
-    monkeypatch.setattr(engine, "write_csv", real)
-    return cfg, tmp_path / name
-
-
 def test_resume_falls_back_to_prev_when_last_is_corrupted(tiny_cfg, tmp_path, monkeypatch):
     full = train(tiny_cfg("train.epochs=4", f"run.dir={tmp_path / 'full'}"), log=None)
-    cfg, run = _interrupted_run(tiny_cfg, tmp_path, monkeypatch)
+    cfg, run = interrupted_run(tiny_cfg, tmp_path, monkeypatch)
     blob = (run / "last.pt").read_bytes()
     (run / "last.pt").write_bytes(blob[: len(blob) // 3])
     messages = []
@@ -434,11 +408,11 @@ def test_resume_falls_back_to_prev_when_last_is_corrupted(tiny_cfg, tmp_path, mo
     assert (run / "last.corrupt.pt").read_bytes() == blob[: len(blob) // 3]   # kept, not deleted
     assert resumed["test_at_best"] == full["test_at_best"]
     assert resumed["test_at_last"] == full["test_at_last"]
-    assert _read_csv(run / "log.csv") == _read_csv(tmp_path / "full" / "log.csv")
+    assert read_log_rows(run / "log.csv") == read_log_rows(tmp_path / "full" / "log.csv")
 
 
 def test_resume_refused_when_no_good_checkpoint_is_left(tiny_cfg, tmp_path, monkeypatch):
-    cfg, run = _interrupted_run(tiny_cfg, tmp_path, monkeypatch)
+    cfg, run = interrupted_run(tiny_cfg, tmp_path, monkeypatch)
     (run / "last.pt").write_bytes(b"")
     (run / "last.prev.pt").write_bytes(b"\x00" * 10)
     with pytest.raises(CheckpointError, match=r"cannot resume .*both last\.pt and last\.prev\.pt are unreadable.*"
@@ -450,7 +424,7 @@ def test_resume_refused_when_no_good_checkpoint_is_left(tiny_cfg, tmp_path, monk
 
 
 def test_resume_with_other_settings_is_refused(tiny_cfg, tmp_path, monkeypatch):
-    cfg, run = _interrupted_run(tiny_cfg, tmp_path, monkeypatch)
+    cfg, run = interrupted_run(tiny_cfg, tmp_path, monkeypatch)
     before = (run / "config.yaml").read_text()
     other = tiny_cfg("train.epochs=4", f"run.dir={run}", "optim.lr=0.2", "train.progress=bar")
     with pytest.raises(RunDirError, match=r"cannot resume .* started with different settings: optim\.lr=0\.05 there, "
@@ -604,8 +578,8 @@ def test_interrupt_mid_epoch_in_m2m_phase_resumes_exactly(tiny_cfg, tmp_path, mo
     resumed = train(cfg, resume=True, log=None)
     for key in ("test_at_best", "test_at_last", "val_at_best", "best_epoch"):
         assert resumed[key] == full[key], key
-    rows = _read_csv(tmp_path / "full" / "log.csv")
-    assert _read_csv(tmp_path / "cut" / "log.csv") == rows
+    rows = read_log_rows(tmp_path / "full" / "log.csv")
+    assert read_log_rows(tmp_path / "cut" / "log.csv") == rows
     assert sum(int(r["m2m_accepted"]) for r in rows[2:]) > 0, "no translated sample was accepted"
 
 
@@ -661,7 +635,7 @@ def test_sigkill_in_m2m_phase_then_resume_matches_uninterrupted_run(tmp_path):
         if key == "m2m":
             s_ref[key].pop("translation_seconds"), s_cut[key].pop("translation_seconds")
         assert s_cut[key] == s_ref[key], key
-    rows_ref, rows_cut = _read_csv(tmp_path / "ref" / "log.csv"), _read_csv(cut_dir / "log.csv")
+    rows_ref, rows_cut = read_log_rows(tmp_path / "ref" / "log.csv"), read_log_rows(cut_dir / "log.csv")
     assert len(rows_ref) == 6 and rows_cut == rows_ref
     assert all(r["m2m_slots"] for r in rows_ref[3:]) and not any(r["m2m_slots"] for r in rows_ref[:3])
     assert sum(int(r["m2m_accepted"]) for r in rows_ref[3:]) > 0, "no translated sample was accepted"

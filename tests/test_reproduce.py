@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from major2minor import engine
+from major2minor import pipeline
 from major2minor.experiments import (GridError, build_grid, parse_methods, parse_seeds, reproduce, run_cell)
 
 # Two epochs; DRS switches on at the second so both methods are exercised.
@@ -38,7 +38,7 @@ def test_grid_then_skip_on_second_call(tmp_path, monkeypatch, capsys):
     def no_training(*args, **kwargs):
         raise AssertionError("a finished cell was trained again")
 
-    monkeypatch.setattr(engine, "train", no_training)
+    monkeypatch.setattr(pipeline, "train", no_training)
     second = reproduce("digits-lt", ["erm", "drs"], 2, root=tmp_path, overrides=FAST, figures=False, log=None)
     assert {c.status for c in second.cells} == {"skipped"}
     assert {k: p.stat().st_mtime_ns for k, p in _summaries(second).items()} == mtimes
@@ -52,7 +52,7 @@ def test_grid_then_skip_on_second_call(tmp_path, monkeypatch, capsys):
     assert "| Loss | Re-balancing | bACC | GM |" in out and "| CE | DRS |" in out
 
     # other overrides would silently reuse stale results: refused, naming the key
-    with pytest.raises(GridError, match=r"train.epochs: 2 there, 3 now"):
+    with pytest.raises(GridError, match=r"train.epochs=2 there, 3 now"):
         reproduce("digits-lt", "erm", 1, root=tmp_path, overrides=[*FAST, "train.epochs=3"], log=None)
 
 

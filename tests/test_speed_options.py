@@ -7,7 +7,8 @@ import textwrap
 import torch
 import torch.nn as nn
 
-from major2minor.config import M2mConfig, load_config
+from major2minor.config import load_config
+from major2minor.methods.m2m import M2mConfig
 from major2minor.methods.m2m import M2mTranslator
 from major2minor.models import build_model
 from major2minor.models.fold import FoldedMirror, conv_bn_pairs
@@ -105,7 +106,7 @@ def test_train_flushes_on_every_thread_and_restores_the_caller(tmp_path):
         import torch
         torch.set_num_threads(2)
         from major2minor.config import load_config
-        from major2minor.engine import train
+        from major2minor.pipeline import train
         from major2minor.numerics import denormal_mode, thread_flushes
         cfg = load_config("digits-lt", ["train.epochs=1", "train.deferred_epoch=0", "optim.warmup_epochs=0",
                                         "optim.milestones=[]", "train.progress=none", "model.name=mlp",
@@ -149,7 +150,7 @@ def test_flushing_subnormals_does_not_change_the_translated_batch():
     out = _python("""
         import torch, torch.nn as nn, torch.nn.functional as F
         torch.set_num_threads(1)
-        from major2minor.config import M2mConfig
+        from major2minor.methods.m2m import M2mConfig
         from major2minor.methods.m2m import M2mTranslator
         gen = torch.Generator().manual_seed(0)
         g, f = nn.Linear(12, 3), nn.Linear(12, 3)

@@ -19,7 +19,8 @@ from major2minor.config import ConfigError, load_config
 from major2minor.data import build_dataset
 from major2minor.data.batches import InMemoryBatches, StreamedImages, StreamingBatches, is_streamed
 from major2minor.data.sampling import batch_slices, epoch_indices
-from major2minor.engine import build_model_seeded, evaluate, predict, train
+from major2minor.engine import build_model_seeded, evaluate, predict
+from major2minor.pipeline import train
 from major2minor.methods.base import inverse_frequency
 
 COUNTS = (10, 6, 3, 2)          # a long tail over 4 classes

@@ -24,6 +24,15 @@ from major2minor.registry import LOSSES
 
 
 class Loss(nn.Module):
+    """A per-sample loss built from the loss config and the class counts.
+
+    ``label`` is the loss's name in results tables; ``head`` (None = any) is the classifier head the
+    loss needs, which ``model.head=auto`` picks and config validation enforces.
+    """
+
+    label: str = ""
+    head: Optional[str] = None
+
     def __init__(self, cfg, counts: Sequence[int]):
         super().__init__()
         self.cfg = cfg
@@ -38,6 +47,8 @@ class Loss(nn.Module):
 class CrossEntropy(Loss):
     """Cross-entropy (ERM)."""
 
+    label = "CE"
+
     def forward(self, logits, target, class_weight=None):
         return F.cross_entropy(logits, target, weight=class_weight, reduction="none")
 
@@ -45,6 +56,8 @@ class CrossEntropy(Loss):
 @LOSSES.register("focal")
 class FocalLoss(Loss):
     """Focal loss (Lin et al.), gamma = loss.focal_gamma (paper: 1)."""
+
+    label = "Focal"
 
     def __init__(self, cfg, counts):
         super().__init__(cfg, counts)
@@ -80,6 +93,9 @@ def ldam_margins(counts: Sequence[int], max_margin: float) -> torch.Tensor:
 class LDAMLoss(Loss):
     """LDAM (Cao et al.): label-distribution-aware margins m_c proportional to N_c^(-1/4), scale s."""
 
+    label = "LDAM"
+    head = "normed"    # margins are subtracted from cosine logits in [-1, 1]
+
     def __init__(self, cfg, counts):
         super().__init__(cfg, counts)
         self.register_buffer("margins", ldam_margins(counts, cfg.ldam_max_margin), persistent=False)
@@ -93,6 +109,8 @@ class LDAMLoss(Loss):
 @LOSSES.register("balanced-softmax")
 class BalancedSoftmax(Loss):
     """Balanced Softmax / logit-adjusted CE: CE(z + tau * log prior) (beyond the paper)."""
+
+    label = "Balanced Softmax"
 
     def forward(self, logits, target, class_weight=None):
         log_prior = torch.log(self.counts / self.counts.sum()).to(logits.dtype)

@@ -1,4 +1,8 @@
-"""Re-balancing strategies and the paper's method presets; importing registers them."""
-from major2minor.methods import m2m  # noqa: F401,E402
-from major2minor.methods.base import (PRESETS, Preset, Rebalancer, effective_number_weights,  # noqa: F401
-                                      inverse_frequency)
+"""Re-balancing strategies (the :class:`Rebalancer` protocol) and the paper's method presets."""
+from major2minor.methods import m2m, presets  # noqa: F401  (importing registers them)
+from major2minor.methods.base import (EpochContext, Preset, Rebalancer, RunContext, effective_number_weights,
+                                      inverse_frequency, register_method)
+from major2minor.methods.m2m import M2mConfig, M2mTranslator
+
+__all__ = ["EpochContext", "M2mConfig", "M2mTranslator", "Preset", "Rebalancer", "RunContext",
+           "effective_number_weights", "inverse_frequency", "register_method"]

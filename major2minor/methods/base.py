@@ -1,24 +1,40 @@
 """Re-balancing strategies: what the model sees (sampling, extra samples) and how each class weighs.
 
-A :class:`Rebalancer` answers, for every epoch:
+:class:`Rebalancer` is the protocol between the engine and a method: every hook the engine calls is
+declared here with a no-op default, so a method overrides only what it changes and the engine
+never asks a method what it is.  In the order the engine calls them:
 
-* ``sample_weights(epoch)``: per-class sampling weights for the epoch's index stream (None = a plain
-  shuffle of the training set);
-* ``class_weights(epoch)``: per-class loss weights (None = unweighted);
-* ``transform_batch(f, x, y, epoch)``: a hook that may replace batch entries (M2m).
+* ``generator_paths(cfg)`` (class method, before the run): the frozen classifiers g the method
+  translates with; the pipeline trains or finds them before the engine starts (M2m);
+* ``setup(ctx)``: once, with the run's data, device, log and the loaded frozen classifiers;
+* ``prepare_train(train, seed)``: may rewrite the training set once (SMOTE adds samples);
+* per epoch: ``on_epoch_start(epoch, ctx)``, ``sample_weights(epoch)`` (per-class sampling weights,
+  None = a plain shuffle), ``class_weights(epoch)`` (per-class loss weights, None = unweighted);
+* per batch: ``transform_batch(f, x, y, epoch)`` (M2m translates here);
+* after the epoch: ``epoch_stats()`` (a row of statistics for log.csv), ``merge_epoch_stats`` (the
+  rows of all torchrun processes into one), ``progress_fields(row)`` (the few shown on screen);
+* at the end: ``run_summary(history)`` (entries added to summary.json);
+* ``state_dict()`` / ``load_state_dict()``: what a resumed run needs to continue exactly.
 
 Deferred strategies (DRS, DRW, M2m) act only from ``train.deferred_epoch`` (T0) on.
+
+A new method is one file: a subclass, registered with :func:`register_method` (the re-balancing
+and a preset of the same name in one line); its parameters can live in a config section of its
+own (``config_section`` / ``config_class``, checked by the dataclass's ``checks``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from major2minor.data.core import Split
+from major2minor.data.core import DataBundle, Split
 from major2minor.registry import METHODS, REBALANCERS
+
+Log = Callable[[str], None]
 
 
 def inverse_frequency(counts: Sequence[int]) -> np.ndarray:
@@ -42,10 +58,41 @@ def effective_number_weights(counts: Sequence[int], beta: float) -> np.ndarray:
     return w / w.sum() * len(counts)
 
 
-class Rebalancer:
-    """No re-balancing (ERM): plain shuffling, unweighted loss."""
+@dataclass
+class RunContext:
+    """What a method may need beyond the class counts, handed to :meth:`Rebalancer.setup`."""
 
-    deferred = False
+    cfg: Any
+    bundle: DataBundle
+    device: torch.device
+    run_dir: Optional[Path]
+    log: Log
+    rank: int = 0
+    generators: List[torch.nn.Module] = field(default_factory=list)   # frozen g's (generator_paths)
+
+
+@dataclass
+class EpochContext:
+    """What :meth:`Rebalancer.on_epoch_start` sees: f as methods use it, the training split, the batches."""
+
+    model: torch.nn.Module
+    train: Split
+    bundle: DataBundle
+    n_batches: int
+
+
+class Rebalancer:
+    """No re-balancing (ERM): plain shuffling, unweighted loss.  The base of every method."""
+
+    #: acts only from ``train.deferred_epoch`` (T0) on
+    deferred: bool = False
+    #: ``prepare_train`` rewrites the training set in memory (so it cannot run on streamed data)
+    rewrites_train: bool = False
+    #: the name the results table shows in its "Re-balancing" column
+    label: str = "–"
+    #: a config section of the method's own (``cfg.<config_section>``, dataclass ``config_class``)
+    config_section: Optional[str] = None
+    config_class: Optional[type] = None
 
     def __init__(self, cfg, counts: Sequence[int]):
         self.cfg = cfg
@@ -53,24 +100,67 @@ class Rebalancer:
         self.num_classes = len(self.counts)
         self.t0 = cfg.train.deferred_epoch
 
+    # -- before the run ---------------------------------------------------------------------------
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        """Cross-field checks of the method's settings (raise ConfigError); called by config.validate."""
+
+    @classmethod
+    def generator_paths(cls, cfg) -> Optional[List[str]]:
+        """Frozen classifiers this run needs: None = none; a list of checkpoint paths or run directories;
+        ``[]`` = one is needed and none was given, so the pipeline trains (or reuses) an ERM g first."""
+        return None
+
+    def setup(self, ctx: RunContext) -> None:
+        """Once, before training: keep what the method needs from the run (log, g, bounds, device)."""
+
+    def prepare_train(self, train: Split, seed: int) -> Split:
+        """The training set the run uses (once, before training; declare ``rewrites_train`` if changed)."""
+        return train
+
+    # -- every epoch and batch ------------------------------------------------------------------
+
     def active(self, epoch: int) -> bool:
         return not self.deferred or epoch >= self.t0
 
-    def prepare_train(self, train: Split, seed: int) -> Split:
-        return train
+    def on_epoch_start(self, epoch: int, ctx: EpochContext) -> None:
+        """Before an epoch's first batch (M2m times one translated batch before its first epoch)."""
 
     def sample_weights(self, epoch: int) -> Optional[np.ndarray]:
+        """Per-class sampling weights for this epoch's index stream; None = a plain shuffle."""
         return None
 
     def class_weights(self, epoch: int) -> Optional[np.ndarray]:
+        """Per-class loss weights for this epoch; None = unweighted."""
         return None
 
     def transform_batch(self, model, x: torch.Tensor, y: torch.Tensor, epoch: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The batch f trains on (M2m replaces some entries by translated samples)."""
         return x, y
 
+    # -- statistics -----------------------------------------------------------------------------
+
     def epoch_stats(self) -> Dict[str, Any]:
-        """Statistics of the epoch just trained (reset on read); empty for plain methods."""
+        """Statistics of the epoch just trained, for log.csv (reset on read); empty for plain methods."""
         return {}
+
+    @classmethod
+    def merge_epoch_stats(cls, rows: List[Dict[str, Any]]) -> Dict[str, Any]:
+        """One row from the ``epoch_stats`` of every torchrun process (in rank order)."""
+        rows = [r for r in rows if r]
+        return rows[0] if rows else {}
+
+    @classmethod
+    def progress_fields(cls, row: Dict[str, Any]) -> Dict[str, float]:
+        """The few statistics of an epoch row printed on the epoch's line (name -> number)."""
+        return {}
+
+    def run_summary(self, history: List[Dict[str, Any]]) -> Dict[str, Any]:
+        """Entries added to summary.json at the end of the run (from the per-epoch rows)."""
+        return {}
+
+    # -- resume ---------------------------------------------------------------------------------
 
     def state_dict(self) -> Dict[str, Any]:
         return {}
@@ -79,12 +169,47 @@ class Rebalancer:
         pass
 
 
+@dataclass
+class Preset:
+    """A paper method: a loss plus a re-balancing, with optional extra config overrides.
+
+    ``label`` is the method's name in the paper (figures, legends); ``rebalance_label``, when set,
+    replaces the re-balancing's own name in the results table's "Re-balancing" column (the
+    supplement's ablations: "M2m-Self").
+    """
+
+    loss: str
+    rebalance: str
+    help: str
+    overrides: Dict[str, Any] = field(default_factory=dict)
+    label: str = ""
+    rebalance_label: str = ""
+
+    def __post_init__(self) -> None:
+        # The registry shows an entry's __doc__ when registered without help=: make that this preset's line.
+        self.__doc__ = self.help
+        self.label = self.label or self.help.split(":")[0]
+
+
+def register_method(name: str, *, loss: str = "ce", label: Optional[str] = None, help: str = "") -> Callable:
+    """Class decorator: register a :class:`Rebalancer` under ``name`` and a preset ``method=name``
+    (``loss`` + this re-balancing) in one line."""
+    def add(cls: type) -> type:
+        text = help or ((cls.__doc__ or "").strip().splitlines() or [name])[0]
+        REBALANCERS.register(name, cls, help=text)
+        METHODS.register(name, Preset(loss, name, text, label=label or cls.label), help=text)
+        return cls
+    return add
+
+
 REBALANCERS.register("none", Rebalancer)
 
 
 @REBALANCERS.register("ros")
 class RandomOverSampling(Rebalancer):
     """ROS: over-sample every epoch, P(sample) proportional to 1 / N_y."""
+
+    label = "ROS"
 
     def sample_weights(self, epoch):
         return inverse_frequency(self.counts) if self.active(epoch) else None
@@ -95,11 +220,14 @@ class DeferredReSampling(RandomOverSampling):
     """DRS: ERM until T0, then over-sampling proportional to 1 / N_y."""
 
     deferred = True
+    label = "DRS"
 
 
 @REBALANCERS.register("rw")
 class ReWeighting(Rebalancer):
     """RW: loss weights proportional to 1 / N_c, normalised to sum to C, every epoch."""
+
+    label = "RW"
 
     def class_weights(self, epoch):
         return inverse_frequency(self.counts) if self.active(epoch) else None
@@ -108,6 +236,8 @@ class ReWeighting(Rebalancer):
 @REBALANCERS.register("cbrw")
 class ClassBalancedReWeighting(Rebalancer):
     """CB-RW: effective-number weights (Cui et al.), beta = rebalance.cb_beta (0.999)."""
+
+    label = "CB-RW"
 
     def class_weights(self, epoch):
         return effective_number_weights(self.counts, self.cfg.rebalance.cb_beta) if self.active(epoch) else None
@@ -118,6 +248,7 @@ class DeferredReWeighting(ClassBalancedReWeighting):
     """DRW: ERM until T0, then class-balanced weights (as LDAM-DRW, beta = rebalance.cb_beta)."""
 
     deferred = True
+    label = "DRW"
 
 
 @REBALANCERS.register("smote")
@@ -134,7 +265,10 @@ class Smote(Rebalancer):
     error.
     """
 
-    def setup(self, ctx, model) -> None:
+    rewrites_train = True
+    label = "SMOTE"
+
+    def setup(self, ctx: RunContext) -> None:
         self.log = ctx.log
 
     def prepare_train(self, train: Split, seed: int) -> Split:
@@ -162,42 +296,8 @@ class Smote(Rebalancer):
         self.k_used = k
         shape, dtype = train.x.shape[1:], train.x.dtype
         flat = train.x.reshape(len(train), -1).cpu().numpy().astype(np.float64)
-        xs, ys = SMOTE(k_neighbors=k, random_state=seed).fit_resample(flat, train.y.cpu().numpy())
+        xs, ys = SMOTE(k_neighbors=k, random_state=seed % 2**32).fit_resample(flat, train.y.cpu().numpy())
         if dtype == torch.uint8:
             xs = np.clip(np.rint(xs), 0, 255)
         x_new = torch.as_tensor(xs).to(dtype).reshape(-1, *shape)
         return Split(x_new, torch.as_tensor(ys).long())
-
-
-@dataclass
-class Preset:
-    """A paper method: a loss plus a re-balancing, with optional extra config overrides."""
-
-    loss: str
-    rebalance: str
-    help: str
-    overrides: Dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        # The registry shows an entry's __doc__ when registered without help= (m2m-self, m2m-no-reject):
-        # make that this preset's own line, not the class docstring.
-        self.__doc__ = self.help
-
-
-PRESETS: List[Tuple[str, Preset]] = [
-    ("erm", Preset("ce", "none", "ERM: cross-entropy, no re-balancing")),
-    ("ros", Preset("ce", "ros", "ROS: random over-sampling proportional to 1/N")),
-    ("smote", Preset("ce", "smote", "SMOTE: synthetic minority over-sampling up to N_max")),
-    ("rw", Preset("ce", "rw", "RW: re-weighting by 1/N")),
-    ("cb-rw", Preset("ce", "cbrw", "CB-RW: class-balanced re-weighting (effective number)")),
-    ("drs", Preset("ce", "drs", "DRS: deferred re-sampling from T0")),
-    ("drw", Preset("ce", "drw", "DRW: deferred (class-balanced) re-weighting from T0")),
-    ("focal", Preset("focal", "none", "Focal loss (gamma 1)")),
-    ("ldam", Preset("ldam", "none", "LDAM loss with the cosine head")),
-    ("ldam-drw", Preset("ldam", "drw", "LDAM loss + deferred re-weighting")),
-    ("balanced-softmax", Preset("balanced-softmax", "none", "Balanced Softmax / logit-adjusted CE")),
-    ("m2m", Preset("ce", "m2m", "M2m: major-to-minor translation from T0")),
-    ("ldam-m2m", Preset("ldam", "m2m", "LDAM loss + M2m")),
-]
-for _name, _preset in PRESETS:
-    METHODS.register(_name, _preset, help=_preset.help)

@@ -49,17 +49,53 @@ autotuner the translation batch padded with filler rows to a multiple of 32 (row
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from pathlib import Path
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from major2minor.config import M2mConfig
-from major2minor.methods.base import Rebalancer, inverse_frequency
-from major2minor.registry import METHODS, REBALANCERS
-from major2minor.methods.base import Preset
+from major2minor.config import Check, ConfigError, Interval, OneOf
+from major2minor.data.core import to_float
+from major2minor.models.fold import FoldedMirror, conv_bn_pairs, fold_batchnorm
+from major2minor.methods.base import EpochContext, Rebalancer, RunContext, inverse_frequency
+from major2minor.registry import REBALANCERS
+
+
+@dataclass
+class M2mConfig:
+    """M2m's knobs (``m2m.*``); defaults of the public CIFAR-10-LT recipe (design section 2)."""
+
+    beta: float = 0.999                 # seed weight p_j = 1 - beta^max(N_yj - N_k, 0)
+    lam: float = 0.5                    # weight of f's seed-class logit in the translation loss
+    gamma: float = 0.9                  # acceptance threshold on g's target-class probability
+    step_size: float = 0.1              # eta, L2-normalised gradient step
+    steps: int = 10                     # T, gradient steps per translation
+    noise: str = "official"             # official | per-sample | none
+    noise_radius: float = 0.5
+    generator: List[str] = field(default_factory=list)  # run dirs / checkpoints of g (several = ensemble)
+    self_generator: bool = False        # M2m-Self: f itself plays g
+    reject: bool = True                 # False = M2m-No-Reject (keep every translated sample)
+    translate_rejected: bool = False    # True = also translate slots the Bernoulli draw rejects (slower, same distribution)
+    fold_generator: bool = True         # fold g's BatchNorm into its convolutions (g is frozen; same function up to rounding)
+    pad_multiple: int = 0               # translate batches padded to a multiple of this (0 = 32 if cudnn.benchmark, else none); exact
+    fold_classifier: bool = True        # translate through a BN-folded copy of f, refreshed every batch (same function up to rounding)
+
+    # speed options: the same translations up to rounding (each tested), so not part of a result's identity
+    neutral: ClassVar[Tuple[str, ...]] = ("translate_rejected", "fold_generator", "pad_multiple", "fold_classifier")
+    checks: ClassVar[Dict[str, Check]] = {
+        "beta": Interval(0, 1, closed="left", hint="the paper uses 0.999; smaller values accept more seeds"),
+        "lam": Interval(0, None, hint="the weight of f's seed-class logit; the paper uses 0.5"),
+        "gamma": Interval(0, 1, hint="g's target-class probability needed to accept; the paper uses 0.9"),
+        "step_size": Interval(0, None, closed="neither", hint="eta, the L2 length of each step; the paper uses 0.1"),
+        "steps": Interval(1, 1000, hint="T, gradient steps per translation; the paper uses 10"),
+        "noise": OneOf(("official", "per-sample", "none")),
+        "noise_radius": Interval(0, None, hint="the paper uses 0.5"),
+        "pad_multiple": Interval(0, None, hint="0 = automatic: 32 on a GPU with cudnn.benchmark on, else none"),
+    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -213,7 +249,7 @@ class M2mTranslator:
             (f plays g).
         counts: training count per class N_c.
         config: the knobs (beta, lam, gamma, step_size, steps, noise, noise_radius, reject,
-            translate_rejected); see :class:`~major2minor.config.M2mConfig`.
+            translate_rejected); see :class:`M2mConfig`.
         bounds: (low, high) of the input space for the clamp, or None for unbounded inputs.
         generator: the torch.Generator (on the batch's device) every random draw comes from.
         amp: "bf16" to run the networks under bf16 autocast.
@@ -236,7 +272,6 @@ class M2mTranslator:
                 net.eval()
                 net.requires_grad_(False)
             if self.cfg.fold_generator:   # one conv kernel instead of conv + BN per layer
-                from major2minor.models.fold import fold_batchnorm
                 self.generators = [fold_batchnorm(net) for net in self.generators]
         self.channels_last = channels_last
         self._mirror = None            # BN-folded copy of f (m2m.fold_classifier), built at the first call
@@ -261,11 +296,9 @@ class M2mTranslator:
             return f
         net = getattr(f, "_orig_mod", f)            # torch.compile wraps the module
         if self._mirror is None or self._mirror.source is not net:
-            from major2minor.models.fold import FoldedMirror, conv_bn_pairs
             try:
                 self._mirror = FoldedMirror(net) if conv_bn_pairs(net) else _Unfolded(net)
             except Exception as exc:   # fx cannot trace or fold a user model: translate through f itself
-                import warnings
                 warnings.warn(f"m2m.fold_classifier: cannot fold {type(net).__name__} ({type(exc).__name__}: "
                               f"{exc}); translating through f unfolded (slower, same results).", stacklevel=2)
                 self._mirror = _Unfolded(net)
@@ -409,6 +442,9 @@ class M2mRebalancer(Rebalancer):
     """M2m: ERM until T0, then over-sampling (1/N_y) with major-to-minor translation of each batch."""
 
     deferred = True
+    label = "M2m"
+    config_section = "m2m"
+    config_class = M2mConfig
 
     def __init__(self, cfg, counts):
         super().__init__(cfg, counts)
@@ -417,9 +453,26 @@ class M2mRebalancer(Rebalancer):
         self.rng: Optional[torch.Generator] = None
         self.estimated = False
 
-    def setup(self, ctx, model: nn.Module) -> None:
-        from major2minor.methods.generator import resolve_generators
-        g = None if self.cfg.m2m.self_generator else resolve_generators(ctx, self.counts)
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        m = cfg.m2m
+        if m.self_generator and m.generator:
+            raise ConfigError("m2m.self_generator=true (M2m-Self: f plays g) conflicts with m2m.generator="
+                              f"{m.generator}; set one of them.")
+        for g in ([] if m.self_generator else m.generator):
+            if not Path(g).expanduser().exists():
+                raise ConfigError(f"m2m.generator={g} does not exist; give a finished run directory (its best.pt "
+                                  "is g), a checkpoint file, or an official M2m checkpoint; or leave "
+                                  "m2m.generator empty to train and cache an ERM g first.")
+
+    @classmethod
+    def generator_paths(cls, cfg) -> Optional[List[str]]:
+        """g: the given ``m2m.generator`` paths (several = M2m-Ensemble), none for M2m-Self (f plays g),
+        else ``[]``: an ERM run of the same recipe, trained and cached by the pipeline."""
+        return None if cfg.m2m.self_generator else list(cfg.m2m.generator)
+
+    def setup(self, ctx: RunContext) -> None:
+        g = ctx.generators if self.generator_paths(self.cfg) is not None else None
         # per-rank stream under torchrun: each rank translates its own local batch
         self.rng = torch.Generator(device=ctx.device).manual_seed(self.cfg.train.seed + 2 + 1000 * ctx.rank)
         # f's probabilities in the statistics as its loss sees them (LDAM: s * cosine)
@@ -433,12 +486,12 @@ class M2mRebalancer(Rebalancer):
     def sample_weights(self, epoch):
         return inverse_frequency(self.counts) if self.active(epoch) else None
 
-    def on_epoch_start(self, epoch: int, model: nn.Module, train, bundle, n_batches: int) -> None:
+    def on_epoch_start(self, epoch: int, ctx: EpochContext) -> None:
         """Before the first translating epoch: time one translated batch and print an estimate."""
         if not self.active(epoch) or self.estimated:
             return
         self.estimated = True
-        from major2minor.data import to_float
+        train = ctx.train
         probe = torch.Generator().manual_seed(0)     # a throwaway stream: the run's RNGs are untouched
         idx = torch.multinomial(torch.as_tensor(inverse_frequency(self.counts))[train.y.cpu()],
                                 min(self.cfg.train.batch_size, len(train)), replacement=True, generator=probe)
@@ -446,13 +499,13 @@ class M2mRebalancer(Rebalancer):
         y = train.y[idx.to(train.y.device)]
         probe_dev = torch.Generator(device=x.device).manual_seed(0)
         t = time.perf_counter()
-        self.translator(model, x, y, generator=probe_dev)
+        self.translator(ctx.model, x, y, generator=probe_dev)
         if x.device.type == "cuda":
             torch.cuda.synchronize()
         per_batch = time.perf_counter() - t
         self.log(f"M2m: translating from epoch {epoch + 1} (T0={self.t0}); one batch's translation takes "
-                 f"{per_batch:.2f}s, so expect about {per_batch * n_batches:.0f}s of translation per epoch "
-                 f"({n_batches} batches) on top of the plain training step.")
+                 f"{per_batch:.2f}s, so expect about {per_batch * ctx.n_batches:.0f}s of translation per epoch "
+                 f"({ctx.n_batches} batches) on top of the plain training step.")
 
     def transform_batch(self, model, x, y, epoch):
         if not self.active(epoch):
@@ -468,8 +521,15 @@ class M2mRebalancer(Rebalancer):
         self.epoch_acc = M2mEpochStats(self.num_classes)
         return row
 
-    @staticmethod
-    def epoch_stats_brief(row: Dict[str, Any]) -> Dict[str, float]:
+    @classmethod
+    def merge_epoch_stats(cls, rows: List[Dict[str, Any]]) -> Dict[str, Any]:
+        rows = [r for r in rows if r]
+        if len(rows) <= 1:
+            return rows[0] if rows else {}
+        return merge_stat_rows(rows)
+
+    @classmethod
+    def progress_fields(cls, row: Dict[str, Any]) -> Dict[str, float]:
         if "m2m_acceptance" not in row:
             return {}
         brief = {"accept": row["m2m_acceptance"], "g_p": row["m2m_g_target_prob"], "tr_s": row["m2m_seconds"]}
@@ -479,9 +539,9 @@ class M2mRebalancer(Rebalancer):
         rows = [r for r in history if "m2m_slots" in r]
         slots = sum(r["m2m_slots"] for r in rows)
         accepted = sum(r["m2m_accepted"] for r in rows)
-        return {"slots": slots, "accepted": accepted,
-                "acceptance": accepted / slots if slots else None,
-                "translation_seconds": sum(r["m2m_seconds"] for r in rows)}
+        return {"m2m": {"slots": slots, "accepted": accepted,
+                        "acceptance": accepted / slots if slots else None,
+                        "translation_seconds": sum(r["m2m_seconds"] for r in rows)}}
 
     def state_dict(self) -> Dict[str, Any]:
         return {"rng": self.rng.get_state() if self.rng is not None else None, "estimated": self.estimated}
@@ -490,9 +550,3 @@ class M2mRebalancer(Rebalancer):
         if state.get("rng") is not None and self.rng is not None:
             self.rng.set_state(state["rng"])
         self.estimated = state.get("estimated", False)
-
-
-# Ablations of the supplement's Table 1 as presets (they are switches of the m2m config).
-METHODS.register("m2m-self", Preset("ce", "m2m", "M2m-Self: f itself plays g", {"m2m.self_generator": True}))
-METHODS.register("m2m-no-reject", Preset("ce", "m2m", "M2m-No-Reject: keep every translated sample",
-                                         {"m2m.reject": False}))

@@ -38,7 +38,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from major2minor.data.core import Augment, DataBundle
+from major2minor.data.batches import StreamedImages
+from major2minor.data.core import Augment, DataBundle, Split
 from major2minor.data.datasets._common import indices_info, select_train, split_of
 from major2minor.data.io import (DataFormatError, bilinear, cache_dir, cache_key, cached_arrays, decode_images,
                                  file_signature, first_existing, image_to_chw, missing, open_image,
@@ -336,8 +337,6 @@ def _list_digest(root: Path, paths: Sequence[str], labels: np.ndarray) -> bytes:
 
 def build_imagenet_lt_streamed(cfg, seed: int = 0) -> DataBundle:
     """ImageNet-LT with every split streamed from its JPEG files (``data.stream=true``)."""
-    from major2minor.data.batches import StreamedImages
-    from major2minor.data.core import Split
     datasets, lists, train_idx = imagenet_lt_datasets(cfg, seed)
     size = cfg.image_size or DEFAULT_SIZE
     shape = (3, size, size)

@@ -1,0 +1,34 @@
+"""The paper's methods as presets (``method=NAME``): a loss, a re-balancing and switches.
+
+Registered in the order of the paper's tables (baselines first, M2m and its ablations last), which
+is the order ``m2m report`` lists rows in.  ``label`` is the name the paper uses (figures, legends);
+``rebalance_label`` names an ablation in the table's "Re-balancing" column.
+"""
+from __future__ import annotations
+
+from major2minor.methods.base import Preset
+from major2minor.registry import METHODS
+
+PRESETS = [
+    ("erm", Preset("ce", "none", "ERM: cross-entropy, no re-balancing", label="ERM")),
+    ("ros", Preset("ce", "ros", "ROS: random over-sampling proportional to 1/N", label="ROS")),
+    ("smote", Preset("ce", "smote", "SMOTE: synthetic minority over-sampling up to N_max", label="SMOTE")),
+    ("rw", Preset("ce", "rw", "RW: re-weighting by 1/N", label="RW")),
+    ("cb-rw", Preset("ce", "cbrw", "CB-RW: class-balanced re-weighting (effective number)", label="CB-RW")),
+    ("drs", Preset("ce", "drs", "DRS: deferred re-sampling from T0", label="DRS")),
+    ("drw", Preset("ce", "drw", "DRW: deferred (class-balanced) re-weighting from T0", label="DRW")),
+    ("focal", Preset("focal", "none", "Focal loss (gamma 1)", label="Focal")),
+    ("ldam", Preset("ldam", "none", "LDAM loss with the cosine head", label="LDAM")),
+    ("ldam-drw", Preset("ldam", "drw", "LDAM loss + deferred re-weighting", label="LDAM-DRW")),
+    ("balanced-softmax", Preset("balanced-softmax", "none", "Balanced Softmax / logit-adjusted CE",
+                                label="Balanced Softmax")),
+    ("m2m-self", Preset("ce", "m2m", "M2m-Self: f itself plays g", {"m2m.self_generator": True},
+                        label="M2m-Self", rebalance_label="M2m-Self")),
+    ("m2m-no-reject", Preset("ce", "m2m", "M2m-No-Reject: keep every translated sample", {"m2m.reject": False},
+                             label="M2m-No-Reject", rebalance_label="M2m-No-Reject")),
+    ("m2m", Preset("ce", "m2m", "M2m: major-to-minor translation from T0", label="M2m")),
+    ("ldam-m2m", Preset("ldam", "m2m", "LDAM loss + M2m", label="LDAM-M2m")),
+]
+
+for _name, _preset in PRESETS:
+    METHODS.register(_name, _preset, help=_preset.help)

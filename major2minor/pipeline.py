@@ -1,0 +1,93 @@
+"""From a configuration to a finished run: the steps before the engine, then the engine.
+
+    train(cfg)  =  1. the frozen classifier g the method needs (M2m), when none is given:
+                      an ERM run of the same recipe, trained once and cached under
+                      ``RUN_ROOT/.generators/<recipe>-<settings hash>/seed<N>``, reused afterwards;
+                   2. the engine trains f (:func:`major2minor.engine.fit`), loading g at set-up.
+
+g is its own run directory, trained by the same engine before f starts: the engine never starts a
+nested run, and methods never import the engine.  ``m2m train``, ``m2m reproduce`` and ``m2m demo``
+all come through :func:`train`.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from major2minor import engine
+from major2minor.config import Config, result_settings
+from major2minor.registry import REBALANCERS
+from major2minor.rundir import default_run_dir
+
+Log = Callable[[str], None]
+
+GENERATOR_SEED_OFFSET = 1000
+
+
+def generator_config(cfg: Config) -> Config:
+    """The ERM configuration that produces g for ``cfg``: the same data, model and optimiser recipe,
+    plain cross-entropy, no re-balancing, default method settings, seed ``train.seed + 1000``.
+
+    Its run directory is ``RUN_ROOT/.generators/<recipe>-<hash>/seed<N>``; the hash covers every
+    setting that decides g's result (:func:`major2minor.config.result_settings`) except its seed
+    (in the directory name) and T0 (an ERM run never reads it).
+    """
+    g_cfg = copy.deepcopy(cfg)
+    g_cfg.method = "erm"
+    g_cfg.loss = type(cfg.loss)()            # ce, defaults: loss knobs of f do not shape g
+    g_cfg.rebalance = type(cfg.rebalance)()  # none
+    g_cfg.sections = {name: type(section)() for name, section in cfg.sections.items()}
+    g_cfg.model.head = "linear"
+    g_cfg.train.seed = cfg.train.seed + GENERATOR_SEED_OFFSET
+    # g must see f's training split (design section 2): seeded hold-outs (reuters) and
+    # data.selection=random draw from the data seed, which stays f's
+    g_cfg.data.seed = cfg.train.seed if cfg.data.seed is None else cfg.data.seed
+    g_cfg.train.progress = "none"
+    key = result_settings(g_cfg.to_dict())
+    for own in ("train.seed", "train.deferred_epoch"):
+        key.pop(own, None)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    g_cfg.run.dir = str(Path(cfg.run.root) / ".generators" / f"{Path(cfg.recipe).stem}-{digest}"
+                        / f"seed{g_cfg.train.seed}")
+    return g_cfg
+
+
+def ensure_generator(cfg: Config, log: Log) -> Path:
+    """The run directory of ``cfg``'s cached ERM g, trained first if it is not there (or unfinished)."""
+    g_cfg = generator_config(cfg)
+    run_dir = Path(g_cfg.run.dir)
+    if (run_dir / "summary.json").exists():
+        log(f"M2m: using cached ERM generator g from {run_dir}")
+    else:
+        log(f"M2m: no m2m.generator given; training the ERM generator g first (seed {g_cfg.train.seed}) "
+            f"into {run_dir}")
+        engine.fit(g_cfg, resume=True, log=None, run_dir=run_dir)
+    return run_dir
+
+
+def generators_for(cfg: Config, run_dir: Path, log: Log) -> List[str]:
+    """g's to hand to the engine: the cached ERM g when the method needs one and none is given."""
+    wanted = REBALANCERS.get(cfg.rebalance.name).generator_paths(cfg)
+    if wanted is None or wanted:      # no g needed, or the method's own settings name it
+        return []
+    if (run_dir / "summary.json").exists():   # finished: the engine reuses (or refuses) it without g
+        return []
+    return [str(ensure_generator(cfg, log))]
+
+
+def train(cfg: Config, resume: bool = False, log: Optional[Log] = print,
+          run_dir: Optional[Path] = None) -> Dict[str, Any]:
+    """Train one run as configured, with every step it needs first; returns (and writes) its summary.
+
+    Args:
+        cfg: a resolved configuration (:func:`major2minor.config.load_config`).
+        resume: continue the run in its directory (or reuse it if finished with the same settings).
+        log: where progress lines go (``None``: nowhere).
+        run_dir: the run directory (default ``run.dir``, else ``ROOT/RECIPE/METHOD/seedN``).
+    """
+    log = log or (lambda s: None)
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
+    return engine.fit(cfg, resume, log, run_dir, generators=generators_for(cfg, run_dir, log))
