@@ -17,6 +17,12 @@ Validation/test (as ``get_val_test_data``): the first 10% of each class of the t
 order (ceil(n_c / 10); ``data.val_per_class`` overrides) are validation, the rest test.
 Augmentation: random 32x32 crop after 4-pixel zero padding, horizontal flip.  Normalisation constants
 (inside the model) are those of design section 4.
+
+Reading a pickle never runs code (:func:`read_pickle`): unpickling can call any importable function, so a
+file swapped for a crafted one would run it.  The unpickler admits only the globals a CIFAR pickle needs
+to rebuild its numpy arrays (and the latin-1 ``_codecs.encode`` Python 3 writes for bytes in protocol 2);
+dicts, lists, strings, bytes and ints need no global.  Anything else is refused, naming the file and the
+global, before it is called.
 """
 from __future__ import annotations
 
@@ -96,12 +102,62 @@ def _get(d: dict, key: bytes):
     return d.get(key.decode())      # re-pickled copies sometimes use str keys
 
 
+def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
+    """``_codecs.encode`` as protocol 2 uses it for bytes (``encode(str, 'latin1')``), and nothing more."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):     # never a codec the file names
+        raise pickle.UnpicklingError(f"_codecs.encode is only admitted with latin-1 text, got {encoding!r}")
+    return text.encode("latin-1")
+
+
+def _numpy_globals() -> dict:
+    """The numpy functions and types that rebuild an array (numpy 1 writes numpy.core, numpy 2 numpy._core)."""
+    try:
+        from numpy._core.multiarray import _reconstruct
+        from numpy._core.numeric import _frombuffer
+    except ImportError:         # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+        from numpy.core.numeric import _frombuffer
+    admitted = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    for core in ("numpy.core", "numpy._core"):
+        admitted[(f"{core}.multiarray", "_reconstruct")] = _reconstruct     # protocols 0-4
+        admitted[(f"{core}.numeric", "_frombuffer")] = _frombuffer           # protocol 5 (a re-pickled copy)
+    return admitted
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
+
+
+class SafeCifarUnpickler(pickle.Unpickler):
+    """An unpickler that can only rebuild numpy arrays, dicts, lists, strings, bytes and numbers.
+
+    ``find_class`` is the only way a pickle reaches a Python callable; here it answers from a fixed table
+    and refuses everything else (os.system, builtins.eval, subprocess.*, ...) before it is looked up.
+    """
+
+    ADMITTED = _numpy_globals()
+    ADMITTED[("_codecs", "encode")] = _latin1_encode
+
+    def find_class(self, module: str, name: str):
+        try:
+            return self.ADMITTED[(module, name)]
+        except KeyError:        # (protocol 2 spells builtins the Python 2 way)
+            raise _RefusedGlobal(f"{'builtins' if module == '__builtin__' else module}.{name}") from None
+
+
 def read_pickle(path: Path, spec: CifarSpec) -> dict:
+    """One CIFAR python pickle as a dict, read with :class:`SafeCifarUnpickler` (never runs code)."""
     if not path.exists():
         raise missing(path, "a CIFAR python pickle", how_to_get(spec))
     try:
         with open(path, "rb") as fh:
-            d = pickle.load(fh, encoding="bytes")
+            d = SafeCifarUnpickler(fh, encoding="bytes").load()
+    except _RefusedGlobal as exc:
+        raise DataFormatError(f"refusing to load {path}: it references the Python global {exc.name}, which a CIFAR "
+                              "pickle never contains; loading it could run code. Re-download the official archive "
+                              f"(delete {path.parent} and run `m2m data prepare {spec.name} --root DIR`).") from None
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
         raise DataFormatError(f"{path}: not a readable CIFAR python pickle ({type(exc).__name__}: {exc}). "
                               + how_to_get(spec)) from None
