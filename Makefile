@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-slow venv clean
+.PHONY: demo test test-slow lint venv clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,13 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/m2m demo
 
-test: $(STAMP)
+# lint: ruff (style and errors), ruff format (layout), import-linter (the package's layers, no cycles)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check major2minor tests benchmarks
+	$(VENV)/bin/ruff format --check major2minor tests benchmarks
+	$(VENV)/bin/lint-imports
+
+test: lint
 	$(PY) -m pytest
 
 test-slow: $(STAMP)

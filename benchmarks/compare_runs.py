@@ -14,6 +14,7 @@ Cached generators (``.generators/<recipe>-<hash>/seedN``) are matched by recipe 
 Prints one JSON line per run and a final line ``{"identical": true/false, "runs": N}``; exits 1 on
 any difference.  Checkpoints are read with ``weights_only=True``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,7 +55,7 @@ def counterpart(second: Path, rel: Path) -> Path:
     if ".generators" in parts:
         i = parts.index(".generators")
         recipe = parts[i + 1].rsplit("-", 1)[0]
-        matches = sorted((second / Path(*parts[:i + 1])).glob(f"{recipe}-*/{parts[i + 2]}"))
+        matches = sorted((second / Path(*parts[: i + 1])).glob(f"{recipe}-*/{parts[i + 2]}"))
         if len(matches) == 1:
             return matches[0]
     return second / rel
@@ -92,8 +93,16 @@ def main(argv=None) -> int:
         diffs = compare_run(run, counterpart(second, rel))
         ok &= not diffs
         summary = json.loads((run / "summary.json").read_text())
-        print(json.dumps({"run": str(rel), "identical": not diffs, "differences": diffs,
-                          "test_bacc_at_best": summary["test_at_best"]["bacc"]}))
+        print(
+            json.dumps(
+                {
+                    "run": str(rel),
+                    "identical": not diffs,
+                    "differences": diffs,
+                    "test_bacc_at_best": summary["test_at_best"]["bacc"],
+                }
+            )
+        )
     print(json.dumps({"identical": ok and bool(runs), "runs": len(runs)}))
     return 0 if ok and runs else 1
 

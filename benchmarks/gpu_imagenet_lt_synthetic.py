@@ -21,6 +21,7 @@ What it measures (one process, one device; an 8-GPU run is 8 of these, each with
 
 Nothing is downloaded.  The result is a benchmark, not a test.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,14 +41,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from major2minor import bench  # noqa: E402
 from major2minor.config import Config, load_config  # noqa: E402
-from major2minor.methods.m2m import M2mConfig  # noqa: E402
 from major2minor.data import to_float  # noqa: E402
 from major2minor.data.profiles import class_counts  # noqa: E402
 from major2minor.data.sampling import oversampled_indices  # noqa: E402
 from major2minor.methods.base import inverse_frequency  # noqa: E402
-from major2minor.methods.m2m import M2mTranslator  # noqa: E402
-from major2minor import bench  # noqa: E402
+from major2minor.methods.m2m import M2mConfig, M2mTranslator  # noqa: E402
 from major2minor.models import build_model  # noqa: E402
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -92,19 +92,25 @@ def compute(args, dev: torch.device) -> Dict:
     out = {"train_step": _entry(_timed(lambda: step(*batch(False)), dev, args.warmup, args.steps), args.batch)}
     if args.m2m_steps > 0:
         g = make(1)
-        translator = M2mTranslator(g, counts, M2mConfig(steps=args.m2m_steps), (0.0, 1.0),
-                                   torch.Generator(device=dev).manual_seed(2), amp=args.amp)
+        translator = M2mTranslator(
+            g,
+            counts,
+            M2mConfig(steps=args.m2m_steps),
+            (0.0, 1.0),
+            torch.Generator(device=dev).manual_seed(2),
+            amp=args.amp,
+        )
         share: List[float] = []
 
         m2m_step = bench.translated_step(translator, step_f, batch, step, dev, share)
 
         times = _timed(m2m_step, dev, args.warmup, args.steps)
         entry = _entry(times, args.batch)
-        entry["translation_share"] = round(statistics.median(share[-args.steps:]) / statistics.median(times), 3)
+        entry["translation_share"] = round(statistics.median(share[-args.steps :]) / statistics.median(times), 3)
         entry["m2m_steps"] = args.m2m_steps
         out["m2m_step"] = entry
     if dev.type == "cuda":
-        out["max_memory_allocated_gib"] = round(torch.cuda.max_memory_allocated(dev) / 2 ** 30, 2)
+        out["max_memory_allocated_gib"] = round(torch.cuda.max_memory_allocated(dev) / 2**30, 2)
     return out
 
 
@@ -112,6 +118,7 @@ def write_tree(root: Path, n_images: int, classes: int, threads: int = 8) -> Dic
     """ImageNet-LT-format tree of smooth random JPEGs (ImageNet-like sizes): train/val lists over
     ``classes`` classes (a long tail, every class at least 2 train images), 1 val and 1 test image each."""
     from PIL import Image
+
     n_train = max(n_images - 2 * classes, 2 * classes)
     tail = np.geomspace(1.0, 1 / 64, classes)
     counts = np.maximum(np.round(tail / tail.sum() * n_train), 2).astype(int)
@@ -145,24 +152,34 @@ def write_tree(root: Path, n_images: int, classes: int, threads: int = 8) -> Dic
     (root / "ImageNet_LT").mkdir(exist_ok=True)
     for split, rows in lines.items():
         (root / "ImageNet_LT" / f"ImageNet_LT_{split}.txt").write_text("".join(rows))
-    return {"images": len(jobs), "train": int(counts.sum()), "classes": classes,
-            "write_seconds": round(time.perf_counter() - t, 1)}
+    return {
+        "images": len(jobs),
+        "train": int(counts.sum()),
+        "classes": classes,
+        "write_seconds": round(time.perf_counter() - t, 1),
+    }
 
 
 def stream(args, dev: torch.device, root: Path) -> Dict:
     """The engine's streaming path alone: decoded, augmented batches delivered to the device."""
     from major2minor.data import build_dataset
     from major2minor.data.batches import StreamingBatches
-    cfg = load_config("imagenet-lt", [f"data.root={root}", f"data.workers={args.workers}",
-                                      f"data.image_size={args.size}"])
+
+    cfg = load_config(
+        "imagenet-lt", [f"data.root={root}", f"data.workers={args.workers}", f"data.image_size={args.size}"]
+    )
     bundle = build_dataset(cfg.data, 0)
     src = StreamingBatches(bundle.train, seed=0, device=dev)
     n = len(bundle.train)
-    idx = torch.multinomial(torch.ones(n), max(n, args.batch * (args.stream_batches + 1)), replacement=True,
-                            generator=torch.Generator().manual_seed(0))
+    idx = torch.multinomial(
+        torch.ones(n),
+        max(n, args.batch * (args.stream_batches + 1)),
+        replacement=True,
+        generator=torch.Generator().manual_seed(0),
+    )
     t0 = time.perf_counter()
     count, first = 0, None
-    for x, y in src.batches(idx, args.batch, epoch=0):
+    for x, y in src.batches(idx, args.batch, epoch=0):  # noqa: B007  (x is read after the loop)
         if first is None:
             _sync(dev)
             first, t1 = time.perf_counter() - t0, time.perf_counter()
@@ -172,26 +189,48 @@ def stream(args, dev: torch.device, root: Path) -> Dict:
             break
     _sync(dev)
     seconds = time.perf_counter() - t1
-    return {"workers": args.workers, "batch": args.batch, "images_timed": count,
-            "first_batch_seconds": round(first, 3), "images_per_second": round(count / max(seconds, 1e-9), 1),
-            "x_dtype": str(x.dtype), "x_device": str(x.device), "pinned": dev.type == "cuda"}
+    return {
+        "workers": args.workers,
+        "batch": args.batch,
+        "images_timed": count,
+        "first_batch_seconds": round(first, 3),
+        "images_per_second": round(count / max(seconds, 1e-9), 1),
+        "x_dtype": str(x.dtype),
+        "x_device": str(x.device),
+        "pinned": dev.type == "cuda",
+    }
 
 
 def engine(args, dev: torch.device, root: Path, run_dir: Path) -> Dict:
     """A real train() on the synthetic tree with the imagenet-lt recipe (streamed); reports its estimate."""
     from major2minor.pipeline import train
-    overrides = [f"data.root={root}", f"data.workers={args.workers}", f"data.image_size={args.size}",
-                 f"model.name={args.model}", f"train.batch_size={args.batch}", f"train.eval_batch_size={args.batch}",
-                 f"train.epochs={args.engine_epochs}", "train.deferred_epoch=0", "optim.milestones=[]",
-                 f"train.amp={args.amp}", f"train.device={dev}", "train.progress=none", f"run.dir={run_dir}"]
+
+    overrides = [
+        f"data.root={root}",
+        f"data.workers={args.workers}",
+        f"data.image_size={args.size}",
+        f"model.name={args.model}",
+        f"train.batch_size={args.batch}",
+        f"train.eval_batch_size={args.batch}",
+        f"train.epochs={args.engine_epochs}",
+        "train.deferred_epoch=0",
+        "optim.milestones=[]",
+        f"train.amp={args.amp}",
+        f"train.device={dev}",
+        "train.progress=none",
+        f"run.dir={run_dir}",
+    ]
     cfg = load_config("imagenet-lt", overrides)
     messages: List[str] = []
     t = time.perf_counter()
     summary = train(cfg, log=messages.append)
-    return {"epochs": args.engine_epochs, "wall_seconds": round(time.perf_counter() - t, 1),
-            "train_seconds": round(summary["train_seconds"], 1),
-            "estimate": next((m for m in messages if m.startswith("time estimate:")), None),
-            "test_bacc": summary["test_at_last"]["bacc"]}
+    return {
+        "epochs": args.engine_epochs,
+        "wall_seconds": round(time.perf_counter() - t, 1),
+        "train_seconds": round(summary["train_seconds"], 1),
+        "estimate": next((m for m in messages if m.startswith("time estimate:")), None),
+        "test_bacc": summary["test_at_last"]["bacc"],
+    }
 
 
 def main(argv=None) -> int:
@@ -219,10 +258,19 @@ def main(argv=None) -> int:
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
     result: Dict = {
-        "benchmark": "imagenet-lt-synthetic", "device": str(dev),
-        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),
-        "torch": torch.__version__, "model": args.model, "classes": args.classes, "image_size": args.size,
-        "batch": args.batch, "amp": args.amp, "channels_last": args.channels_last, "compile": args.compile,
+        "benchmark": "imagenet-lt-synthetic",
+        "device": str(dev),
+        "device_name": torch.cuda.get_device_name(dev)
+        if dev.type == "cuda"
+        else platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "model": args.model,
+        "classes": args.classes,
+        "image_size": args.size,
+        "batch": args.batch,
+        "amp": args.amp,
+        "channels_last": args.channels_last,
+        "compile": args.compile,
         "threads": torch.get_num_threads(),
     }
     t = time.perf_counter()

@@ -8,6 +8,7 @@ acceptance rate and of test bACC at the best-validation epoch.  Differences shou
 Each variant runs in its own process: the flush-to-zero mode is a per-thread CPU setting that
 threads inherit when they start, so it cannot be switched back and forth inside one process.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,16 +36,23 @@ def run_variant(name: str, seeds: int, root: str) -> dict:
     overrides = VARIANTS[name]
     acc, bacc = [], []
     for seed in range(seeds):
-        cfg = load_config("digits-lt", ["method=m2m", f"train.seed={seed}", f"run.root={root}",
-                                        "train.progress=none", *overrides])
+        cfg = load_config(
+            "digits-lt", ["method=m2m", f"train.seed={seed}", f"run.root={root}", "train.progress=none", *overrides]
+        )
         run_dir = f"{root}/{name.split()[0]}/seed{seed}"
         s = train(cfg, resume=True, log=None, run_dir=run_dir)
         acc.append(s["m2m"]["acceptance"] or 0.0)
         bacc.append(s["test_at_best"]["bacc"])
-    return {"variant": name, "seeds": seeds,
-            "acceptance_mean": float(np.mean(acc)), "acceptance_std": float(np.std(acc)),
-            "test_bacc_mean": float(np.mean(bacc)), "test_bacc_std": float(np.std(bacc)),
-            "acceptance": acc, "test_bacc": bacc}
+    return {
+        "variant": name,
+        "seeds": seeds,
+        "acceptance_mean": float(np.mean(acc)),
+        "acceptance_std": float(np.std(acc)),
+        "test_bacc_mean": float(np.mean(bacc)),
+        "test_bacc_std": float(np.std(bacc)),
+        "acceptance": acc,
+        "test_bacc": bacc,
+    }
 
 
 def main() -> None:
@@ -57,9 +65,10 @@ def main() -> None:
     if args.one is not None:
         print(json.dumps(run_variant(args.one, args.seeds, root)), flush=True)
         return
-    for name in VARIANTS:     # a fresh process per variant (see the module notes)
-        subprocess.run([sys.executable, __file__, "--one", name, "--seeds", str(args.seeds), "--root", root],
-                       check=True)
+    for name in VARIANTS:  # a fresh process per variant (see the module notes)
+        subprocess.run(
+            [sys.executable, __file__, "--one", name, "--seeds", str(args.seeds), "--root", root], check=True
+        )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ uint8 data, batch 128, channels-last):
 * ``subnormals``: with flushing *off*, how many subnormal floats each op family outputs during one
   M2m translation, after a few DRS steps of f, as in ``m2m bench``.
 """
+
 from __future__ import annotations
 
 import collections
@@ -22,18 +23,19 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from major2minor import bench
 from major2minor.config import Config
-from major2minor.methods.m2m import M2mConfig
 from major2minor.data import Augment, augment_batch, to_float
 from major2minor.data.profiles import class_counts
 from major2minor.data.sampling import oversampled_indices
 from major2minor.methods.base import inverse_frequency
-from major2minor.methods.m2m import M2mTranslator
+from major2minor.methods.m2m import M2mConfig, M2mTranslator
 from major2minor.models import build_model
 from major2minor.numerics import flushing_denormals
 
-FAMILIES = {"convolution": ("mkldnn_convolution", "convolution_backward"),
-            "batch_norm": ("native_batch_norm", "native_batch_norm_backward"),
-            "relu_backward": ("threshold_backward",)}
+FAMILIES = {
+    "convolution": ("mkldnn_convolution", "convolution_backward"),
+    "batch_norm": ("native_batch_norm", "native_batch_norm_backward"),
+    "relu_backward": ("threshold_backward",),
+}
 SMALLEST_NORMAL = torch.finfo(torch.float32).tiny
 
 
@@ -57,7 +59,7 @@ class SubnormalCounter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        for t in (out if isinstance(out, (tuple, list)) else [out]):
+        for t in out if isinstance(out, (tuple, list)) else [out]:
             if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel():
                 self.counts[str(func.overloadpacket.__name__)] += int(((t != 0) & (t.abs() < SMALLEST_NORMAL)).sum())
         return out
@@ -86,8 +88,7 @@ def setting(seed: int = 0):
 
     opt = torch.optim.SGD(f.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4)
     step = bench.train_step(f, opt, torch.device("cpu"), True, False)
-    translator = M2mTranslator(g, counts, M2mConfig(), (0.0, 1.0), torch.Generator().manual_seed(2),
-                               channels_last=True)
+    translator = M2mTranslator(g, counts, M2mConfig(), (0.0, 1.0), torch.Generator().manual_seed(2), channels_last=True)
     return f, batch, step, translator
 
 
@@ -113,8 +114,7 @@ def main() -> None:
         counter = SubnormalCounter()
         with counter:
             _, _, stats = translator(f, *batch())
-        out["subnormals"] = {"slots_translated": stats.translated,
-                             "outputs_by_op": dict(counter.counts.most_common(6))}
+        out["subnormals"] = {"slots_translated": stats.translated, "outputs_by_op": dict(counter.counts.most_common(6))}
     print(json.dumps(out, indent=2))
 
 

@@ -8,6 +8,7 @@ round so machine noise hits both alike, and prints JSON.  The second is not a us
 bounds from below the step time that any BatchNorm optimisation (fused kernels included) could
 reach, because the convolutions and the rest stay as they are.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,17 +60,26 @@ def main() -> None:
             opts[name].step()
 
         times = {name: [] for name in nets}
-        for r in range(args.rounds + 2):          # two warm-up rounds
+        for r in range(args.rounds + 2):  # two warm-up rounds
             for name in nets:
                 start = time.perf_counter()
                 step(name)
                 if r >= 2:
                     times[name].append(time.perf_counter() - start)
     med = {n: statistics.median(t) for n, t in times.items()}
-    print(json.dumps({"threads": torch.get_num_threads(), "torch": torch.__version__, "batch_size": 128,
-                      "seconds_per_step": {n: round(v, 4) for n, v in med.items()},
-                      "ratio": round(med["resnet32 without BatchNorm"] / med["resnet32"], 3),
-                      "all_seconds": {n: [round(s, 4) for s in t] for n, t in times.items()}}, indent=2))
+    print(
+        json.dumps(
+            {
+                "threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+                "batch_size": 128,
+                "seconds_per_step": {n: round(v, 4) for n, v in med.items()},
+                "ratio": round(med["resnet32 without BatchNorm"] / med["resnet32"], 3),
+                "all_seconds": {n: [round(s, 4) for s in t] for n, t in times.items()},
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
 
 Same as ``m2m bench``; prints JSON (see major2minor/bench.py for what is measured).
 """
+
 import sys
 
 from major2minor.cli import main

@@ -9,6 +9,7 @@ alternating the variants within every repeat so that machine noise hits them ali
 JSON object: the median seconds per variant, and the largest difference of each variant's
 translated inputs from the default's (they compute the same function up to rounding).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,7 @@ import time
 import torch
 
 from major2minor.config import Config
-from major2minor.methods.m2m import M2mConfig
-from major2minor.methods.m2m import M2mTranslator
+from major2minor.methods.m2m import M2mConfig, M2mTranslator
 from major2minor.models import build_model
 from major2minor.numerics import flush_denormals
 
@@ -51,7 +51,7 @@ def main() -> None:
         return net.to(memory_format=torch.channels_last)
 
     f, g = make(0), make(1)
-    with torch.no_grad():      # BatchNorm statistics that are not the identity
+    with torch.no_grad():  # BatchNorm statistics that are not the identity
         f.train()
         for _ in range(3):
             f(torch.rand(64, 3, 32, 32))
@@ -61,25 +61,36 @@ def main() -> None:
     target = torch.randint(0, 10, (args.slots,), generator=gen)
     seed_class = torch.randint(0, 10, (args.slots,), generator=gen)
     noise = torch.zeros_like(x0)
-    translators = {name: M2mTranslator(g, [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50],
-                                       M2mConfig(**kw), (0.0, 1.0), channels_last=True)
-                   for name, kw in VARIANTS.items()}
+    translators = {
+        name: M2mTranslator(
+            g, [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50], M2mConfig(**kw), (0.0, 1.0), channels_last=True
+        )
+        for name, kw in VARIANTS.items()
+    }
     times = {name: [] for name in VARIANTS}
     outputs = {}
-    for r in range(args.repeats + 1):                   # the first round is warm-up
+    for r in range(args.repeats + 1):  # the first round is warm-up
         for name, t in translators.items():
             start = time.perf_counter()
             outputs[name] = t.translate(t.eval_classifier(f), x0, target, seed_class, noise)
             if r:
                 times[name].append(time.perf_counter() - start)
     ref = outputs["default (fold f and g)"]
-    print(json.dumps({
-        "slots": args.slots, "steps": 10, "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "flush_denormal_all_threads": flushed,
-        "seconds": {n: round(statistics.median(v), 3) for n, v in times.items()},
-        "all_seconds": {n: [round(s, 3) for s in v] for n, v in times.items()},
-        "max_abs_diff_from_default": {n: float((o - ref).abs().max()) for n, o in outputs.items()},
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "slots": args.slots,
+                "steps": 10,
+                "threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+                "flush_denormal_all_threads": flushed,
+                "seconds": {n: round(statistics.median(v), 3) for n, v in times.items()},
+                "all_seconds": {n: [round(s, 3) for s in v] for n, v in times.items()},
+                "max_abs_diff_from_default": {n: float((o - ref).abs().max()) for n, o in outputs.items()},
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ validation bACC at its best-validation epoch; test numbers are never read.  Prin
     python benchmarks/tune_digits.py --stage schedule
     python benchmarks/tune_digits.py --stage m2m --base "optim.lr=0.1 ..."
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,15 +27,25 @@ def score(method: str, overrides, root: str) -> dict:
     vals = []
     acc = []
     for seed in SEEDS:
-        cfg = load_config("digits-lt", [f"method={method}", f"train.seed={seed}", f"run.root={root}",
-                                        "train.progress=none", *overrides])
+        cfg = load_config(
+            "digits-lt",
+            [f"method={method}", f"train.seed={seed}", f"run.root={root}", "train.progress=none", *overrides],
+        )
         from major2minor.rundir import default_run_dir
-        s = train(cfg, resume=True, log=None, run_dir=default_run_dir(cfg) / "_".join(o.replace("/", "_") for o in overrides))
+
+        s = train(
+            cfg, resume=True, log=None, run_dir=default_run_dir(cfg) / "_".join(o.replace("/", "_") for o in overrides)
+        )
         vals.append(s["val_at_best"]["bacc"])
         if "m2m" in s:
             acc.append(s["m2m"]["acceptance"] or 0.0)
-    return {"method": method, "overrides": list(overrides), "val_bacc": float(np.mean(vals)),
-            "val_bacc_std": float(np.std(vals)), "acceptance": float(np.mean(acc)) if acc else None}
+    return {
+        "method": method,
+        "overrides": list(overrides),
+        "val_bacc": float(np.mean(vals)),
+        "val_bacc_std": float(np.std(vals)),
+        "acceptance": float(np.mean(acc)) if acc else None,
+    }
 
 
 def main() -> None:
@@ -47,9 +58,11 @@ def main() -> None:
     base = args.base.split()
     t0 = time.time()
     if args.stage == "schedule":
-        grid = [["train.epochs=30", "train.deferred_epoch=20", "optim.milestones=[24,28]"],
-                ["train.epochs=40", "train.deferred_epoch=30", "optim.milestones=[30,36]"],
-                ["train.epochs=60", "train.deferred_epoch=45", "optim.milestones=[45,54]"]]
+        grid = [
+            ["train.epochs=30", "train.deferred_epoch=20", "optim.milestones=[24,28]"],
+            ["train.epochs=40", "train.deferred_epoch=30", "optim.milestones=[30,36]"],
+            ["train.epochs=60", "train.deferred_epoch=45", "optim.milestones=[45,54]"],
+        ]
         lrs = [["optim.lr=0.1"], ["optim.lr=0.05"]]
         for sched, lr in itertools.product(grid, lrs):
             for method in ("erm", "drs"):

@@ -4,8 +4,9 @@ classification, with the paper's baselines, data sets, metrics and recipes.
     from major2minor import load_config, train
     summary = train(load_config("digits-lt", ["method=m2m"]))
 """
-from major2minor._version import __version__
+
 from major2minor import catalogue  # noqa: F401  (registers the built-in parts)
+from major2minor._version import __version__
 from major2minor.config import Config, load_config
 from major2minor.methods.m2m import M2mConfig, M2mTranslator
 from major2minor.pipeline import train

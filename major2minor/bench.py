@@ -13,6 +13,7 @@ It reports images per second, the share of M2m's time spent translating, the ach
 (FLOPs counted by ``torch.utils.flop_counter`` on one step) and its fraction of the machine's peak as
 measured by a large matmul in the same run, with device, dtype, torch version and thread count.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,8 @@ from major2minor.data.profiles import class_counts
 from major2minor.data.sampling import oversampled_indices
 from major2minor.methods.base import inverse_frequency
 from major2minor.methods.m2m import M2mConfig, M2mTranslator
-from major2minor.models.fold import fold_batchnorm
 from major2minor.models import build_model
+from major2minor.models.fold import fold_batchnorm
 from major2minor.numerics import flushing_denormals
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
@@ -55,7 +56,7 @@ def matmul_peak_gflops(device: torch.device, dtype: torch.dtype, n: int = 2048, 
         a @ b
         _sync(device)
         times.append(time.perf_counter() - t)
-    return 2 * n ** 3 / min(times) / 1e9
+    return 2 * n**3 / min(times) / 1e9
 
 
 def count_flops(fn: Callable[[], None]) -> float:
@@ -83,10 +84,18 @@ def count_flops(fn: Callable[[], None]) -> float:
     return float(Counter.total)
 
 
-def translated_step(translator, f, next_batch: Callable, train_step: Callable, device: torch.device,
-                    translate_times: List[float], translated: Optional[List[int]] = None) -> Callable[[], None]:
+def translated_step(
+    translator,
+    f,
+    next_batch: Callable,
+    train_step: Callable,
+    device: torch.device,
+    translate_times: List[float],
+    translated: Optional[List[int]] = None,
+) -> Callable[[], None]:
     """One M2m batch: draw an over-sampled batch, translate it (timed into ``translate_times``; the number
     of slots translated into ``translated``), step."""
+
     def run() -> None:
         x, y = next_batch(True)
         _sync(device)
@@ -97,13 +106,16 @@ def translated_step(translator, f, next_batch: Callable, train_step: Callable, d
         if translated is not None:
             translated.append(stats.translated)
         train_step(x, y)
+
     return run
 
 
-def train_step(model, optimizer, device: torch.device, channels_last: bool,
-               use_amp: bool) -> Callable[[torch.Tensor, torch.Tensor], None]:
+def train_step(
+    model, optimizer, device: torch.device, channels_last: bool, use_amp: bool
+) -> Callable[[torch.Tensor, torch.Tensor], None]:
     """One plain training step on a float batch: (channels-last,) forward under optional bf16 autocast,
     cross-entropy, backward, optimiser step."""
+
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -113,14 +125,18 @@ def train_step(model, optimizer, device: torch.device, channels_last: bool,
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+
     return step
 
 
 def timing_entry(times: List[float], batch_size: int) -> Dict:
     """Median seconds per batch, images per second, and every timing."""
     med = statistics.median(times)
-    return {"seconds_per_batch": round(med, 4), "images_per_second": round(batch_size / med, 1),
-            "all_seconds": [round(t, 4) for t in times]}
+    return {
+        "seconds_per_batch": round(med, 4),
+        "images_per_second": round(batch_size / med, 1),
+        "all_seconds": [round(t, 4) for t in times],
+    }
 
 
 def time_batches(fn: Callable[[], None], device: torch.device, warmup: int, repeats: int) -> List[float]:
@@ -136,19 +152,61 @@ def time_batches(fn: Callable[[], None], device: torch.device, warmup: int, repe
     return out
 
 
-def run(device: str = "cpu", batch_size: int = 128, repeats: int = 5, warmup: int = 2, amp: str = "none",
-        compile_model: bool = False, channels_last: bool = True, threads: int = 0,
-        methods=("erm", "drs", "m2m"), translate_rejected: bool = False, steps: int = 10,
-        fold_generator: bool = True, fold_classifier: bool = True, flush_denormal: bool = True) -> Dict:
+def run(
+    device: str = "cpu",
+    batch_size: int = 128,
+    repeats: int = 5,
+    warmup: int = 2,
+    amp: str = "none",
+    compile_model: bool = False,
+    channels_last: bool = True,
+    threads: int = 0,
+    methods=("erm", "drs", "m2m"),
+    translate_rejected: bool = False,
+    steps: int = 10,
+    fold_generator: bool = True,
+    fold_classifier: bool = True,
+    flush_denormal: bool = True,
+) -> Dict:
     """Time the methods; subnormal floats are flushed to zero while it runs unless ``flush_denormal``
     is False (first thing: threads started later inherit the mode; see ``major2minor.numerics``)."""
     with flushing_denormals(flush_denormal) as flushed:
-        return _run(device, batch_size, repeats, warmup, amp, compile_model, channels_last, threads, methods,
-                    translate_rejected, steps, fold_generator, fold_classifier, flush_denormal, flushed)
+        return _run(
+            device,
+            batch_size,
+            repeats,
+            warmup,
+            amp,
+            compile_model,
+            channels_last,
+            threads,
+            methods,
+            translate_rejected,
+            steps,
+            fold_generator,
+            fold_classifier,
+            flush_denormal,
+            flushed,
+        )
 
 
-def _run(device, batch_size, repeats, warmup, amp, compile_model, channels_last, threads, methods,
-         translate_rejected, steps, fold_generator, fold_classifier, flush_denormal, flushed) -> Dict:
+def _run(
+    device,
+    batch_size,
+    repeats,
+    warmup,
+    amp,
+    compile_model,
+    channels_last,
+    threads,
+    methods,
+    translate_rejected,
+    steps,
+    fold_generator,
+    fold_classifier,
+    flush_denormal,
+    flushed,
+) -> Dict:
     dev = torch.device(device)
     if threads > 0:
         torch.set_num_threads(threads)
@@ -169,7 +227,7 @@ def _run(device, batch_size, repeats, warmup, amp, compile_model, channels_last,
 
     f, g = make(0), make(1)
     step_f = torch.compile(f) if compile_model else f
-    if compile_model:   # fold first (torch.fx cannot trace a compiled module), then compile
+    if compile_model:  # fold first (torch.fx cannot trace a compiled module), then compile
         step_g = torch.compile(fold_batchnorm(g) if fold_generator else g)
         fold_generator = False
     else:
@@ -177,11 +235,25 @@ def _run(device, batch_size, repeats, warmup, amp, compile_model, channels_last,
     opt = torch.optim.SGD(f.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4)
     aug = Augment(crop_padding=4, flip=True)
     aug_gen = torch.Generator(device=dev).manual_seed(1)
-    m2m_cfg = M2mConfig(beta=0.999, lam=0.5, gamma=0.9, step_size=0.1, steps=steps,
-                        translate_rejected=translate_rejected, fold_generator=fold_generator,
-                        fold_classifier=fold_classifier)
-    translator = M2mTranslator(step_g, counts, m2m_cfg, (0.0, 1.0), torch.Generator(device=dev).manual_seed(2),
-                               amp=amp, channels_last=channels_last)
+    m2m_cfg = M2mConfig(
+        beta=0.999,
+        lam=0.5,
+        gamma=0.9,
+        step_size=0.1,
+        steps=steps,
+        translate_rejected=translate_rejected,
+        fold_generator=fold_generator,
+        fold_classifier=fold_classifier,
+    )
+    translator = M2mTranslator(
+        step_g,
+        counts,
+        m2m_cfg,
+        (0.0, 1.0),
+        torch.Generator(device=dev).manual_seed(2),
+        amp=amp,
+        channels_last=channels_last,
+    )
     weights = inverse_frequency(counts)
     use_amp = amp == "bf16"
     translate_time: List[float] = []
@@ -209,19 +281,30 @@ def _run(device, batch_size, repeats, warmup, amp, compile_model, channels_last,
     dtype = torch.bfloat16 if use_amp else torch.float32
     peak = matmul_peak_gflops(dev, dtype)
     result: Dict = {
-        "device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),
-        "dtype": "bf16-autocast" if use_amp else "fp32", "torch": torch.__version__,
-        "threads": torch.get_num_threads(), "batch_size": batch_size, "compile": compile_model,
-        "channels_last": channels_last, "translate_rejected": translate_rejected, "m2m_steps": steps,
-        "fold_generator": fold_generator, "fold_classifier": fold_classifier,
-        "flush_denormal": flush_denormal, "flush_denormal_all_threads": flushed,
-        "matmul_peak_gflops": round(peak, 1), "methods": {},
+        "device": str(dev),
+        "device_name": torch.cuda.get_device_name(dev)
+        if dev.type == "cuda"
+        else platform.processor() or platform.machine(),
+        "dtype": "bf16-autocast" if use_amp else "fp32",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "batch_size": batch_size,
+        "compile": compile_model,
+        "channels_last": channels_last,
+        "translate_rejected": translate_rejected,
+        "m2m_steps": steps,
+        "fold_generator": fold_generator,
+        "fold_classifier": fold_classifier,
+        "flush_denormal": flush_denormal,
+        "flush_denormal_all_threads": flushed,
+        "matmul_peak_gflops": round(peak, 1),
+        "methods": {},
     }
     for name in methods:
         translate_time.clear()
         slots.clear()
         times = time_batches(fns[name], dev, warmup, repeats)
-        timed_translate, timed_slots = translate_time[-repeats:], slots[-repeats:]   # not the FLOP-count run
+        timed_translate, timed_slots = translate_time[-repeats:], slots[-repeats:]  # not the FLOP-count run
         flops = count_flops(fns[name]) if not compile_model else None
         med = statistics.median(times)
         entry = timing_entry(times, batch_size)
@@ -247,25 +330,54 @@ def add_parser(sub) -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--amp", choices=["none", "bf16"], default="none")
     p.add_argument("--compile", action="store_true")
-    p.add_argument("--no-channels-last", dest="channels_last", action="store_false",
-                   help="plain NCHW layout (channels-last is the engine's default)")
-    p.add_argument("--no-fold", dest="fold_generator", action="store_false",
-                   help="do not fold g's BatchNorm into its convolutions")
-    p.add_argument("--no-fold-f", dest="fold_classifier", action="store_false",
-                   help="translate through f itself, not a BatchNorm-folded copy of it")
-    p.add_argument("--no-flush-denormal", dest="flush_denormal", action="store_false",
-                   help="keep subnormal floats (CPU; flushing them to zero is the engine's default)")
+    p.add_argument(
+        "--no-channels-last",
+        dest="channels_last",
+        action="store_false",
+        help="plain NCHW layout (channels-last is the engine's default)",
+    )
+    p.add_argument(
+        "--no-fold", dest="fold_generator", action="store_false", help="do not fold g's BatchNorm into its convolutions"
+    )
+    p.add_argument(
+        "--no-fold-f",
+        dest="fold_classifier",
+        action="store_false",
+        help="translate through f itself, not a BatchNorm-folded copy of it",
+    )
+    p.add_argument(
+        "--no-flush-denormal",
+        dest="flush_denormal",
+        action="store_false",
+        help="keep subnormal floats (CPU; flushing them to zero is the engine's default)",
+    )
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--methods", default="erm,drs,m2m")
-    p.add_argument("--translate-rejected", action="store_true",
-                   help="also translate slots the Bernoulli draw rejects (the public code's behaviour)")
+    p.add_argument(
+        "--translate-rejected",
+        action="store_true",
+        help="also translate slots the Bernoulli draw rejects (the public code's behaviour)",
+    )
     p.add_argument("--steps", type=int, default=10)
     p.set_defaults(func=main_from_args)
 
 
 def main_from_args(args: argparse.Namespace) -> int:
-    out = run(args.device, args.batch_size, args.repeats, args.warmup, args.amp, args.compile,
-              args.channels_last, args.threads, tuple(args.methods.split(",")), args.translate_rejected,
-              args.steps, args.fold_generator, args.fold_classifier, args.flush_denormal)
+    out = run(
+        args.device,
+        args.batch_size,
+        args.repeats,
+        args.warmup,
+        args.amp,
+        args.compile,
+        args.channels_last,
+        args.threads,
+        tuple(args.methods.split(",")),
+        args.translate_rejected,
+        args.steps,
+        args.fold_generator,
+        args.fold_classifier,
+        args.flush_denormal,
+    )
     print(json.dumps(out, indent=2))
     return 0

@@ -33,6 +33,7 @@ aside to ``last.corrupt.pt``, never deleted.  The epoch(s) after ``last.prev.pt`
 exactly the saved state, so the final result is the same.  If both are unreadable, resuming is refused
 with a message saying why for each.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -73,7 +74,7 @@ def _umask() -> int:
                     return int(line.split()[1], 8)
     except (OSError, ValueError, IndexError):
         pass
-    mask = os.umask(0o077)      # the most restrictive value while it is being read
+    mask = os.umask(0o077)  # the most restrictive value while it is being read
     os.umask(mask)
     return mask
 
@@ -84,7 +85,7 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            if hasattr(os, "fchmod"):   # mkstemp makes 0600 files; give the mode open() would
+            if hasattr(os, "fchmod"):  # mkstemp makes 0600 files; give the mode open() would
                 os.fchmod(fh.fileno(), 0o666 & ~_umask())
             fh.write(data)
             fh.flush()
@@ -146,8 +147,8 @@ def _keep_previous(path: Path) -> None:
 
 
 _SEAL_TAG = b"major2minor-sha256:"
-_SEAL_LEN = len(_SEAL_TAG) + 64          # the archive comment: tag + hex digest
-_EOCD = b"PK\x05\x06"                    # zip end-of-central-directory record, 22 bytes + the comment
+_SEAL_LEN = len(_SEAL_TAG) + 64  # the archive comment: tag + hex digest
+_EOCD = b"PK\x05\x06"  # zip end-of-central-directory record, 22 bytes + the comment
 
 
 def _seal(blob: bytes) -> bytes:
@@ -170,7 +171,7 @@ def _checksum_ok(data: bytes) -> Optional[bool]:
 
 
 def _unsafe_globals(blob: bytes) -> list:
-    find = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)   # torch >= 2.5
+    find = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)  # torch >= 2.5
     return list(find(io.BytesIO(blob))) if find is not None else []
 
 
@@ -188,9 +189,11 @@ def save_checkpoint(state: Dict[str, Any], path: PathLike, keep_previous: bool =
     path = Path(path)
     unsafe = _unsafe_globals(blob)
     if unsafe:
-        raise CheckpointError(f"not writing checkpoint {path}: its state holds Python objects ({', '.join(unsafe)}) "
-                              "that loading refuses (only tensors, plain containers, numbers and strings load); "
-                              "store them as tensors or plain Python types.")
+        raise CheckpointError(
+            f"not writing checkpoint {path}: its state holds Python objects ({', '.join(unsafe)}) "
+            "that loading refuses (only tensors, plain containers, numbers and strings load); "
+            "store them as tensors or plain Python types."
+        )
     if keep_previous and path.exists():
         _keep_previous(path)
     atomic_write_bytes(path, _seal(blob))
@@ -215,7 +218,7 @@ def _find_in_whole_pickle(data: bytes, match: Callable[[Any, Any], Optional[str]
                 stream = io.BytesIO(zf.read(pkl))
         else:
             stream = io.BytesIO(data)
-        for _ in range(4):      # legacy files: magic number, protocol, sys info, then the object
+        for _ in range(4):  # legacy files: magic number, protocol, sys info, then the object
             # a list, not a generator: the pickle must be parsed to its STOP even after the match
             found = [m for m in [match(op, arg) for op, arg, _pos in pickletools.genops(stream)] if m]
             if found:
@@ -231,7 +234,7 @@ def _refusal(exc: BaseException, data: bytes) -> Optional[str]:
         return None
     m = _REFUSED_GLOBAL.search(str(exc))
     if m is not None:
-        reported, attr = m.group(1), m.group(1).rpartition(".")[2]     # torch drops "builtins."
+        reported, attr = m.group(1), m.group(1).rpartition(".")[2]  # torch drops "builtins."
 
         def named(op, arg) -> Optional[str]:
             if op.name == "GLOBAL" and str(arg).rpartition(" ")[2] == attr:
@@ -241,15 +244,19 @@ def _refusal(exc: BaseException, data: bytes) -> Optional[str]:
 
         name = _find_in_whole_pickle(data, named)
         if name is not None:
-            return (f"refused: it contains Python objects other than tensors and plain containers (it references "
-                    f"{name}), so it was not loaded, because loading it could run code")
+            return (
+                f"refused: it contains Python objects other than tensors and plain containers (it references "
+                f"{name}), so it was not loaded, because loading it could run code"
+            )
     m = _UNSUPPORTED_OPCODE.search(str(exc))
     if m is not None:
         code = int(m.group(1))
         opname = _find_in_whole_pickle(data, lambda op, arg: op.name if ord(op.code) == code else None)
         if opname is not None:
-            return (f"refused: it was pickled with opcode {opname} (pickle protocol 4 or later), which the loader "
-                    "that cannot run code does not read, so it was not loaded")
+            return (
+                f"refused: it was pickled with opcode {opname} (pickle protocol 4 or later), which the loader "
+                "that cannot run code does not read, so it was not loaded"
+            )
     return None
 
 
@@ -297,7 +304,9 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> Dict[str, Any]
             raise CheckpointError(
                 f"checkpoint {path} was {reason}. If you trust the file, load it once yourself "
                 "(torch.load(path, weights_only=False)), re-save only the weights with "
-                "torch.save({'net': model.state_dict()}, path) and give that file.", reason=reason) from None
+                "torch.save({'net': model.state_dict()}, path) and give that file.",
+                reason=reason,
+            ) from None
         reason = f"truncated or corrupted ({_brief(exc)})"
         raise CheckpointError(f"checkpoint {path} is {reason}; {_damage_hint(path)}", reason=reason) from exc
 
@@ -314,8 +323,9 @@ def _load_training_checkpoint(path: Path) -> Dict[str, Any]:
     return obj
 
 
-def load_resume_checkpoint(run_dir: PathLike, log: Optional[Callable[[str], None]] = None
-                           ) -> Tuple[Dict[str, Any], Path]:
+def load_resume_checkpoint(
+    run_dir: PathLike, log: Optional[Callable[[str], None]] = None
+) -> Tuple[Dict[str, Any], Path]:
     """The checkpoint to resume ``run_dir`` from, and its path.
 
     ``last.pt`` if it is readable; otherwise ``last.prev.pt`` with a loud warning, after moving the
@@ -329,15 +339,19 @@ def load_resume_checkpoint(run_dir: PathLike, log: Optional[Callable[[str], None
         return _load_training_checkpoint(last), last
     except CheckpointError as exc:
         if not prev.exists():
-            raise CheckpointError(f"cannot resume {run_dir}: {last.name} cannot be used ({exc.reason}). There is no "
-                                  f"{prev.name} to fall back on; start over in a new directory (run.dir=PATH) or "
-                                  "remove this one.") from exc
+            raise CheckpointError(
+                f"cannot resume {run_dir}: {last.name} cannot be used ({exc.reason}). There is no "
+                f"{prev.name} to fall back on; start over in a new directory (run.dir=PATH) or "
+                "remove this one."
+            ) from exc
         try:
             obj = _load_training_checkpoint(prev)
         except CheckpointError as exc_prev:
-            raise CheckpointError(f"cannot resume {run_dir}: both {last.name} and {prev.name} are unreadable "
-                                  f"({last.name}: {exc.reason}; {prev.name}: {exc_prev.reason}); start over in a new "
-                                  "directory (run.dir=PATH) or remove this one.") from exc_prev
+            raise CheckpointError(
+                f"cannot resume {run_dir}: both {last.name} and {prev.name} are unreadable "
+                f"({last.name}: {exc.reason}; {prev.name}: {exc_prev.reason}); start over in a new "
+                "directory (run.dir=PATH) or remove this one."
+            ) from exc_prev
         corrupt = last.with_name("last.corrupt.pt")
         if not last.exists():
             what, fate = f"{last} does not exist", f"Nothing was moved aside: there was no {last.name}."
@@ -346,10 +360,12 @@ def load_resume_checkpoint(run_dir: PathLike, log: Optional[Callable[[str], None
             try:
                 os.replace(last, corrupt)
                 fate = f"The unreadable file was moved to {corrupt}."
-            except FileNotFoundError:   # another rank of the same run moved it a moment ago
+            except FileNotFoundError:  # another rank of the same run moved it a moment ago
                 fate = f"The unreadable file was moved aside already (to {corrupt}, by another process of this run)."
-        msg = (f"WARNING: {what}. Resuming from the previous good checkpoint {prev} (end of epoch "
-               f"{int(obj['epoch']) + 1}) instead; the epochs after it are trained again from the saved state. {fate}")
+        msg = (
+            f"WARNING: {what}. Resuming from the previous good checkpoint {prev} (end of epoch "
+            f"{int(obj['epoch']) + 1}) instead; the epochs after it are trained again from the saved state. {fate}"
+        )
         warnings.warn(msg, RuntimeWarning, stacklevel=2)
         if log is not None:
             log(msg)
@@ -370,7 +386,7 @@ def extract_state_dict(obj: Dict[str, Any], path: PathLike = "?") -> Dict[str, t
     # DataParallel / DDP / torch.compile prefixes
     for prefix in ("module.", "_orig_mod."):
         if sd and all(k.startswith(prefix) for k in sd):
-            sd = {k[len(prefix):]: v for k, v in sd.items()}
+            sd = {k[len(prefix) :]: v for k, v in sd.items()}
     return sd
 
 
@@ -386,11 +402,13 @@ def load_weights(model: torch.nn.Module, path: PathLike) -> Dict[str, Any]:
             f"checkpoint {path} does not fit model {type(model).__name__}: "
             f"missing keys {missing[:4]}{'...' if len(missing) > 4 else ''}, "
             f"unexpected keys {unexpected[:4]}{'...' if len(unexpected) > 4 else ''}. "
-            "Check model.name and model.head (LDAM checkpoints use the normed head).")
+            "Check model.name and model.head (LDAM checkpoints use the normed head)."
+        )
     for k, v in sd.items():
         if own[k].shape != v.shape:
             raise CheckpointError(
                 f"checkpoint {path}: '{k}' has shape {tuple(v.shape)} but the model expects "
-                f"{tuple(own[k].shape)}; the class count or architecture differs from this run's.")
+                f"{tuple(own[k].shape)}; the class count or architecture differs from this run's."
+            )
     model.load_state_dict(sd)
     return obj

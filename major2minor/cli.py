@@ -1,12 +1,13 @@
 """The ``m2m`` command: a thin dispatcher over the library.
 
-    m2m train [RECIPE] [key=value ...] [--resume]
-    m2m reproduce --recipe R --methods erm,drs,m2m --seeds 3 [key=value ...]
-    m2m report DIR...
-    m2m data prepare|info NAME ...
-    m2m list models|losses|methods|rebalancers|datasets|recipes|keys
-    m2m bench | m2m demo
+m2m train [RECIPE] [key=value ...] [--resume]
+m2m reproduce --recipe R --methods erm,drs,m2m --seeds 3 [key=value ...]
+m2m report DIR...
+m2m data prepare|info NAME ...
+m2m list models|losses|methods|rebalancers|datasets|recipes|keys
+m2m bench | m2m demo
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,9 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--root", default="runs/demo")
     d.set_defaults(func=cmd_demo)
 
-    add_data_parser(sub)              # m2m data prepare|info
-    add_experiment_parsers(sub)       # m2m reproduce, m2m report
-    add_bench_parser(sub)             # m2m bench
+    add_data_parser(sub)  # m2m data prepare|info
+    add_experiment_parsers(sub)  # m2m reproduce, m2m report
+    add_bench_parser(sub)  # m2m bench
     return p
 
 
@@ -96,7 +97,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"m2m: error: {exc}", file=sys.stderr)
         return 2
     finally:
-        distributed.shutdown()        # under torchrun: the process group ends with the command
+        distributed.shutdown()  # under torchrun: the process group ends with the command
 
 
 if __name__ == "__main__":

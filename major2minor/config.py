@@ -18,6 +18,7 @@ cross-field checks, before any work starts.  Parts find each other through the r
 module reads registered names and the metadata parts declare (a method's config section, a loss's
 head), it never imports a data set, model, loss or method.
 """
+
 from __future__ import annotations
 
 import copy
@@ -44,6 +45,7 @@ class ConfigError(ValueError):
 
 # ----------------------------------------------------------------------------------------------
 # checks declared next to the parameters they guard
+
 
 class Check:
     """An allowed set of values for one parameter: ``allows(value)`` and how to say what is allowed.
@@ -156,39 +158,41 @@ def check_section(section: Any, prefix: str) -> None:
 # ----------------------------------------------------------------------------------------------
 # the sections
 
+
 @dataclass
 class DataConfig:
     name: str = "digits-lt"
-    root: Optional[str] = None          # directory holding the data set's files
-    profile: str = "longtail"           # longtail | step | natural (keep the data's own counts)
-    ratio: float = 10.0                 # imbalance ratio rho = N_max / N_min (longtail, step)
-    n_max: Optional[int] = None         # size of the largest class; None = as many as the data allow
-    step_minor_fraction: float = 0.5    # step profile: fraction of classes that are minority
-    selection: str = "first"            # first n_i per class in file order | random (seeded)
-    val_per_class: Optional[int] = None   # held-out validation images per class (data-set default)
+    root: Optional[str] = None  # directory holding the data set's files
+    profile: str = "longtail"  # longtail | step | natural (keep the data's own counts)
+    ratio: float = 10.0  # imbalance ratio rho = N_max / N_min (longtail, step)
+    n_max: Optional[int] = None  # size of the largest class; None = as many as the data allow
+    step_minor_fraction: float = 0.5  # step profile: fraction of classes that are minority
+    selection: str = "first"  # first n_i per class in file order | random (seeded)
+    val_per_class: Optional[int] = None  # held-out validation images per class (data-set default)
     test_per_class: Optional[int] = None  # held-out test images per class (data-set default)
-    augment: bool = True                # the data set's training augmentation (crop/flip)
-    embeddings: Optional[str] = None    # word-vector text file (twitter-pos)
-    image_size: Optional[int] = None    # resize target for image data sets that resize
-    cache: Optional[str] = None         # where decoded arrays are cached (default: ROOT/.m2m-cache)
-    workers: int = 4                    # DataLoader workers (per process) for streamed data sets (imagenet-lt)
-    seed: Optional[int] = None          # seed of seeded splits/selection; None = train.seed (M2m's g reuses f's)
-    stream: bool = False                # decode + augment images in DataLoader workers each epoch (imagenet-lt)
+    augment: bool = True  # the data set's training augmentation (crop/flip)
+    embeddings: Optional[str] = None  # word-vector text file (twitter-pos)
+    image_size: Optional[int] = None  # resize target for image data sets that resize
+    cache: Optional[str] = None  # where decoded arrays are cached (default: ROOT/.m2m-cache)
+    workers: int = 4  # DataLoader workers (per process) for streamed data sets (imagenet-lt)
+    seed: Optional[int] = None  # seed of seeded splits/selection; None = train.seed (M2m's g reuses f's)
+    stream: bool = False  # decode + augment images in DataLoader workers each epoch (imagenet-lt)
     label_column: Optional[str] = None  # csv: the label column (default: 'label' if present, else the last)
 
-    neutral: ClassVar[Tuple[str, ...]] = ("root", "cache", "workers")   # where the files are, decoding processes
+    neutral: ClassVar[Tuple[str, ...]] = ("root", "cache", "workers")  # where the files are, decoding processes
     checks: ClassVar[Dict[str, Check]] = {
         "profile": OneOf(("longtail", "step", "natural")),
         "ratio": Interval(1, None, hint="N_max / N_min: use 1 for a balanced set, 100 for the paper's CIFAR-LT"),
         "n_max": Interval(1, None, hint="the size of the largest class, or null for as many as the data allow"),
         "step_minor_fraction": Interval(0, 1, hint="the fraction of minority classes of the step profile, e.g. 0.5"),
         "selection": OneOf(("first", "random")),
-        "val_per_class": Interval(1, None, hint="model selection needs a validation split; set null for the "
-                                               "data set's default"),
-        "test_per_class": Interval(1, None, hint="the test split cannot be empty; set null for the data set's "
-                                                "default"),
-        "image_size": Interval(1, None, hint="the side in pixels images are resized to, or null for the data "
-                                            "set's default (32)"),
+        "val_per_class": Interval(
+            1, None, hint="model selection needs a validation split; set null for the data set's default"
+        ),
+        "test_per_class": Interval(1, None, hint="the test split cannot be empty; set null for the data set's default"),
+        "image_size": Interval(
+            1, None, hint="the side in pixels images are resized to, or null for the data set's default (32)"
+        ),
         "workers": Interval(0, None, hint="0 decodes in the training process"),
         "seed": Interval(0, 2**63 - 1, hint="a non-negative integer, or null to use train.seed"),
     }
@@ -198,8 +202,8 @@ class DataConfig:
 class ModelConfig:
     name: str = "cnn"
     hidden: List[int] = field(default_factory=lambda: [256])  # mlp hidden sizes
-    width: int = 32                     # cnn base channels
-    head: str = "auto"                  # auto | linear | normed (cosine head, needed by LDAM)
+    width: int = 32  # cnn base channels
+    head: str = "auto"  # auto | linear | normed (cosine head, needed by LDAM)
 
     checks: ClassVar[Dict[str, Check]] = {
         "hidden": Each(Interval(1, None), hint="the MLP's hidden layer sizes, e.g. [256]; [] for no hidden layer"),
@@ -214,9 +218,9 @@ class OptimConfig:
     momentum: float = 0.9
     weight_decay: float = 2e-4
     nesterov: bool = False
-    warmup_epochs: int = 5              # linear warm-up: lr * (epoch+1)/warmup for epoch < warmup
+    warmup_epochs: int = 5  # linear warm-up: lr * (epoch+1)/warmup for epoch < warmup
     milestones: List[int] = field(default_factory=lambda: [160, 180])
-    decay: float = 0.01                 # lr multiplied by this at each milestone
+    decay: float = 0.01  # lr multiplied by this at each milestone
 
     checks: ClassVar[Dict[str, Check]] = {
         "lr": Interval(0, 1e6, closed="right", hint="the paper uses 0.1"),
@@ -234,7 +238,7 @@ class LossConfig:
     focal_gamma: float = 1.0
     ldam_max_margin: float = 0.5
     ldam_scale: float = 30.0
-    tau: float = 1.0                    # logit adjustment strength (balanced softmax: tau = 1)
+    tau: float = 1.0  # logit adjustment strength (balanced softmax: tau = 1)
 
     checks: ClassVar[Dict[str, Check]] = {
         "focal_gamma": Interval(0, None, hint="the paper uses 1; 0 is plain cross-entropy"),
@@ -246,8 +250,8 @@ class LossConfig:
 @dataclass
 class RebalanceConfig:
     name: str = "none"
-    cb_beta: float = 0.999              # class-balanced (effective number) weights
-    smote_k: int = 5                    # SMOTE neighbours
+    cb_beta: float = 0.999  # class-balanced (effective number) weights
+    smote_k: int = 5  # SMOTE neighbours
 
     checks: ClassVar[Dict[str, Check]] = {
         "cb_beta": Interval(0, 1, hint="the paper uses 0.999; 1 means 1/N, 0 means no re-weighting"),
@@ -260,28 +264,39 @@ class TrainConfig:
     epochs: int = 200
     batch_size: int = 128
     eval_batch_size: int = 1024
-    deferred_epoch: int = 160           # T0: re-balancing (DRS/DRW/M2m) switches on at this epoch
+    deferred_epoch: int = 160  # T0: re-balancing (DRS/DRW/M2m) switches on at this epoch
     seed: int = 0
-    device: str = "auto"                # auto | cpu | cuda | cuda:N
-    threads: int = 0                    # torch intra-op threads; 0 = leave torch's default
-    deterministic: bool = True          # GPU: cuDNN's deterministic algorithms, autotuner off (false leaves torch's defaults)
-    channels_last: bool = True          # NHWC memory layout for image models (faster convolutions on CPU and GPU)
-    amp: str = "none"                   # none | bf16 (autocast)
-    compile: bool = False               # torch.compile the model
-    flush_denormal: bool = True         # CPU: flush subnormal floats to zero (2-3x faster when gradients underflow; see numerics.py)
-    progress: str = "auto"              # auto (bar only on a terminal) | bar | none
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # torch intra-op threads; 0 = leave torch's default
+    deterministic: bool = True  # GPU: cuDNN's deterministic algorithms, autotuner off (false leaves torch's defaults)
+    channels_last: bool = True  # NHWC memory layout for image models (faster convolutions on CPU and GPU)
+    amp: str = "none"  # none | bf16 (autocast)
+    compile: bool = False  # torch.compile the model
+    flush_denormal: bool = (
+        True  # CPU: flush subnormal floats to zero (2-3x faster when gradients underflow; see numerics.py)
+    )
+    progress: str = "auto"  # auto (bar only on a terminal) | bar | none
 
     # where and how fast it runs, how progress shows: the same numbers up to rounding
-    neutral: ClassVar[Tuple[str, ...]] = ("eval_batch_size", "device", "threads", "deterministic", "channels_last",
-                                          "compile", "flush_denormal", "progress")
+    neutral: ClassVar[Tuple[str, ...]] = (
+        "eval_batch_size",
+        "device",
+        "threads",
+        "deterministic",
+        "channels_last",
+        "compile",
+        "flush_denormal",
+        "progress",
+    )
     checks: ClassVar[Dict[str, Check]] = {
         "epochs": Interval(1, None),
         "batch_size": Interval(1, None, hint="the paper uses 128"),
         "eval_batch_size": Interval(1, None),
         "deferred_epoch": Interval(0, None, hint="the epoch re-balancing switches on (T0); the paper uses 160 of 200"),
         "seed": Interval(0, 2**63 - 1, hint="any non-negative integer below 2^63"),
-        "device": Matches(r"auto|cpu|cuda(:\d+)?|mps", "auto, cpu, cuda or cuda:N",
-                          hint="auto picks a GPU when there is one"),
+        "device": Matches(
+            r"auto|cpu|cuda(:\d+)?|mps", "auto, cpu, cuda or cuda:N", hint="auto picks a GPU when there is one"
+        ),
         "threads": Interval(0, None, hint="0 leaves torch's default"),
         "amp": OneOf(("none", "bf16")),
         "progress": OneOf(("auto", "bar", "none")),
@@ -290,7 +305,7 @@ class TrainConfig:
 
 @dataclass
 class RunConfig:
-    dir: Optional[str] = None           # run directory; default ROOT/RECIPE/METHOD/seedN
+    dir: Optional[str] = None  # run directory; default ROOT/RECIPE/METHOD/seedN
     root: str = "runs"
     tensorboard: bool = False
 
@@ -327,8 +342,7 @@ class Config:
     rebalance: RebalanceConfig = field(default_factory=RebalanceConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     run: RunConfig = field(default_factory=RunConfig)
-    sections: Dict[str, Any] = field(default_factory=lambda: {n: c() for n, c in method_sections().items()},
-                                     repr=False)
+    sections: Dict[str, Any] = field(default_factory=lambda: {n: c() for n, c in method_sections().items()}, repr=False)
 
     def __getattr__(self, name: str) -> Any:
         # only reached when ordinary lookup fails: a method's section (cfg.m2m)
@@ -360,6 +374,7 @@ def children(node: Any) -> List[Tuple[str, Any]]:
 
 # ----------------------------------------------------------------------------------------------
 # settings that never change a result
+
 
 def result_neutral_keys() -> List[str]:
     """Keys (``"run."`` = the whole section) whose value never changes what a run computes beyond
@@ -413,6 +428,7 @@ def differing_settings(saved: Dict[str, Any], current: Dict[str, Any], ignore: S
 # ----------------------------------------------------------------------------------------------
 # keys, values and overrides
 
+
 def all_keys(node: Any = None, prefix: str = "") -> List[str]:
     """Every dotted key of the config tree, e.g. ``['recipe', 'data.name', ...]``."""
     node = Config() if node is None else node
@@ -430,11 +446,13 @@ def _unknown_key(key: str) -> ConfigError:
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
     hint = f" Did you mean '{close[0]}'?" if close else ""
     section = key.rsplit(".", 1)[0] + "." if "." in key else ""
-    siblings = [k for k in valid if k.startswith(section) and "." not in k[len(section):]]
-    if not siblings:   # an unknown section: list the sections
+    siblings = [k for k in valid if k.startswith(section) and "." not in k[len(section) :]]
+    if not siblings:  # an unknown section: list the sections
         siblings = [k for k in valid if "." not in k]
-        return ConfigError(f"unknown config key '{key}': '{section[:-1]}' is not a config section.{hint} "
-                           f"Sections and top-level keys: {', '.join(siblings)}.")
+        return ConfigError(
+            f"unknown config key '{key}': '{section[:-1]}' is not a config section.{hint} "
+            f"Sections and top-level keys: {', '.join(siblings)}."
+        )
     return ConfigError(f"unknown config key '{key}'.{hint} Valid keys here: {', '.join(siblings)}.")
 
 
@@ -481,7 +499,7 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
             return value
         if isinstance(value, str):
             try:
-                return int(value.strip())          # exact, also beyond 2**53
+                return int(value.strip())  # exact, also beyond 2**53
             except ValueError:
                 pass
         try:
@@ -527,7 +545,7 @@ def set_key(cfg: Config, key: str, value: Any) -> None:
                         set_key(cfg, f"{key}.{k}", v)
                     return
                 if "name" in {f.name for f in dataclasses.fields(current)}:
-                    set_key(cfg, f"{key}.name", value)   # loss=focal means loss.name=focal
+                    set_key(cfg, f"{key}.name", value)  # loss=focal means loss.name=focal
                     return
                 raise ConfigError(f"{key} is a section; set one of its keys, e.g. {key}.<key>=VALUE.")
             setattr(node, part, _coerce(key, value, _field_types(node)[part]))
@@ -567,8 +585,9 @@ def recipe_path(recipe: str) -> Path:
     valid = list_recipes()
     close = difflib.get_close_matches(recipe, valid, n=1, cutoff=0.5)
     hint = f" Did you mean '{close[0]}'?" if close else ""
-    raise ConfigError(f"recipe='{recipe}' is neither a YAML file nor a built-in recipe; "
-                      f"built-in: {', '.join(valid)}.{hint}")
+    raise ConfigError(
+        f"recipe='{recipe}' is neither a YAML file nor a built-in recipe; built-in: {', '.join(valid)}.{hint}"
+    )
 
 
 def list_recipes() -> List[str]:
@@ -585,8 +604,10 @@ def read_yaml(path: Union[str, Path], what: str = "file") -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{what} {path} is not valid YAML{where}: {problem}. Fix the file (keys as "
-                          "'section:' lines with indented 'key: value' entries).") from None
+        raise ConfigError(
+            f"{what} {path} is not valid YAML{where}: {problem}. Fix the file (keys as "
+            "'section:' lines with indented 'key: value' entries)."
+        ) from None
 
 
 def apply_method_preset(cfg: Config, method: str) -> None:
@@ -629,6 +650,7 @@ def method_label(cfg: Config) -> str:
     So ``method=erm loss=focal rebalance=rw`` is recorded (and gets its run directory) as
     ``focal+rw``, never as ``erm``.
     """
+
     def matches(name: str) -> bool:
         p = METHODS.get(name)
         if (p.loss, p.rebalance) != (cfg.loss.name, cfg.rebalance.name):
@@ -664,21 +686,29 @@ def validate(cfg: Config) -> None:
             check_section(section, f"{name}.")
     d, t = cfg.data, cfg.train
     if d.stream and not getattr(DATASETS.get(d.name), "streams", False):
-        raise ConfigError(f"data.stream=true: data set '{d.name}' has no streaming path (imagenet-lt has); "
-                          "it is held in memory, so set data.stream=false.")
+        raise ConfigError(
+            f"data.stream=true: data set '{d.name}' has no streaming path (imagenet-lt has); "
+            "it is held in memory, so set data.stream=false."
+        )
     if d.stream and getattr(method, "rewrites_train", False):
-        raise ConfigError(f"rebalance.name={cfg.rebalance.name} rewrites the whole training set in memory; it "
-                          "cannot run on streamed data (data.stream=true). Use data.stream=false or another "
-                          "method.")
+        raise ConfigError(
+            f"rebalance.name={cfg.rebalance.name} rewrites the whole training set in memory; it "
+            "cannot run on streamed data (data.stream=true). Use data.stream=false or another "
+            "method."
+        )
     if getattr(method, "deferred", False) and not 0 <= t.deferred_epoch < t.epochs:
-        raise ConfigError(f"train.deferred_epoch={t.deferred_epoch} must be in [0, train.epochs="
-                          f"{t.epochs}) for rebalance.name={cfg.rebalance.name}, or it never switches on; "
-                          f"lower it (the paper uses 160 of 200).")
+        raise ConfigError(
+            f"train.deferred_epoch={t.deferred_epoch} must be in [0, train.epochs="
+            f"{t.epochs}) for rebalance.name={cfg.rebalance.name}, or it never switches on; "
+            f"lower it (the paper uses 160 of 200)."
+        )
     head = getattr(loss, "head", None)
     if head is not None and cfg.model.head not in ("auto", head):
         what = "cosine (normed)" if head == "normed" else head
-        raise ConfigError(f"loss.name={cfg.loss.name} needs the {what} head, but model.head={cfg.model.head}; "
-                          f"use model.head=auto or model.head={head}.")
+        raise ConfigError(
+            f"loss.name={cfg.loss.name} needs the {what} head, but model.head={cfg.model.head}; "
+            f"use model.head=auto or model.head={head}."
+        )
     check_config = getattr(method, "check_config", None)
     if check_config is not None:
         check_config(cfg)

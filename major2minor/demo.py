@@ -4,10 +4,10 @@ Every run is an ordinary run directory under ``--root`` (default ``runs/demo``);
 reused, so a second ``make demo`` only prints the table.  The demo's recipe (ratio, schedule, M2m
 knobs) is ``recipes/digits-lt.yaml``, chosen on the validation split only (see the README).
 """
+
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Dict, List, Sequence
 
 from major2minor.config import load_config
@@ -24,27 +24,36 @@ def _fmt(values: Sequence[float]) -> str:
     return f"{mean:5.2f} ± {std:4.2f}" if std == std else f"{mean:5.2f}"
 
 
-def run_demo(seeds: int = 3, root: str = "runs/demo", methods: Sequence[str] = DEMO_METHODS,
-             overrides: Sequence[str] = ()) -> Dict[str, List[dict]]:
+def run_demo(
+    seeds: int = 3, root: str = "runs/demo", methods: Sequence[str] = DEMO_METHODS, overrides: Sequence[str] = ()
+) -> Dict[str, List[dict]]:
     t0 = time.time()
     results: Dict[str, List[dict]] = {m: [] for m in methods}
-    print(f"major2minor demo: digits-lt (scikit-learn's 8x8 digits, long-tailed), methods {', '.join(methods)}, "
-          f"{seeds} seeds; runs in {root} (finished runs are reused)")
+    print(
+        f"major2minor demo: digits-lt (scikit-learn's 8x8 digits, long-tailed), methods {', '.join(methods)}, "
+        f"{seeds} seeds; runs in {root} (finished runs are reused)"
+    )
     for seed in range(seeds):
         for method in methods:
-            cfg = load_config("digits-lt", [f"method={method}", f"train.seed={seed}", f"run.root={root}",
-                                            "train.progress=none", *overrides])
+            cfg = load_config(
+                "digits-lt",
+                [f"method={method}", f"train.seed={seed}", f"run.root={root}", "train.progress=none", *overrides],
+            )
             t = time.time()
             summary = train(cfg, resume=True, log=None)
             results[method].append(summary)
             extra = ""
             if "m2m" in summary:
                 extra = f", acceptance {100 * (summary['m2m']['acceptance'] or 0):.1f}%"
-            print(f"  seed {seed} {method:<4} test bACC {100 * summary['test_at_best']['bacc']:.2f} "
-                  f"GM {100 * summary['test_at_best']['gm']:.2f}{extra} ({time.time() - t:.1f}s)")
+            print(
+                f"  seed {seed} {method:<4} test bACC {100 * summary['test_at_best']['bacc']:.2f} "
+                f"GM {100 * summary['test_at_best']['gm']:.2f}{extra} ({time.time() - t:.1f}s)"
+            )
     counts = results[methods[0]][0]["train_counts"]
-    print(f"\ntraining counts per class: {counts} (ratio {max(counts) / min(counts):.0f}); "
-          f"test: 50 per class; test at the best-validation epoch; mean ± sample std over {seeds} seeds\n")
+    print(
+        f"\ntraining counts per class: {counts} (ratio {max(counts) / min(counts):.0f}); "
+        f"test: 50 per class; test at the best-validation epoch; mean ± sample std over {seeds} seeds\n"
+    )
     print("| Method | bACC (%) | GM (%) | M2m acceptance (%) |")
     print("| --- | --- | --- | --- |")
     for method in methods:
@@ -52,7 +61,9 @@ def run_demo(seeds: int = 3, root: str = "runs/demo", methods: Sequence[str] = D
         acc = ""
         if "m2m" in rows[0]:
             acc = _fmt([r["m2m"]["acceptance"] or 0.0 for r in rows])
-        print(f"| {METHODS.get(method).label} | {_fmt([r['test_at_best']['bacc'] for r in rows])} "
-              f"| {_fmt([r['test_at_best']['gm'] for r in rows])} | {acc} |")
+        print(
+            f"| {METHODS.get(method).label} | {_fmt([r['test_at_best']['bacc'] for r in rows])} "
+            f"| {_fmt([r['test_at_best']['gm'] for r in rows])} | {acc} |"
+        )
     print(f"\ndemo wall time {time.time() - t0:.0f}s")
     return results

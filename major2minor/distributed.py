@@ -18,11 +18,12 @@ Conventions (also in the README):
 * Logging, figures and checkpoints come from rank 0; per-rank RNG states are gathered into the
   checkpoint so that resume restores every rank exactly.
 """
+
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, List, Optional
+from typing import Any, List
 
 import torch
 import torch.distributed as dist
@@ -57,12 +58,14 @@ def setup(device_name: str) -> tuple:
         if not torch.cuda.is_available():
             raise ValueError(f"train.device={device_name} but no CUDA device is available; use train.device=cpu.")
         device = torch.device("cuda", info.local_rank) if info.enabled else torch.device(device_name)
-        if device.index is None:   # plain "cuda": the current device, with its index made explicit
+        if device.index is None:  # plain "cuda": the current device, with its index made explicit
             device = torch.device("cuda", torch.cuda.current_device())
         if device.index >= torch.cuda.device_count():
-            raise ValueError(f"train.device={device_name} (device {device.index}) but only "
-                             f"{torch.cuda.device_count()} CUDA device(s) are visible; use cuda:0 .. "
-                             f"cuda:{torch.cuda.device_count() - 1}.")
+            raise ValueError(
+                f"train.device={device_name} (device {device.index}) but only "
+                f"{torch.cuda.device_count()} CUDA device(s) are visible; use cuda:0 .. "
+                f"cuda:{torch.cuda.device_count() - 1}."
+            )
         torch.cuda.set_device(device)
     else:
         device = torch.device(device_name)
@@ -113,7 +116,7 @@ def gather_in_order(local: torch.Tensor, total: int, info: DistInfo) -> torch.Te
     pieces = all_gather_object(local.cpu(), info)
     out = torch.empty((total, *local.shape[1:]), dtype=local.dtype)
     for r, piece in enumerate(pieces):
-        out[r::info.world_size] = piece
+        out[r :: info.world_size] = piece
     return out.to(local.device)
 
 

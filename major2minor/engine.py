@@ -19,6 +19,7 @@ resumed run continues exactly where the interrupted one stopped.  The engine kno
 through the :class:`~major2minor.methods.base.Rebalancer` protocol.  It does not train M2m's g:
 the pipeline (:func:`major2minor.pipeline.train`) trains or finds g first and passes its path.
 """
+
 from __future__ import annotations
 
 import json
@@ -76,13 +77,14 @@ def build_model_seeded(cfg: Config, bundle: DataBundle, seed: int, device: torch
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int, device: torch.device,
-            amp: str = "none") -> torch.Tensor:
+def predict(
+    model: torch.nn.Module, x: torch.Tensor, batch_size: int, device: torch.device, amp: str = "none"
+) -> torch.Tensor:
     """Logits for a whole split, in large batches, model in eval mode (restored after)."""
     was_training = model.training
     model.eval()
     outs = []
-    for xb in iter_uint8_batches(x, batch_size, device):     # a tensor, or streamed images (DataLoader)
+    for xb in iter_uint8_batches(x, batch_size, device):  # a tensor, or streamed images (DataLoader)
         xb = to_float(xb)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
             outs.append(model(xb).float())
@@ -90,13 +92,20 @@ def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int, device: to
     return torch.cat(outs) if outs else torch.zeros(0)
 
 
-def evaluate(model: torch.nn.Module, split: Split, num_classes: int, train_counts: List[int],
-             device: torch.device, batch_size: int = 1024, amp: str = "none",
-             dist: Optional[dist_utils.DistInfo] = None) -> Dict[str, Any]:
+def evaluate(
+    model: torch.nn.Module,
+    split: Split,
+    num_classes: int,
+    train_counts: List[int],
+    device: torch.device,
+    batch_size: int = 1024,
+    amp: str = "none",
+    dist: Optional[dist_utils.DistInfo] = None,
+) -> Dict[str, Any]:
     """Metrics on the whole split; under torchrun each rank predicts x[rank::world] and the logits are
     gathered back in order, so every rank computes the same numbers on the whole split."""
     dist = dist or dist_utils.DistInfo()
-    logits = predict(model, split.x[dist.rank::dist.world_size], batch_size, device, amp)
+    logits = predict(model, split.x[dist.rank :: dist.world_size], batch_size, device, amp)
     logits = dist_utils.gather_in_order(logits, len(split), dist)
     y = split.y.to(logits.device)
     metrics = classification_metrics(y.cpu().numpy(), logits.argmax(1).cpu().numpy(), num_classes, train_counts)
@@ -122,11 +131,18 @@ class EpochEstimate:
     Evaluation and, for M2m, translation from T0 on (M2m prints its own estimate then) come on top.
     """
 
-    def __init__(self, n_batches: int, epochs_left: int, batch_size: int, device: torch.device,
-                 warmup: int = 2, measure: int = 10):
+    def __init__(
+        self,
+        n_batches: int,
+        epochs_left: int,
+        batch_size: int,
+        device: torch.device,
+        warmup: int = 2,
+        measure: int = 10,
+    ):
         self.n_batches, self.epochs_left, self.batch_size, self.device = n_batches, epochs_left, batch_size, device
         self.warmup = min(warmup, max(n_batches - 1, 0))
-        self.last = min(self.warmup + measure, n_batches) - 1     # the batch after which to report
+        self.last = min(self.warmup + measure, n_batches) - 1  # the batch after which to report
         self.t0 = time.perf_counter()
 
     def _sync(self) -> None:
@@ -142,17 +158,19 @@ class EpochEstimate:
         self._sync()
         per_batch = (time.perf_counter() - self.t0) / max(b - self.warmup + 1, 1)
         epoch = per_batch * self.n_batches
-        return (f"time estimate: {per_batch:.3f}s per training step ({self.batch_size / max(per_batch, 1e-9):.0f} "
-                f"images/s, {b + 1 - self.warmup} steps timed) -> about {_duration(epoch)} per epoch of "
-                f"{self.n_batches} steps and {_duration(epoch * self.epochs_left)} for the "
-                f"{self.epochs_left} epoch(s) left, plus evaluation")
+        return (
+            f"time estimate: {per_batch:.3f}s per training step ({self.batch_size / max(per_batch, 1e-9):.0f} "
+            f"images/s, {b + 1 - self.warmup} steps timed) -> about {_duration(epoch)} per epoch of "
+            f"{self.n_batches} steps and {_duration(epoch * self.epochs_left)} for the "
+            f"{self.epochs_left} epoch(s) left, plus evaluation"
+        )
 
 
 @dataclass
 class TrainState:
     """What the loop carries from epoch to epoch (saved in every checkpoint)."""
 
-    epoch: int = 0                      # next epoch to run
+    epoch: int = 0  # next epoch to run
     best_val_bacc: float = -1.0
     best_epoch: int = -1
     test_at_best: Dict[str, Any] = field(default_factory=dict)
@@ -166,8 +184,8 @@ class EpochTotals:
     """What one epoch of training produced, summed on the device (read once, after the epoch)."""
 
     lr: float
-    weights: Optional[Sequence[float]]   # the class weights in force, None = unweighted
-    seen: torch.Tensor                   # (C,) samples per class the model trained on
+    weights: Optional[Sequence[float]]  # the class weights in force, None = unweighted
+    seen: torch.Tensor  # (C,) samples per class the model trained on
     loss_sum: torch.Tensor
     correct: torch.Tensor
 
@@ -180,6 +198,7 @@ def _kept(run_dir: Path, epoch: int) -> str:
 
 def _progress(mode: str, total: int, initial: int):
     from tqdm.auto import tqdm
+
     disable = mode == "none" or (mode == "auto" and not sys.stderr.isatty())
     return tqdm(total=total, initial=initial, disable=disable, unit="batch", dynamic_ncols=True, leave=False)
 
@@ -195,8 +214,9 @@ class Trainer:
             own settings do not give them (the pipeline passes its cached ERM g here).
     """
 
-    def __init__(self, cfg: Config, run_dir: Optional[Path] = None, log: Optional[Log] = print,
-                 generators: Sequence[str] = ()):
+    def __init__(
+        self, cfg: Config, run_dir: Optional[Path] = None, log: Optional[Log] = print, generators: Sequence[str] = ()
+    ):
         self.cfg = cfg
         self.run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
         self.log = log or (lambda s: None)
@@ -208,13 +228,15 @@ class Trainer:
         with ProcessSettings(self.cfg.train) as settings:
             self.dist, self.device = dist_utils.setup(self.cfg.train.device)
             settings.for_device(self.device, self.dist.enabled)
-            if not self.dist.is_main:   # one voice: rank 0 logs, writes files and draws figures
+            if not self.dist.is_main:  # one voice: rank 0 logs, writes files and draws figures
                 self.log = lambda s: None
             if not settings.flush_applied:
-                self.log(f"train.flush_denormal={str(self.cfg.train.flush_denormal).lower()} could not be applied "
-                         "to every CPU thread (the CPU lacks the mode, or torch's threads were started before "
-                         "this run); results are unaffected but speed may be lower: call "
-                         "major2minor.numerics.flush_denormals() at the start of the program.")
+                self.log(
+                    f"train.flush_denormal={str(self.cfg.train.flush_denormal).lower()} could not be applied "
+                    "to every CPU thread (the CPU lacks the mode, or torch's threads were started before "
+                    "this run); results are unaffected but speed may be lower: call "
+                    "major2minor.numerics.flush_denormals() at the start of the program."
+                )
             status = self.open_run_dir(resume)
             if status == "done":
                 return self.reuse_finished()
@@ -240,8 +262,9 @@ class Trainer:
     def reuse_finished(self) -> Dict[str, Any]:
         """A finished run is reused only if it was run with these very settings."""
         saved = self.run_dir / "config.yaml"
-        check_resume_config(self.run_dir, read_yaml(saved, "run configuration") if saved.exists() else None,
-                            self.cfg.to_dict())
+        check_resume_config(
+            self.run_dir, read_yaml(saved, "run configuration") if saved.exists() else None, self.cfg.to_dict()
+        )
         self.log(f"{self.run_dir}: finished already; reusing its summary")
         return json.loads((self.run_dir / "summary.json").read_text())
 
@@ -265,24 +288,30 @@ class Trainer:
         generators = load_generators(self.frozen_generator_paths(method_cls), cfg, self.bundle, device)
         self.method.setup(RunContext(cfg, self.bundle, device, self.run_dir, self.log, self.dist.rank, generators))
         if is_streamed(self.bundle.train) and method_cls.rewrites_train:
-            raise ValueError(f"rebalance.name={cfg.rebalance.name} rewrites the training set in memory; it cannot "
-                             "run on streamed data (data.stream=true).")
-        self.train_split = self.method.prepare_train(self.bundle.train, seed).to(device)   # SMOTE adds samples
+            raise ValueError(
+                f"rebalance.name={cfg.rebalance.name} rewrites the training set in memory; it cannot "
+                "run on streamed data (data.stream=true)."
+            )
+        self.train_split = self.method.prepare_train(self.bundle.train, seed).to(device)  # SMOTE adds samples
         self.loss_fn = build_loss(cfg, self.counts).to(device)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-                                         weight_decay=cfg.optim.weight_decay, nesterov=cfg.optim.nesterov)
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(),
+            lr=cfg.optim.lr,
+            momentum=cfg.optim.momentum,
+            weight_decay=cfg.optim.weight_decay,
+            nesterov=cfg.optim.nesterov,
+        )
         self.step_model, self.translate_model = self.wrap_model()
         # separate generators per purpose, so e.g. M2m's draws do not shift the sampling stream
         self.sample_gen = torch.Generator().manual_seed(seed)
-        self.aug_gen = torch.Generator(device=device).manual_seed(seed + 1 + 1000 * self.dist.rank)   # per rank
+        self.aug_gen = torch.Generator(device=device).manual_seed(seed + 1 + 1000 * self.dist.rank)  # per rank
         self.state = TrainState()
         # the batches of each epoch: gathered from the device-resident split, or streamed from files
         self.source = batch_source(self.train_split, self.bundle.augment, self.aug_gen, seed, self.dist, device)
         if self.dist.is_main:
             atomic_write_text(self.run_dir / "config.yaml", cfg.to_yaml())
             atomic_write_json(self.run_dir / "manifest.json", self.bundle.manifest())
-            atomic_write_json(self.run_dir / "environment.json",
-                              {**environment(), "world_size": self.dist.world_size})
+            atomic_write_json(self.run_dir / "environment.json", {**environment(), "world_size": self.dist.world_size})
 
     def frozen_generator_paths(self, method_cls: type) -> List[str]:
         """The g's to load: the method's own setting, else the paths given to the trainer."""
@@ -291,9 +320,11 @@ class Trainer:
             return []
         paths = list(wanted) or self.generator_paths
         if not paths:
-            raise ValueError(f"rebalance.name={self.cfg.rebalance.name} needs a frozen classifier g, but none was "
-                             "given: run it with major2minor.pipeline.train (as `m2m train` does), which trains "
-                             "and caches an ERM g first, or set m2m.generator=PATH.")
+            raise ValueError(
+                f"rebalance.name={self.cfg.rebalance.name} needs a frozen classifier g, but none was "
+                "given: run it with major2minor.pipeline.train (as `m2m train` does), which trains "
+                "and caches an ERM g first, or set m2m.generator=PATH."
+            )
         return paths
 
     def wrap_model(self):
@@ -304,7 +335,8 @@ class Trainer:
         # M2m translates with the plain module under DDP (translation needs input gradients only, which
         # must not trigger DDP's gradient all-reduce)
         ddp = torch.nn.parallel.DistributedDataParallel(
-            step_model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            step_model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+        )
         return ddp, self.model
 
     # -- phase: restore -------------------------------------------------------------------------
@@ -316,8 +348,10 @@ class Trainer:
         self.sample_gen.set_state(ckpt["rng"]["sample"])
         per_rank = ckpt.get("per_rank", [{"augment": ckpt["rng"]["augment"], "rebalancer": ckpt.get("rebalancer", {})}])
         if len(per_rank) != self.dist.world_size:
-            raise ValueError(f"{self.run_dir} was saved by {len(per_rank)} process(es) but is resumed with "
-                             f"{self.dist.world_size}; resume with the same torchrun --nproc_per_node.")
+            raise ValueError(
+                f"{self.run_dir} was saved by {len(per_rank)} process(es) but is resumed with "
+                f"{self.dist.world_size}; resume with the same torchrun --nproc_per_node."
+            )
         mine = per_rank[self.dist.rank]
         self.aug_gen.set_state(mine["augment"].to(self.aug_gen.get_state().device))
         self.method.load_state_dict(mine["rebalancer"])
@@ -329,21 +363,29 @@ class Trainer:
         cfg, bs, dist = self.cfg, self.cfg.train.batch_size, self.dist
         n = len(self.train_split)
         if dist.enabled and bs < dist.world_size:
-            raise ValueError(f"train.batch_size={bs} is the global batch and must be >= the number of processes "
-                             f"({dist.world_size}).")
+            raise ValueError(
+                f"train.batch_size={bs} is the global batch and must be >= the number of processes ({dist.world_size})."
+            )
         self.n_batches = math.ceil(n / bs)
-        self.bar = _progress(cfg.train.progress if dist.is_main else "none", cfg.train.epochs * self.n_batches,
-                             self.state.epoch * self.n_batches)
+        self.bar = _progress(
+            cfg.train.progress if dist.is_main else "none",
+            cfg.train.epochs * self.n_batches,
+            self.state.epoch * self.n_batches,
+        )
         counts, b = self.counts, self.bundle
-        self.log(f"{cfg.method}: {b.name} train {len(b.train)} (counts {counts[:3]}...{counts[-3:]}), "
-                 f"val {len(b.val)}, test {len(b.test)}; model {cfg.model.name}; device {self.device}; "
-                 + (f"{dist.world_size} processes; " if dist.enabled else "")
-                 + (f"streamed by {self.train_split.x.workers} loader workers per process; "
-                    if self.source.streamed else "")
-                 + f"run dir {self.run_dir}")
-        n_steps = n // bs + int(n % bs >= max(dist.world_size, 1))   # batches actually run
-        self.estimate = (EpochEstimate(n_steps, cfg.train.epochs - self.state.epoch, bs, self.device)
-                         if self.state.epoch < cfg.train.epochs and n_steps > 0 else None)
+        self.log(
+            f"{cfg.method}: {b.name} train {len(b.train)} (counts {counts[:3]}...{counts[-3:]}), "
+            f"val {len(b.val)}, test {len(b.test)}; model {cfg.model.name}; device {self.device}; "
+            + (f"{dist.world_size} processes; " if dist.enabled else "")
+            + (f"streamed by {self.train_split.x.workers} loader workers per process; " if self.source.streamed else "")
+            + f"run dir {self.run_dir}"
+        )
+        n_steps = n // bs + int(n % bs >= max(dist.world_size, 1))  # batches actually run
+        self.estimate = (
+            EpochEstimate(n_steps, cfg.train.epochs - self.state.epoch, bs, self.device)
+            if self.state.epoch < cfg.train.epochs and n_steps > 0
+            else None
+        )
 
     # -- phase: one epoch -----------------------------------------------------------------------
 
@@ -355,11 +397,17 @@ class Trainer:
         weights = self.method.class_weights(epoch)
         class_weight = None if weights is None else torch.as_tensor(weights, dtype=torch.float32, device=self.device)
         indices = epoch_indices(self.train_split.y, self.method.sample_weights(epoch), self.sample_gen)
-        self.method.on_epoch_start(epoch, EpochContext(self.translate_model, self.train_split, self.bundle,
-                                                       self.n_batches))
+        self.method.on_epoch_start(
+            epoch, EpochContext(self.translate_model, self.train_split, self.bundle, self.n_batches)
+        )
         self.model.train()
-        totals = EpochTotals(lr, weights, torch.zeros(self.bundle.num_classes, dtype=torch.long, device=self.device),
-                             torch.zeros((), device=self.device), torch.zeros((), device=self.device))
+        totals = EpochTotals(
+            lr,
+            weights,
+            torch.zeros(self.bundle.num_classes, dtype=torch.long, device=self.device),
+            torch.zeros((), device=self.device),
+            torch.zeros((), device=self.device),
+        )
         # train.batch_size is the global batch: each rank gets its contiguous share of every global batch
         # (a final global batch smaller than the number of ranks is dropped on every rank alike), in
         # memory or decoded by DataLoader workers (data/batches.py)
@@ -371,8 +419,15 @@ class Trainer:
         self.estimate = None
         return totals
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor, epoch: int, b: int,
-                   class_weight: Optional[torch.Tensor], totals: EpochTotals) -> None:
+    def train_step(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        epoch: int,
+        b: int,
+        class_weight: Optional[torch.Tensor],
+        totals: EpochTotals,
+    ) -> None:
         """The method's batch transform, then loss, backward and step; sums stay on the device."""
         x, y = self.method.transform_batch(self.translate_model, x, y, epoch)
         if self.cfg.train.channels_last and x.dim() == 4:
@@ -381,12 +436,14 @@ class Trainer:
             logits = self.step_model(x)
         loss = self.loss_fn(logits.float(), y, class_weight).mean()
         # under DDP every rank must take the same decision, so the check sees the summed loss
-        if not torch.isfinite(dist_utils.all_reduce_sum(loss.detach().clone(), self.dist)
-                              if self.dist.enabled else loss):
+        if not torch.isfinite(
+            dist_utils.all_reduce_sum(loss.detach().clone(), self.dist) if self.dist.enabled else loss
+        ):
             raise NonFiniteLossError(
                 f"non-finite loss ({loss.item()}) at epoch {epoch + 1}/{self.cfg.train.epochs}, batch "
                 f"{b + 1}/{self.n_batches}; {_kept(self.run_dir, epoch)} Lower optim.lr or check the inputs "
-                "for NaN/inf.")
+                "for NaN/inf."
+            )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -397,19 +454,21 @@ class Trainer:
     def check_weights(self, epoch: int) -> None:
         """A step can leave inf/NaN weights with a finite loss (the last batch): never save such a model."""
         tensors = [(n, t) for n, t in self.model.state_dict().items() if t.is_floating_point()]
-        if not bool(torch.stack([torch.isfinite(t).all() for _, t in tensors]).all()):   # one sync
+        if not bool(torch.stack([torch.isfinite(t).all() for _, t in tensors]).all()):  # one sync
             bad = [n for n, t in tensors if not bool(torch.isfinite(t).all())]
-            raise NonFiniteLossError(f"non-finite weights ({bad[:3]}) after epoch {epoch + 1}/"
-                                     f"{self.cfg.train.epochs}; {_kept(self.run_dir, epoch)} Lower optim.lr.")
+            raise NonFiniteLossError(
+                f"non-finite weights ({bad[:3]}) after epoch {epoch + 1}/"
+                f"{self.cfg.train.epochs}; {_kept(self.run_dir, epoch)} Lower optim.lr."
+            )
 
     # -- phase: evaluate and checkpoint ---------------------------------------------------------
 
     def evaluate_and_checkpoint(self, epoch: int, totals: EpochTotals, t_epoch: float) -> None:
         """Validation on the whole split (model selection on its bACC only), test on a new best, the
         log row, best.pt / last.pt."""
-        for t in (totals.seen, totals.loss_sum, totals.correct):    # what all ranks together saw this epoch
+        for t in (totals.seen, totals.loss_sum, totals.correct):  # what all ranks together saw this epoch
             dist_utils.all_reduce_sum(t, self.dist)
-        dist_utils.broadcast_buffers(self.model, self.dist)        # evaluate (and save) rank 0's BN statistics
+        dist_utils.broadcast_buffers(self.model, self.dist)  # evaluate (and save) rank 0's BN statistics
         val = self.evaluate(self.bundle.val)
         improved = val["bacc"] >= self.state.best_val_bacc
         if improved:
@@ -417,30 +476,46 @@ class Trainer:
             self.state.val_at_best = val
             self.state.test_at_best = self.evaluate(self.bundle.test)
         row = self.epoch_row(epoch, totals, val)
-        row["epoch_seconds"] = time.time() - t_epoch     # training and evaluation
+        row["epoch_seconds"] = time.time() - t_epoch  # training and evaluation
         self.state.history.append(row)
         self.state.train_seconds += row["epoch_seconds"]
         self.state.epoch = epoch + 1
         self.save(epoch, row, improved)
         extra = "".join(f" {k}={v:.3g}" for k, v in self.method.progress_fields(row).items())
         self.bar.set_postfix_str(f"val bACC {val['bacc']:.3f}")
-        self.say(f"epoch {epoch + 1}/{self.cfg.train.epochs} lr {totals.lr:.4g} loss {row['train_loss']:.4f} "
-                 f"val bACC {val['bacc']:.4f} GM {val['gm']:.4f}{' *' if improved else ''}{extra} "
-                 f"({row['epoch_seconds']:.1f}s)")
+        self.say(
+            f"epoch {epoch + 1}/{self.cfg.train.epochs} lr {totals.lr:.4g} loss {row['train_loss']:.4f} "
+            f"val bACC {val['bacc']:.4f} GM {val['gm']:.4f}{' *' if improved else ''}{extra} "
+            f"({row['epoch_seconds']:.1f}s)"
+        )
 
     def evaluate(self, split: Split) -> Dict[str, Any]:
-        return evaluate(self.model, split, self.bundle.num_classes, self.counts, self.device,
-                        self.cfg.train.eval_batch_size, self.cfg.train.amp, self.dist)
+        return evaluate(
+            self.model,
+            split,
+            self.bundle.num_classes,
+            self.counts,
+            self.device,
+            self.cfg.train.eval_batch_size,
+            self.cfg.train.amp,
+            self.dist,
+        )
 
     def epoch_row(self, epoch: int, totals: EpochTotals, val: Dict[str, Any]) -> Dict[str, Any]:
         """The epoch's log.csv row: training and validation figures, then the method's statistics."""
         n_seen, st = int(totals.seen.sum()), self.state
         row: Dict[str, Any] = {
-            "epoch": epoch, "lr": totals.lr,
-            "train_loss": float(totals.loss_sum) / max(n_seen, 1), "train_acc": float(totals.correct) / max(n_seen, 1),
-            "val_loss": val["loss"], "val_acc": val["acc"], "val_bacc": val["bacc"], "val_gm": val["gm"],
+            "epoch": epoch,
+            "lr": totals.lr,
+            "train_loss": float(totals.loss_sum) / max(n_seen, 1),
+            "train_acc": float(totals.correct) / max(n_seen, 1),
+            "val_loss": val["loss"],
+            "val_acc": val["acc"],
+            "val_bacc": val["bacc"],
+            "val_gm": val["gm"],
             "best_epoch": st.best_epoch,
-            "test_bacc_at_best": st.test_at_best.get("bacc"), "test_gm_at_best": st.test_at_best.get("gm"),
+            "test_bacc_at_best": st.test_at_best.get("bacc"),
+            "test_gm_at_best": st.test_at_best.get("gm"),
             "seen_per_class": totals.seen.tolist(),
             "class_weights": None if totals.weights is None else [round(float(w), 6) for w in totals.weights],
         }
@@ -450,17 +525,23 @@ class Trainer:
     def save(self, epoch: int, row: Dict[str, Any], improved: bool) -> None:
         """log.csv, TensorBoard, best.pt (on a new best) and last.pt, atomically, from rank 0."""
         per_rank = dist_utils.all_gather_object(
-            {"augment": self.aug_gen.get_state().cpu(), "rebalancer": self.method.state_dict()}, self.dist)
+            {"augment": self.aug_gen.get_state().cpu(), "rebalancer": self.method.state_dict()}, self.dist
+        )
         if not self.dist.is_main:
             return
         write_csv(self.run_dir / "log.csv", self.state.history)
         self.tb.log_row(epoch, row)
         ckpt = {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "epoch": epoch, "state": self.state.__dict__,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": epoch,
+            "state": self.state.__dict__,
             "rng": {"sample": self.sample_gen.get_state(), "augment": self.aug_gen.get_state()},
-            "rebalancer": self.method.state_dict(), "per_rank": per_rank,
-            "counts": self.counts, "num_classes": self.bundle.num_classes, "model_name": self.cfg.model.name,
+            "rebalancer": self.method.state_dict(),
+            "per_rank": per_rank,
+            "counts": self.counts,
+            "num_classes": self.bundle.num_classes,
+            "model_name": self.cfg.model.name,
             "config": self.cfg.to_dict(),
         }
         if improved:
@@ -482,14 +563,26 @@ class Trainer:
         test_last = self.evaluate(self.bundle.test)
         cfg, st, device = self.cfg, self.state, self.device
         summary = {
-            "run_dir": str(self.run_dir), "recipe": cfg.recipe, "method": cfg.method, "loss": cfg.loss.name,
-            "rebalance": cfg.rebalance.name, "seed": cfg.train.seed, "dataset": self.bundle.name,
-            "train_counts": self.counts, "best_epoch": st.best_epoch, "val_at_best": st.val_at_best,
-            "test_at_best": st.test_at_best, "test_at_last": test_last,
-            "train_seconds": st.train_seconds, "wall_seconds": time.time() - self.t_start,
+            "run_dir": str(self.run_dir),
+            "recipe": cfg.recipe,
+            "method": cfg.method,
+            "loss": cfg.loss.name,
+            "rebalance": cfg.rebalance.name,
+            "seed": cfg.train.seed,
+            "dataset": self.bundle.name,
+            "train_counts": self.counts,
+            "best_epoch": st.best_epoch,
+            "val_at_best": st.val_at_best,
+            "test_at_best": st.test_at_best,
+            "test_at_last": test_last,
+            "train_seconds": st.train_seconds,
+            "wall_seconds": time.time() - self.t_start,
             "device": str(device),
-            "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
-                            else platform.processor() or platform.machine()),
+            "device_name": (
+                torch.cuda.get_device_name(device)
+                if device.type == "cuda"
+                else platform.processor() or platform.machine()
+            ),
         }
         summary.update(self.method.run_summary(st.history))
         if self.dist.is_main:
@@ -497,14 +590,21 @@ class Trainer:
             atomic_write_json(self.run_dir / "summary.json", summary)
             self.tb.close()
             write_run_figures(self.run_dir, log=self.log)
-        dist_utils.barrier(self.dist)   # no rank reads this run's files (e.g. as M2m's g) before they exist
-        self.log(f"done: test bACC {st.test_at_best['bacc']:.4f} GM {st.test_at_best['gm']:.4f} "
-                 f"at best-val epoch {st.best_epoch + 1}; last epoch bACC {test_last['bacc']:.4f}; {self.run_dir}")
+        dist_utils.barrier(self.dist)  # no rank reads this run's files (e.g. as M2m's g) before they exist
+        self.log(
+            f"done: test bACC {st.test_at_best['bacc']:.4f} GM {st.test_at_best['gm']:.4f} "
+            f"at best-val epoch {st.best_epoch + 1}; last epoch bACC {test_last['bacc']:.4f}; {self.run_dir}"
+        )
         return summary
 
 
-def fit(cfg: Config, resume: bool = False, log: Optional[Log] = print, run_dir: Optional[Path] = None,
-        generators: Sequence[str] = ()) -> Dict[str, Any]:
+def fit(
+    cfg: Config,
+    resume: bool = False,
+    log: Optional[Log] = print,
+    run_dir: Optional[Path] = None,
+    generators: Sequence[str] = (),
+) -> Dict[str, Any]:
     """Train one run as configured; returns (and writes) its summary.  See :class:`Trainer`.
 
     The engine does not train M2m's frozen g: give it ``generators`` (or ``m2m.generator``), or use

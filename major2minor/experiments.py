@@ -18,6 +18,7 @@ overrides, another epoch count) is an error, not a silent reuse of a stale resul
 configuration is built and validated before the first one trains, so a typo in the last method
 fails at once rather than after hours.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,6 +40,7 @@ Log = Callable[[str], None]
 #: Keys the grid sets per cell; giving them as overrides would contradict the grid.
 GRID_KEYS = ("method", "train.seed", "run.dir", "recipe")
 
+
 class GridError(ValueError):
     """A grid that cannot run as asked (bad methods/seeds, conflicting overrides, stale run directory)."""
 
@@ -50,7 +52,7 @@ class Cell:
     method: str
     seed: int
     run_dir: Path
-    status: str = "pending"            # pending | skipped | resumed | trained | failed
+    status: str = "pending"  # pending | skipped | resumed | trained | failed
     seconds: float = 0.0
     error: Optional[str] = None
     summary: Optional[Dict[str, Any]] = None
@@ -74,13 +76,15 @@ def parse_methods(methods: Union[str, Sequence[str]]) -> List[str]:
     items = [m.strip() for m in (methods.split(",") if isinstance(methods, str) else methods)]
     items = [m for m in items if m]
     if not items:
-        raise GridError(f"methods={methods!r} is empty; pass a comma-separated list such as erm,drs,m2m "
-                        f"(valid: {', '.join(METHODS.names())}).")
+        raise GridError(
+            f"methods={methods!r} is empty; pass a comma-separated list such as erm,drs,m2m "
+            f"(valid: {', '.join(METHODS.names())})."
+        )
     dupes = sorted({m for m in items if items.count(m) > 1})
     if dupes:
         raise GridError(f"methods={','.join(items)} lists {', '.join(dupes)} twice; give each method once.")
     for m in items:
-        METHODS.get(m)   # raises with the valid names and a suggestion
+        METHODS.get(m)  # raises with the valid names and a suggestion
     return items
 
 
@@ -92,14 +96,16 @@ def parse_seeds(seeds: Union[int, str, Sequence[int]], first_seed: int = 0) -> L
             try:
                 out = [int(s) for s in text.split(",") if s.strip()]
             except ValueError:
-                raise GridError(f"seeds={seeds!r} must be a count (3) or a comma-separated list of integers "
-                                "(0,1,2).") from None
+                raise GridError(
+                    f"seeds={seeds!r} must be a count (3) or a comma-separated list of integers (0,1,2)."
+                ) from None
             return _check_seed_list(out, seeds)
         try:
             seeds = int(text)
         except ValueError:
-            raise GridError(f"seeds={seeds!r} must be a count (3) or a comma-separated list of integers "
-                            "(0,1,2).") from None
+            raise GridError(
+                f"seeds={seeds!r} must be a count (3) or a comma-separated list of integers (0,1,2)."
+            ) from None
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         if seeds < 1:
             raise GridError(f"seeds={seeds} must be >= 1 (the number of seeds per method; the paper uses 3).")
@@ -138,14 +144,21 @@ def config_mismatch(run_dir: Path, cfg: Any) -> List[str]:
     return differing_settings(stored, cfg.to_dict(), ignore=ignore)
 
 
-def build_grid(recipe: str, methods: Sequence[str], seeds: Sequence[int], root: Optional[Union[str, Path]],
-               overrides: Sequence[str] = ()) -> List[tuple]:
+def build_grid(
+    recipe: str,
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    root: Optional[Union[str, Path]],
+    overrides: Sequence[str] = (),
+) -> List[tuple]:
     """Validate and build ``[(cell, cfg), ...]`` for every (method, seed), before anything trains."""
     for o in overrides:
         key, _ = parse_override(o)
         if key in GRID_KEYS:
-            raise GridError(f"override '{o}' conflicts with the grid, which sets {', '.join(GRID_KEYS)} per cell; "
-                            "use --recipe, --methods, --seeds and --root instead.")
+            raise GridError(
+                f"override '{o}' conflicts with the grid, which sets {', '.join(GRID_KEYS)} per cell; "
+                "use --recipe, --methods, --seeds and --root instead."
+            )
     grid = []
     for method in methods:
         for seed in seeds:
@@ -164,9 +177,11 @@ def run_cell(cell: Cell, cfg: Any, log: Optional[Log] = print) -> Cell:
     summary_path = cell.run_dir / "summary.json"
     diffs = config_mismatch(cell.run_dir, cfg)
     if diffs:
-        raise GridError(f"run directory {cell.run_dir} was made with a different configuration "
-                        f"({'; '.join(diffs)}). Use another --root, remove {cell.run_dir}, or repeat the "
-                        "overrides it was made with.")
+        raise GridError(
+            f"run directory {cell.run_dir} was made with a different configuration "
+            f"({'; '.join(diffs)}). Use another --root, remove {cell.run_dir}, or repeat the "
+            "overrides it was made with."
+        )
     t0 = time.time()
     if summary_path.exists():
         cell.status = "skipped"
@@ -181,11 +196,21 @@ def run_cell(cell: Cell, cfg: Any, log: Optional[Log] = print) -> Cell:
     return cell
 
 
-def reproduce(recipe: str, methods: Union[str, Sequence[str]], seeds: Union[int, str, Sequence[int]] = 3,
-              root: Optional[Union[str, Path]] = None, overrides: Sequence[str] = (), first_seed: int = 0,
-              reference: Optional[str] = "auto", at: str = "best", ddof: int = 1, keep_going: bool = False,
-              figures: Optional[bool] = None, command: Optional[str] = None,
-              log: Optional[Log] = print) -> ReproduceResult:
+def reproduce(
+    recipe: str,
+    methods: Union[str, Sequence[str]],
+    seeds: Union[int, str, Sequence[int]] = 3,
+    root: Optional[Union[str, Path]] = None,
+    overrides: Sequence[str] = (),
+    first_seed: int = 0,
+    reference: Optional[str] = "auto",
+    at: str = "best",
+    ddof: int = 1,
+    keep_going: bool = False,
+    figures: Optional[bool] = None,
+    command: Optional[str] = None,
+    log: Optional[Log] = print,
+) -> ReproduceResult:
     """Run the (method x seed) grid of ``recipe`` and write its report into ``ROOT/RECIPE/report``.
 
     Args:
@@ -226,13 +251,23 @@ def reproduce(recipe: str, methods: Union[str, Sequence[str]], seeds: Union[int,
             log(f"{tag}: {cell.status} in {cell.seconds:.1f}s ({cell.run_dir})")
     done = [c for c in result.cells if c.summary is not None]
     counts = {s: sum(c.status == s for c in result.cells) for s in ("trained", "resumed", "skipped", "failed")}
-    log(f"grid: {len(result.cells)} cells ({', '.join(f'{v} {k}' for k, v in counts.items() if v)}) "
-        f"in {time.time() - t_grid:.1f}s")
+    log(
+        f"grid: {len(result.cells)} cells ({', '.join(f'{v} {k}' for k, v in counts.items() if v)}) "
+        f"in {time.time() - t_grid:.1f}s"
+    )
     if done:
         out = Path(grid[0][1].run.root) / Path(recipe).stem / "report"
-        result.rows = write_report([c.run_dir for c in done], out, at=at, ddof=ddof,
-                                   reference=reference, order=methods,
-                                   figures=figures, command=command, log=log)
+        result.rows = write_report(
+            [c.run_dir for c in done],
+            out,
+            at=at,
+            ddof=ddof,
+            reference=reference,
+            order=methods,
+            figures=figures,
+            command=command,
+            log=log,
+        )
         result.report_dir = out
     return result
 
@@ -241,13 +276,16 @@ def _reference_for(reference: Optional[str], methods: Sequence[str]) -> Optional
     if reference == "auto":
         return "erm" if "erm" in methods else None
     if reference not in (None, "none") and reference not in methods:
-        raise GridError(f"reference='{reference}' is not among the grid's methods ({', '.join(methods)}); "
-                        "add it to --methods or choose one of them (or --reference none).")
+        raise GridError(
+            f"reference='{reference}' is not among the grid's methods ({', '.join(methods)}); "
+            "add it to --methods or choose one of them (or --reference none)."
+        )
     return reference
 
 
 # ----------------------------------------------------------------------------------------------
 # command line
+
 
 def _command_line(argv: Optional[Sequence[str]] = None) -> str:
     args = list(sys.argv[1:] if argv is None else argv)
@@ -255,13 +293,24 @@ def _command_line(argv: Optional[Sequence[str]] = None) -> str:
 
 
 def _add_report_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--reference", default="auto",
-                   help="method of the row relative gains are computed against (default: erm when present; "
-                        "'none' for no gains)")
-    p.add_argument("--at", choices=["best", "last"], default="best",
-                   help="test metrics at the best-validation epoch (default, the paper's protocol) or the last")
-    p.add_argument("--ddof", type=int, choices=[0, 1], default=1,
-                   help="std over seeds: 1 = sample std, divisor n-1 (default); 0 = divisor n")
+    p.add_argument(
+        "--reference",
+        default="auto",
+        help="method of the row relative gains are computed against (default: erm when present; 'none' for no gains)",
+    )
+    p.add_argument(
+        "--at",
+        choices=["best", "last"],
+        default="best",
+        help="test metrics at the best-validation epoch (default, the paper's protocol) or the last",
+    )
+    p.add_argument(
+        "--ddof",
+        type=int,
+        choices=[0, 1],
+        default=1,
+        help="std over seeds: 1 = sample std, divisor n-1 (default); 0 = divisor n",
+    )
     p.add_argument("--no-figures", action="store_true", help="write only the tables, no PNG figures")
 
 
@@ -270,13 +319,25 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     overrides = []
     for item in args.overrides:
         if "=" not in item:
-            raise GridError(f"unexpected argument '{item}': after the options give only key=value overrides "
-                            "(the recipe goes in --recipe).")
+            raise GridError(
+                f"unexpected argument '{item}': after the options give only key=value overrides "
+                "(the recipe goes in --recipe)."
+            )
         overrides.append(item)
-    result = reproduce(args.recipe, args.methods, args.seeds, root=args.root, overrides=overrides,
-                       first_seed=args.first_seed, reference=args.reference, at=args.at, ddof=args.ddof,
-                       keep_going=args.keep_going, figures=False if args.no_figures else None,
-                       command=_command_line())
+    result = reproduce(
+        args.recipe,
+        args.methods,
+        args.seeds,
+        root=args.root,
+        overrides=overrides,
+        first_seed=args.first_seed,
+        reference=args.reference,
+        at=args.at,
+        ddof=args.ddof,
+        keep_going=args.keep_going,
+        figures=False if args.no_figures else None,
+        command=_command_line(),
+    )
     if result.report_dir is not None:
         print((result.report_dir / "results.md").read_text())
     for cell in result.failed:
@@ -287,8 +348,15 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     """``m2m report DIR...``: tables (and figures) from finished runs."""
     out = Path(args.out) if args.out else default_out(args.dirs)
-    write_report(args.dirs, out, at=args.at, ddof=args.ddof, reference=args.reference,
-                 figures=False if args.no_figures else None, log=print)
+    write_report(
+        args.dirs,
+        out,
+        at=args.at,
+        ddof=args.ddof,
+        reference=args.reference,
+        figures=False if args.no_figures else None,
+        log=print,
+    )
     print((out / "results.md").read_text())
     return 0
 
@@ -296,12 +364,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 def add_parsers(subparsers: Any) -> None:
     """Add the ``reproduce`` and ``report`` sub-commands to the ``m2m`` parser."""
     r = subparsers.add_parser(
-        "reproduce", help="run a (method x seed) grid and write its results table",
+        "reproduce",
+        help="run a (method x seed) grid and write its results table",
         description="Train every (method, seed) in ROOT/RECIPE/METHOD/seedN (skipping finished runs, resuming "
-                    "interrupted ones), then write results.md/.csv and figures into ROOT/RECIPE/report.")
+        "interrupted ones), then write results.md/.csv and figures into ROOT/RECIPE/report.",
+    )
     r.add_argument("--recipe", required=True, help="built-in recipe name or YAML path (m2m list recipes)")
-    r.add_argument("--methods", required=True, help="comma-separated method presets, e.g. erm,drs,m2m "
-                                                    "(m2m list methods)")
+    r.add_argument(
+        "--methods", required=True, help="comma-separated method presets, e.g. erm,drs,m2m (m2m list methods)"
+    )
     r.add_argument("--seeds", default="3", help="number of seeds (3 = seeds 0,1,2) or a list such as 0,3,7")
     r.add_argument("--first-seed", type=int, default=0, help="first seed when --seeds is a count")
     r.add_argument("--root", default=None, help="where run directories go (default: run.root, 'runs')")
@@ -311,14 +382,28 @@ def add_parsers(subparsers: Any) -> None:
     r.set_defaults(func=cmd_reproduce)
 
     p = subparsers.add_parser(
-        "report", help="results table (mean ± std over seeds) from finished run directories",
-        description="Walk DIRs for summary.json, group runs over seeds and write results.md, results.csv "
-                    "and figures.")
+        "report",
+        help="results table (mean ± std over seeds) from finished run directories",
+        description="Walk DIRs for summary.json, group runs over seeds and write results.md, results.csv and figures.",
+    )
     p.add_argument("dirs", nargs="+", help="run directories or folders holding them (e.g. runs/digits-lt)")
     p.add_argument("--out", default=None, help="report directory (default: DIR/report, or the common parent's)")
     _add_report_options(p)
     p.set_defaults(func=cmd_report)
 
 
-__all__ = ["reproduce", "run_cell", "build_grid", "cell_dir", "parse_methods", "parse_seeds", "config_mismatch",
-           "Cell", "ReproduceResult", "GridError", "add_parsers", "cmd_reproduce", "cmd_report"]
+__all__ = [
+    "reproduce",
+    "run_cell",
+    "build_grid",
+    "cell_dir",
+    "parse_methods",
+    "parse_seeds",
+    "config_mismatch",
+    "Cell",
+    "ReproduceResult",
+    "GridError",
+    "add_parsers",
+    "cmd_reproduce",
+    "cmd_report",
+]

@@ -12,6 +12,7 @@ worker processes), and each PNG is written atomically.
 * :func:`translation_gallery` - seeds and their translations with g's confidence and accepted yes/no
 * :func:`write_run_figures` - the per-run figures, written into a run directory after training
 """
+
 from __future__ import annotations
 
 import csv
@@ -43,7 +44,8 @@ def _require_matplotlib():
         raise MissingDependencyError(
             "figures need matplotlib, which is not installed; install it with "
             "`pip install 'major2minor[plots]'` (or `pip install matplotlib`), or turn figures off "
-            "(`m2m report --no-figures`).") from exc
+            "(`m2m report --no-figures`)."
+        ) from exc
     return Figure, FigureCanvasAgg
 
 
@@ -80,8 +82,10 @@ def _order_head_to_tail(counts: Sequence[int]) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 # class counts and per-class recall
 
-def plot_class_counts(counts: Sequence[int], path: PathLike, class_names: Optional[Sequence[str]] = None,
-                      title: Optional[str] = None) -> Path:
+
+def plot_class_counts(
+    counts: Sequence[int], path: PathLike, class_names: Optional[Sequence[str]] = None, title: Optional[str] = None
+) -> Path:
     """Bar chart of training samples per class, sorted from head to tail, log-scale y.
 
     Args:
@@ -111,9 +115,14 @@ def plot_class_counts(counts: Sequence[int], path: PathLike, class_names: Option
     return _save(fig, path)
 
 
-def plot_per_class_recall(curves: Mapping[str, Sequence[Optional[float]]], train_counts: Sequence[int],
-                          path: PathLike, class_names: Optional[Sequence[str]] = None,
-                          title: Optional[str] = None, percent: Optional[bool] = None) -> Path:
+def plot_per_class_recall(
+    curves: Mapping[str, Sequence[Optional[float]]],
+    train_counts: Sequence[int],
+    path: PathLike,
+    class_names: Optional[Sequence[str]] = None,
+    title: Optional[str] = None,
+    percent: Optional[bool] = None,
+) -> Path:
     """Recall per class ordered from head (most training samples) to tail, one line per method.
 
     Args:
@@ -127,11 +136,14 @@ def plot_per_class_recall(curves: Mapping[str, Sequence[Optional[float]]], train
     counts = [int(c) for c in train_counts]
     for label, rec in curves.items():
         if len(rec) != len(counts):
-            raise ValueError(f"curves['{label}'] has {len(rec)} classes but train_counts has {len(counts)}; "
-                             "pass recalls and counts of the same data set.")
+            raise ValueError(
+                f"curves['{label}'] has {len(rec)} classes but train_counts has {len(counts)}; "
+                "pass recalls and counts of the same data set."
+            )
     order = _order_head_to_tail(counts)
-    values = {k: np.array([np.nan if v is None else float(v) for v in rec], dtype=np.float64)
-              for k, rec in curves.items()}
+    values = {
+        k: np.array([np.nan if v is None else float(v) for v in rec], dtype=np.float64) for k, rec in curves.items()
+    }
     if percent is None:
         percent = any(np.nanmax(v) > 1.0 + 1e-9 for v in values.values() if np.isfinite(v).any())
     scale = 1.0 if percent else 100.0
@@ -159,6 +171,7 @@ def plot_per_class_recall(curves: Mapping[str, Sequence[Optional[float]]], train
 
 # ----------------------------------------------------------------------------------------------
 # training curves
+
 
 def read_log(path: PathLike) -> LogRows:
     """Read a run's ``log.csv``: numbers become floats, empty cells None, space-separated lists stay text."""
@@ -197,8 +210,12 @@ def _series(logs: Sequence[LogRows], key: str):
     return [e + 1 for e in epochs], [float(np.mean([d[e] for d in per_log])) for e in epochs]
 
 
-def plot_training_curves(logs: Union[PathLike, LogRows, Mapping[str, Any]], path: PathLike,
-                         title: Optional[str] = None, deferred_epoch: Optional[int] = None) -> Path:
+def plot_training_curves(
+    logs: Union[PathLike, LogRows, Mapping[str, Any]],
+    path: PathLike,
+    title: Optional[str] = None,
+    deferred_epoch: Optional[int] = None,
+) -> Path:
     """Per-epoch curves: training loss, validation bACC (and GM for one run), and M2m's acceptance.
 
     Args:
@@ -208,6 +225,7 @@ def plot_training_curves(logs: Union[PathLike, LogRows, Mapping[str, Any]], path
         deferred_epoch: T0 (0-based, as ``train.deferred_epoch``); drawn as a dotted line where the
             deferred re-balancing (DRS, DRW, M2m) switches on.
     """
+
     def as_logs(v: Any) -> List[LogRows]:
         if isinstance(v, (str, Path)):
             return [read_log(v)]
@@ -215,8 +233,10 @@ def plot_training_curves(logs: Union[PathLike, LogRows, Mapping[str, Any]], path
             return [v]
         if isinstance(v, list) and all(isinstance(x, (list, str, Path)) for x in v):
             return [read_log(x) if isinstance(x, (str, Path)) else x for x in v]
-        raise ValueError(f"logs entry of type {type(v).__name__} is not a log.csv path, a list of rows or a "
-                         "list of those; pass e.g. run_dir / 'log.csv'.")
+        raise ValueError(
+            f"logs entry of type {type(v).__name__} is not a log.csv path, a list of rows or a "
+            "list of those; pass e.g. run_dir / 'log.csv'."
+        )
 
     if isinstance(logs, Mapping):
         named = {str(k): as_logs(v) for k, v in logs.items()}
@@ -236,8 +256,13 @@ def plot_training_curves(logs: Union[PathLike, LogRows, Mapping[str, Any]], path
         ax_val.plot(ep, [100 * b for b in bacc], color=line.get_color(), label=label or "val bACC")
         if single:
             ep, gm = _series(v, "val_gm")
-            ax_val.plot(ep, [100 * g for g in gm], color=line.get_color(), linestyle="--",
-                        label=(label + " GM") if label else "val GM")
+            ax_val.plot(
+                ep,
+                [100 * g for g in gm],
+                color=line.get_color(),
+                linestyle="--",
+                label=(label + " GM") if label else "val GM",
+            )
         if has_acc:
             ep, acc = _series(v, "m2m_acceptance")
             if ep:
@@ -247,6 +272,7 @@ def plot_training_curves(logs: Union[PathLike, LogRows, Mapping[str, Any]], path
     ax_val.set_title("validation bACC" + (" / GM" if single else "") + " (%)", fontsize=10)
     ax_val.set_xlabel("epoch")
     from matplotlib.ticker import MaxNLocator
+
     for ax in axes[0]:
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -266,6 +292,7 @@ def plot_training_curves(logs: Union[PathLike, LogRows, Mapping[str, Any]], path
 # ----------------------------------------------------------------------------------------------
 # translation gallery
 
+
 def _to_numpy(name: str, value: Any) -> np.ndarray:
     if hasattr(value, "detach"):
         value = value.detach().cpu()
@@ -283,19 +310,29 @@ def _as_images(name: str, x: Any) -> np.ndarray:
     elif a.ndim == 4 and a.shape[1] in (1, 3) and a.shape[-1] not in (1, 3):
         a = a.transpose(0, 2, 3, 1)
     elif a.ndim != 4:
-        raise ValueError(f"{name} has shape {tuple(a.shape)}; translation_gallery needs images shaped (N, C, H, W), "
-                         "(N, H, W, C) or (N, H, W). For non-image data (text features, embeddings) there is "
-                         "no gallery; look at the per-epoch m2m_* statistics in log.csv instead.")
+        raise ValueError(
+            f"{name} has shape {tuple(a.shape)}; translation_gallery needs images shaped (N, C, H, W), "
+            "(N, H, W, C) or (N, H, W). For non-image data (text features, embeddings) there is "
+            "no gallery; look at the per-epoch m2m_* statistics in log.csv instead."
+        )
     if a.shape[-1] not in (1, 3):
         raise ValueError(f"{name} has {a.shape[-1]} channels (shape {tuple(a.shape)}); images need 1 or 3 channels.")
     a = a.astype(np.float64) / (255.0 if a.dtype == np.uint8 else 1.0)
     return np.clip(a, 0.0, 1.0)
 
 
-def translation_gallery(seeds: Any, translations: Any, seed_labels: Sequence[int], target_labels: Sequence[int],
-                        g_conf: Sequence[float], accepted: Sequence[bool], path: PathLike,
-                        class_names: Optional[Sequence[str]] = None, max_items: int = 16,
-                        title: Optional[str] = None) -> Path:
+def translation_gallery(
+    seeds: Any,
+    translations: Any,
+    seed_labels: Sequence[int],
+    target_labels: Sequence[int],
+    g_conf: Sequence[float],
+    accepted: Sequence[bool],
+    path: PathLike,
+    class_names: Optional[Sequence[str]] = None,
+    max_items: int = 16,
+    title: Optional[str] = None,
+) -> Path:
     """Seeds (top row) and their translations (bottom row), one column per slot.
 
     Each column is captioned with the seed's class, the target class, g's softmax probability of the
@@ -318,8 +355,10 @@ def translation_gallery(seeds: Any, translations: Any, seed_labels: Sequence[int
     if n == 0:
         raise ValueError("seeds is empty; pass at least one seed and its translation.")
     if xt.shape != xs.shape:
-        raise ValueError(f"translations has shape {xt.shape} but seeds has {xs.shape} (as (N, H, W, C)); "
-                         "pass each seed's translation, in the same order and shape.")
+        raise ValueError(
+            f"translations has shape {xt.shape} but seeds has {xs.shape} (as (N, H, W, C)); "
+            "pass each seed's translation, in the same order and shape."
+        )
     per_item = {"seed_labels": seed_labels, "target_labels": target_labels, "g_conf": g_conf, "accepted": accepted}
     arrays = {}
     for name, v in per_item.items():
@@ -338,15 +377,19 @@ def translation_gallery(seeds: Any, translations: Any, seed_labels: Sequence[int
     for j in range(k):
         for row, img in ((0, xs[j]), (1, xt[j])):
             ax = axes[row, j]
-            ax.imshow(img[..., 0] if gray else img, cmap="gray" if gray else None, vmin=0, vmax=1,
-                      interpolation="nearest")
+            ax.imshow(
+                img[..., 0] if gray else img, cmap="gray" if gray else None, vmin=0, vmax=1, interpolation="nearest"
+            )
             ax.set_xticks([])
             ax.set_yticks([])
         ok = bool(arrays["accepted"][j])
         axes[0, j].set_title(f"seed: {cname(arrays['seed_labels'][j])}", fontsize=7)
-        axes[1, j].set_title(f"→ {cname(arrays['target_labels'][j])}\n"
-                             f"g={float(arrays['g_conf'][j]):.2f}\naccepted: {'yes' if ok else 'no'}",
-                             fontsize=7, color="#1a7f37" if ok else "#b3261e")
+        axes[1, j].set_title(
+            f"→ {cname(arrays['target_labels'][j])}\n"
+            f"g={float(arrays['g_conf'][j]):.2f}\naccepted: {'yes' if ok else 'no'}",
+            fontsize=7,
+            color="#1a7f37" if ok else "#b3261e",
+        )
         for side in axes[1, j].spines.values():
             side.set_edgecolor("#1a7f37" if ok else "#b3261e")
             side.set_linewidth(2)
@@ -360,8 +403,10 @@ def translation_gallery(seeds: Any, translations: Any, seed_labels: Sequence[int
 # ----------------------------------------------------------------------------------------------
 # per run
 
-def write_run_figures(run_dir: PathLike, log: Optional[Callable[[str], None]] = None,
-                      missing_ok: bool = True) -> List[Path]:
+
+def write_run_figures(
+    run_dir: PathLike, log: Optional[Callable[[str], None]] = None, missing_ok: bool = True
+) -> List[Path]:
     """Write a run's figures into its directory; returns the files written.
 
     * ``class_counts.png`` from ``manifest.json`` (or ``summary.json``),
@@ -373,8 +418,9 @@ def write_run_figures(run_dir: PathLike, log: Optional[Callable[[str], None]] = 
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"run_dir='{run_dir}' is not a directory; pass a run directory "
-                                "(e.g. runs/digits-lt/erm/seed0).")
+        raise FileNotFoundError(
+            f"run_dir='{run_dir}' is not a directory; pass a run directory (e.g. runs/digits-lt/erm/seed0)."
+        )
     try:
         _require_matplotlib()
     except MissingDependencyError as exc:
@@ -399,14 +445,26 @@ def write_run_figures(run_dir: PathLike, log: Optional[Callable[[str], None]] = 
     names = (manifest or {}).get("class_names")
     written: List[Path] = []
     if counts:
-        written.append(plot_class_counts(counts, run_dir / "class_counts.png", class_names=names,
-                                         title=f"{(manifest or {}).get('name', run_dir.name)}: training samples "
-                                               f"per class ({len(counts)} classes, {sum(counts)} samples)"))
+        written.append(
+            plot_class_counts(
+                counts,
+                run_dir / "class_counts.png",
+                class_names=names,
+                title=f"{(manifest or {}).get('name', run_dir.name)}: training samples "
+                f"per class ({len(counts)} classes, {sum(counts)} samples)",
+            )
+        )
     if (run_dir / "log.csv").exists():
         rows = read_log(run_dir / "log.csv")
         if rows:
-            written.append(plot_training_curves(rows, run_dir / "curves.png", deferred_epoch=t0,
-                                                title=f"{(summary or {}).get('method', '')} {run_dir}".strip()))
+            written.append(
+                plot_training_curves(
+                    rows,
+                    run_dir / "curves.png",
+                    deferred_epoch=t0,
+                    title=f"{(summary or {}).get('method', '')} {run_dir}".strip(),
+                )
+            )
     if summary and counts:
         curves = {}
         for key, label in (("test_at_best", "test, best-val epoch"), ("test_at_last", "test, last epoch")):
@@ -414,8 +472,15 @@ def write_run_figures(run_dir: PathLike, log: Optional[Callable[[str], None]] = 
             if rec and len(rec) == len(counts):
                 curves[label] = rec
         if curves:
-            written.append(plot_per_class_recall(curves, counts, run_dir / "per_class_recall.png", class_names=names,
-                                                 title=f"{summary.get('method', '')}: per-class recall, head to tail"))
+            written.append(
+                plot_per_class_recall(
+                    curves,
+                    counts,
+                    run_dir / "per_class_recall.png",
+                    class_names=names,
+                    title=f"{summary.get('method', '')}: per-class recall, head to tail",
+                )
+            )
     if log and written:
         log(f"[figures] {', '.join(p.name for p in written)} -> {run_dir}")
     return written
@@ -431,10 +496,17 @@ def _deferred_epoch(run_dir: Path) -> Optional[int]:
         name = (cfg.get("rebalance") or {}).get("name")
         if name and getattr(REBALANCERS.get(name), "deferred", False):
             return int((cfg.get("train") or {}).get("deferred_epoch"))
-    except Exception:   # a figure annotation must never fail a run
+    except Exception:  # a figure annotation must never fail a run
         return None
     return None
 
 
-__all__ = ["MissingDependencyError", "plot_class_counts", "plot_per_class_recall", "plot_training_curves",
-           "read_log", "translation_gallery", "write_run_figures"]
+__all__ = [
+    "MissingDependencyError",
+    "plot_class_counts",
+    "plot_per_class_recall",
+    "plot_training_curves",
+    "read_log",
+    "translation_gallery",
+    "write_run_figures",
+]

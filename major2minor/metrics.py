@@ -9,6 +9,7 @@ With per-class recall ``r_c = TP_c / n_c`` over the classes present in the split
   training count (the public code's major/neutral/minor) and of many (>100) / medium (20-100) /
   few (<20) training samples.
 """
+
 from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence
@@ -27,9 +28,9 @@ def _mean(values: List[float]) -> Optional[float]:
     return float(np.mean(values)) if values else None
 
 
-def classification_metrics(y_true, y_pred, num_classes: int,
-                           train_counts: Optional[Sequence[int]] = None,
-                           gm_correction: float = 0.0) -> Dict[str, object]:
+def classification_metrics(
+    y_true, y_pred, num_classes: int, train_counts: Optional[Sequence[int]] = None, gm_correction: float = 0.0
+) -> Dict[str, object]:
     """All metrics of design section 3 from true and predicted labels of a whole split."""
     y_true = torch.as_tensor(y_true).cpu().numpy() if not isinstance(y_true, np.ndarray) else y_true
     y_pred = torch.as_tensor(y_pred).cpu().numpy() if not isinstance(y_pred, np.ndarray) else y_pred
@@ -54,10 +55,13 @@ def classification_metrics(y_true, y_pred, num_classes: int,
     }
     if train_counts is not None:
         counts = np.asarray(train_counts)
-        order = np.argsort(-counts, kind="stable")          # head first
+        order = np.argsort(-counts, kind="stable")  # head first
         third = num_classes // 3
-        groups = {"head": order[:third], "tail": order[num_classes - third:] if third else order[:0],
-                  "mid": order[third:num_classes - third]}
+        groups = {
+            "head": order[:third],
+            "tail": order[num_classes - third :] if third else order[:0],
+            "mid": order[third : num_classes - third],
+        }
         for name, cls in groups.items():
             out[f"{name}_recall"] = _mean([recall[c] for c in cls if present[c]])
         shots = {"many": counts > 100, "medium": (counts >= 20) & (counts <= 100), "few": counts < 20}

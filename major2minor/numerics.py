@@ -17,6 +17,7 @@ thread's own mode is restored afterwards, so Python and NumPy code that runs aft
 IEEE subnormals (worker threads torch started inside the block keep flushing; that only affects
 torch's own parallel work).
 """
+
 from __future__ import annotations
 
 import warnings
@@ -25,7 +26,7 @@ from typing import Any, Callable, Iterator, List
 
 import torch
 
-SUBNORMAL_BITS = 1 << 20   # a float32 bit pattern with a zero exponent: 1.47e-39, below the smallest normal 1.18e-38
+SUBNORMAL_BITS = 1 << 20  # a float32 bit pattern with a zero exponent: 1.47e-39, below the smallest normal 1.18e-38
 
 
 def denormal_mode() -> str:
@@ -36,7 +37,7 @@ def denormal_mode() -> str:
     input: with flush-to-zero (or denormals-are-zero) a thread's part of the result is 0.
     (Calling this starts torch's thread pool.)
     """
-    n = 4 * 32768 * max(1, torch.get_num_threads())     # 4 x torch's grain size per thread
+    n = 4 * 32768 * max(1, torch.get_num_threads())  # 4 x torch's grain size per thread
     # built from its bit pattern: converting a Python float would itself be flushed on this thread
     x = torch.full((n,), SUBNORMAL_BITS, dtype=torch.int32).view(torch.float32)
     nonzero = int((x * 1.0).count_nonzero())
@@ -56,7 +57,7 @@ def flush_denormals(enabled: bool = True) -> bool:
 
 def thread_flushes() -> bool:
     """Whether the calling thread flushes subnormals (a Python float multiplication uses the same unit)."""
-    smallest = float.fromhex("0x1p-1074")          # parsed in software, so not itself flushed
+    smallest = float.fromhex("0x1p-1074")  # parsed in software, so not itself flushed
     return smallest * 1.0 == 0.0
 
 
@@ -93,7 +94,7 @@ class ProcessSettings:
         self.flush_applied = True
         self._undo: List[Callable[[], None]] = []
 
-    def __enter__(self) -> "ProcessSettings":
+    def __enter__(self) -> ProcessSettings:
         previous_flush = thread_flushes()
         self._undo.append(lambda: torch.set_flush_denormal(previous_flush))
         self.flush_applied = flush_denormals(self.cfg.flush_denormal)
@@ -108,8 +109,9 @@ class ProcessSettings:
             cudnn = torch.backends.cudnn
             previous = (cudnn.deterministic, cudnn.benchmark)
             cudnn.deterministic, cudnn.benchmark = True, False
-            self._undo.append(lambda: (setattr(cudnn, "deterministic", previous[0]),
-                                       setattr(cudnn, "benchmark", previous[1])))
+            self._undo.append(
+                lambda: (setattr(cudnn, "deterministic", previous[0]), setattr(cudnn, "benchmark", previous[1]))
+            )
         if distributed:
             catcher = warnings.catch_warnings()
             catcher.__enter__()

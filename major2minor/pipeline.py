@@ -9,6 +9,7 @@ g is its own run directory, trained by the same engine before f starts: the engi
 nested run, and methods never import the engine.  ``m2m train``, ``m2m reproduce`` and ``m2m demo``
 all come through :func:`train`.
 """
+
 from __future__ import annotations
 
 import copy
@@ -37,7 +38,7 @@ def generator_config(cfg: Config) -> Config:
     """
     g_cfg = copy.deepcopy(cfg)
     g_cfg.method = "erm"
-    g_cfg.loss = type(cfg.loss)()            # ce, defaults: loss knobs of f do not shape g
+    g_cfg.loss = type(cfg.loss)()  # ce, defaults: loss knobs of f do not shape g
     g_cfg.rebalance = type(cfg.rebalance)()  # none
     g_cfg.sections = {name: type(section)() for name, section in cfg.sections.items()}
     g_cfg.model.head = "linear"
@@ -50,8 +51,9 @@ def generator_config(cfg: Config) -> Config:
     for own in ("train.seed", "train.deferred_epoch"):
         key.pop(own, None)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    g_cfg.run.dir = str(Path(cfg.run.root) / ".generators" / f"{Path(cfg.recipe).stem}-{digest}"
-                        / f"seed{g_cfg.train.seed}")
+    g_cfg.run.dir = str(
+        Path(cfg.run.root) / ".generators" / f"{Path(cfg.recipe).stem}-{digest}" / f"seed{g_cfg.train.seed}"
+    )
     return g_cfg
 
 
@@ -62,8 +64,7 @@ def ensure_generator(cfg: Config, log: Log) -> Path:
     if (run_dir / "summary.json").exists():
         log(f"M2m: using cached ERM generator g from {run_dir}")
     else:
-        log(f"M2m: no m2m.generator given; training the ERM generator g first (seed {g_cfg.train.seed}) "
-            f"into {run_dir}")
+        log(f"M2m: no m2m.generator given; training the ERM generator g first (seed {g_cfg.train.seed}) into {run_dir}")
         engine.fit(g_cfg, resume=True, log=None, run_dir=run_dir)
     return run_dir
 
@@ -71,15 +72,16 @@ def ensure_generator(cfg: Config, log: Log) -> Path:
 def generators_for(cfg: Config, run_dir: Path, log: Log) -> List[str]:
     """g's to hand to the engine: the cached ERM g when the method needs one and none is given."""
     wanted = REBALANCERS.get(cfg.rebalance.name).generator_paths(cfg)
-    if wanted is None or wanted:      # no g needed, or the method's own settings name it
+    if wanted is None or wanted:  # no g needed, or the method's own settings name it
         return []
-    if (run_dir / "summary.json").exists():   # finished: the engine reuses (or refuses) it without g
+    if (run_dir / "summary.json").exists():  # finished: the engine reuses (or refuses) it without g
         return []
     return [str(ensure_generator(cfg, log))]
 
 
-def train(cfg: Config, resume: bool = False, log: Optional[Log] = print,
-          run_dir: Optional[Path] = None) -> Dict[str, Any]:
+def train(
+    cfg: Config, resume: bool = False, log: Optional[Log] = print, run_dir: Optional[Path] = None
+) -> Dict[str, Any]:
     """Train one run as configured, with every step it needs first; returns (and writes) its summary.
 
     Args:

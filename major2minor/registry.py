@@ -15,6 +15,7 @@ Metadata a part declares at registration (``help``, and keyword metadata such as
 ``prepare`` hook) lives in its :class:`Entry`, so callers read it from here rather than keeping
 their own lists of names.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -42,20 +43,21 @@ class Entry:
     obj: Any
     help: str
     meta: Dict[str, Any] = field(default_factory=dict)
-    index: int = 0          # registration order (the paper's order for the built-in presets)
+    index: int = 0  # registration order (the paper's order for the built-in presets)
 
 
 class Registry:
     """A name -> part map with ``register`` / ``get`` / ``create`` / ``names`` / ``entry``."""
 
     def __init__(self, kind: str, parameter: str):
-        self.kind = kind            # e.g. "model"
+        self.kind = kind  # e.g. "model"
         self.parameter = parameter  # the config key that selects it, e.g. "model.name"
         self._entries: Dict[str, Entry] = {}
         self._next_index = 0
 
     def register(self, name: str, obj: Any = None, *, help: str = "", **meta: Any) -> Callable:
         """Register ``obj`` under ``name`` (also usable as a decorator); ``meta`` is kept on the entry."""
+
         def add(o: Any) -> Any:
             if name in self._entries:
                 raise ValueError(f"{self.kind} '{name}' is registered twice")
@@ -108,5 +110,4 @@ REBALANCERS = Registry("re-balancing", "rebalance.name")
 METHODS = Registry("method preset", "method")
 DATASETS = Registry("data set", "data.name")
 
-REGISTRIES = {"models": MODELS, "losses": LOSSES, "rebalancers": REBALANCERS,
-              "methods": METHODS, "datasets": DATASETS}
+REGISTRIES = {"models": MODELS, "losses": LOSSES, "rebalancers": REBALANCERS, "methods": METHODS, "datasets": DATASETS}

@@ -23,6 +23,7 @@ Conventions (also written into every ``results.md``):
   ``100 * (mean - mean_ref) / mean_ref``, from the unrounded means; blank when the reference mean is 0
   (e.g. a GM of 0).
 """
+
 from __future__ import annotations
 
 import csv
@@ -48,8 +49,18 @@ Log = Callable[[str], None]
 AT_CHOICES = ("best", "last")
 
 #: Metrics averaged into every row (fractions in summary.json, percentages in the row).
-ROW_METRICS = ("bacc", "gm", "acc", "macro_f1", "head_recall", "mid_recall", "tail_recall",
-               "many_recall", "medium_recall", "few_recall")
+ROW_METRICS = (
+    "bacc",
+    "gm",
+    "acc",
+    "macro_f1",
+    "head_recall",
+    "mid_recall",
+    "tail_recall",
+    "many_recall",
+    "medium_recall",
+    "few_recall",
+)
 
 
 class ReportError(ValueError):
@@ -58,6 +69,7 @@ class ReportError(ValueError):
 
 # ----------------------------------------------------------------------------------------------
 # collecting runs
+
 
 @dataclass
 class RunResult:
@@ -93,16 +105,20 @@ class RunResult:
         key = "test_at_best" if at == "best" else "test_at_last"
         values = self.summary.get(key)
         if not isinstance(values, dict) or "bacc" not in values:
-            raise ReportError(f"{self.run_dir / 'summary.json'} has no '{key}' metrics (needed for at='{at}'); "
-                              "the file is incomplete or from another program. Re-run that run, or remove it "
-                              "from the directories given to the report.")
+            raise ReportError(
+                f"{self.run_dir / 'summary.json'} has no '{key}' metrics (needed for at='{at}'); "
+                "the file is incomplete or from another program. Re-run that run, or remove it "
+                "from the directories given to the report."
+            )
         return values
 
 
 def _check_at(at: str) -> None:
     if at not in AT_CHOICES:
-        raise ReportError(f"at='{at}' is not allowed; choose 'best' (test at the best-validation epoch, the "
-                          "paper's protocol) or 'last' (test at the last epoch).")
+        raise ReportError(
+            f"at='{at}' is not allowed; choose 'best' (test at the best-validation epoch, the "
+            "paper's protocol) or 'last' (test at the last epoch)."
+        )
 
 
 def load_run(run_dir: PathLike) -> RunResult:
@@ -112,11 +128,14 @@ def load_run(run_dir: PathLike) -> RunResult:
     try:
         summary = json.loads(path.read_text())
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path} does not exist; the run in {run_dir} has not finished "
-                                "(resume it with `m2m train ... --resume`) or the path is wrong.") from None
+        raise FileNotFoundError(
+            f"{path} does not exist; the run in {run_dir} has not finished "
+            "(resume it with `m2m train ... --resume`) or the path is wrong."
+        ) from None
     except json.JSONDecodeError as exc:
-        raise ReportError(f"{path} is not valid JSON ({exc}); re-run that run or remove its directory "
-                          "from the report.") from None
+        raise ReportError(
+            f"{path} is not valid JSON ({exc}); re-run that run or remove its directory from the report."
+        ) from None
     config = None
     cfg_path = run_dir / "config.yaml"
     if cfg_path.exists():
@@ -133,30 +152,38 @@ def collect_runs(paths: Union[PathLike, Sequence[PathLike]]) -> List[RunResult]:
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     if not paths:
-        raise ReportError("no directories given; pass run directories or folders that hold them, "
-                          "e.g. `m2m report runs/digits-lt`.")
+        raise ReportError(
+            "no directories given; pass run directories or folders that hold them, e.g. `m2m report runs/digits-lt`."
+        )
     found: Dict[Path, None] = {}
     for p in paths:
         p = Path(p)
         if not p.exists():
-            raise FileNotFoundError(f"report path '{p}' does not exist; pass run directories or folders "
-                                    "that hold them (e.g. runs/digits-lt).")
+            raise FileNotFoundError(
+                f"report path '{p}' does not exist; pass run directories or folders "
+                "that hold them (e.g. runs/digits-lt)."
+            )
         if p.is_file():
             if p.name != "summary.json":
-                raise ReportError(f"report path '{p}' is a file but not a summary.json; pass a run "
-                                  "directory, a folder of runs, or a summary.json.")
+                raise ReportError(
+                    f"report path '{p}' is a file but not a summary.json; pass a run "
+                    "directory, a folder of runs, or a summary.json."
+                )
             found[p.parent.resolve()] = None
             continue
         for s in sorted(p.rglob("summary.json")):
             found[s.parent.resolve()] = None
     if not found:
-        raise ReportError(f"no summary.json found under {', '.join(str(p) for p in paths)}; the runs have "
-                          "not finished, or the paths are wrong (pass e.g. runs/digits-lt).")
+        raise ReportError(
+            f"no summary.json found under {', '.join(str(p) for p in paths)}; the runs have "
+            "not finished, or the paths are wrong (pass e.g. runs/digits-lt)."
+        )
     return [load_run(d) for d in sorted(found)]
 
 
 # ----------------------------------------------------------------------------------------------
 # grouping and statistics
+
 
 def config_signature(config: Optional[Dict[str, Any]]) -> Tuple[Tuple[str, str], ...]:
     """The parts of a resolved config that decide a result: everything but the seed and the settings
@@ -175,8 +202,10 @@ def config_signature(config: Optional[Dict[str, Any]]) -> Tuple[Tuple[str, str],
 def mean_std(values: Sequence[float], ddof: int = 1) -> Tuple[float, float]:
     """Mean and standard deviation (divisor ``n - ddof``); std is NaN when ``n <= ddof``."""
     if ddof not in (0, 1):
-        raise ReportError(f"ddof={ddof} is not allowed; use 1 (sample std, divisor n-1, the default) or 0 "
-                          "(population std, divisor n).")
+        raise ReportError(
+            f"ddof={ddof} is not allowed; use 1 (sample std, divisor n-1, the default) or 0 "
+            "(population std, divisor n)."
+        )
     arr = np.asarray([v for v in values if v is not None and not _isnan(v)], dtype=np.float64)
     if arr.size == 0:
         return float("nan"), float("nan")
@@ -203,13 +232,13 @@ class ResultRow:
     rebalance: str
     loss_label: str
     rebalance_label: str
-    variant: str                       # config keys that tell apart rows of one method, "" if none
+    variant: str  # config keys that tell apart rows of one method, "" if none
     seeds: List[Any]
     at: str
     ddof: int
-    mean: Dict[str, float]             # metric -> mean over seeds, in %
-    std: Dict[str, float]              # metric -> std over seeds, in %
-    per_class_recall: List[float]      # mean over seeds, in %, class order of the data set
+    mean: Dict[str, float]  # metric -> mean over seeds, in %
+    std: Dict[str, float]  # metric -> std over seeds, in %
+    per_class_recall: List[float]  # mean over seeds, in %, class order of the data set
     train_counts: List[int]
     class_names: Optional[List[str]]
     run_dirs: List[str]
@@ -250,9 +279,10 @@ class ResultRow:
 def _display(method: str, loss: str, rebalance: str) -> Tuple[str, str]:
     """The table's Loss and Re-balancing cells, as the registered parts name themselves."""
     loss_label = (getattr(LOSSES.get(loss), "label", "") or loss) if loss in LOSSES else loss
-    rebalance_label = (getattr(REBALANCERS.get(rebalance), "label", "") or rebalance) \
-        if rebalance in REBALANCERS else rebalance
-    if method in METHODS and METHODS.get(method).rebalance_label:   # the supplement's ablations: "M2m-Self"
+    rebalance_label = (
+        (getattr(REBALANCERS.get(rebalance), "label", "") or rebalance) if rebalance in REBALANCERS else rebalance
+    )
+    if method in METHODS and METHODS.get(method).rebalance_label:  # the supplement's ablations: "M2m-Self"
         rebalance_label = METHODS.get(method).rebalance_label
     return loss_label, rebalance_label
 
@@ -287,8 +317,13 @@ def _class_names(run: RunResult) -> Optional[List[str]]:
     return None
 
 
-def summarize_runs(runs: Sequence[RunResult], at: str = "best", ddof: int = 1,
-                   reference: Optional[str] = "auto", order: Sequence[str] = ()) -> List[ResultRow]:
+def summarize_runs(
+    runs: Sequence[RunResult],
+    at: str = "best",
+    ddof: int = 1,
+    reference: Optional[str] = "auto",
+    order: Sequence[str] = (),
+) -> List[ResultRow]:
     """Group ``runs`` over seeds and return the table rows (what ``results.md`` shows).
 
     Args:
@@ -332,7 +367,8 @@ def summarize_runs(runs: Sequence[RunResult], at: str = "best", ddof: int = 1,
             if r.seed in seen:
                 raise ReportError(
                     f"two runs of {method} on {recipe} with the same config and seed {r.seed}: {seen[r.seed]} and "
-                    f"{r.run_dir}; averaging them would count one seed twice. Pass only one of them to the report.")
+                    f"{r.run_dir}; averaging them would count one seed twice. Pass only one of them to the report."
+                )
             seen[r.seed] = r.run_dir
         metrics = [r.metrics(at) for r in members]
         mean, std = {}, {}
@@ -344,13 +380,28 @@ def summarize_runs(runs: Sequence[RunResult], at: str = "best", ddof: int = 1,
         counts = members[0].summary.get("train_counts") or []
         loss_label, rebalance_label = _display(method, loss, rebalance)
         walls = [r.summary.get("wall_seconds") for r in members if r.summary.get("wall_seconds") is not None]
-        rows.append(ResultRow(
-            recipe=recipe, dataset=str(members[0].summary.get("dataset", recipe)), method=method, loss=loss,
-            rebalance=rebalance, loss_label=loss_label, rebalance_label=rebalance_label, variant=variants[key],
-            seeds=[r.seed for r in members], at=at, ddof=ddof, mean=mean, std=std, per_class_recall=pcr,
-            train_counts=[int(c) for c in counts], class_names=_class_names(members[0]),
-            run_dirs=[str(r.run_dir) for r in members],
-            wall_seconds_mean=float(np.mean(walls)) if walls else float("nan")))
+        rows.append(
+            ResultRow(
+                recipe=recipe,
+                dataset=str(members[0].summary.get("dataset", recipe)),
+                method=method,
+                loss=loss,
+                rebalance=rebalance,
+                loss_label=loss_label,
+                rebalance_label=rebalance_label,
+                variant=variants[key],
+                seeds=[r.seed for r in members],
+                at=at,
+                ddof=ddof,
+                mean=mean,
+                std=std,
+                per_class_recall=pcr,
+                train_counts=[int(c) for c in counts],
+                class_names=_class_names(members[0]),
+                run_dirs=[str(r.run_dir) for r in members],
+                wall_seconds_mean=float(np.mean(walls)) if walls else float("nan"),
+            )
+        )
     rows.sort(key=lambda r: (r.recipe, _order_key(r.method, list(order)), r.variant))
     _apply_reference(rows, reference)
     return rows
@@ -379,13 +430,17 @@ def _apply_reference(rows: List[ResultRow], reference: Optional[str]) -> None:
         reference = "erm"
     ref_rows = [r for r in rows if r.method == reference or r.method.lower() == str(reference).lower()]
     if not ref_rows:
-        raise ReportError(f"reference='{reference}' matches no row; methods in this report: {', '.join(methods)}. "
-                          "Pass one of them (e.g. --reference erm), or --reference none for no relative gains.")
+        raise ReportError(
+            f"reference='{reference}' matches no row; methods in this report: {', '.join(methods)}. "
+            "Pass one of them (e.g. --reference erm), or --reference none for no relative gains."
+        )
     for recipe in sorted({r.recipe for r in rows}):
         refs = [r for r in ref_rows if r.recipe == recipe]
         if len(refs) > 1:
-            raise ReportError(f"reference='{reference}' is ambiguous on {recipe}: its runs have different configs "
-                              f"({'; '.join(r.variant for r in refs)}). Report them from separate directories.")
+            raise ReportError(
+                f"reference='{reference}' is ambiguous on {recipe}: its runs have different configs "
+                f"({'; '.join(r.variant for r in refs)}). Report them from separate directories."
+            )
         if not refs:
             continue
         ref = refs[0]
@@ -402,20 +457,29 @@ def _apply_reference(rows: List[ResultRow], reference: Optional[str]) -> None:
 # ----------------------------------------------------------------------------------------------
 # writing
 
+
 def conventions(at: str, ddof: int, reference: Optional[str]) -> str:
     """The one-paragraph description of how the numbers were made (written above each table)."""
     when = "the best-validation epoch" if at == "best" else "the last epoch"
     std = "sample std, divisor n-1" if ddof == 1 else "population std, divisor n"
-    text = (f"Test metrics at {when}, in %, mean ± std over n seeds ({std}). "
-            "bACC = mean per-class recall; GM = geometric mean of per-class recalls.")
+    text = (
+        f"Test metrics at {when}, in %, mean ± std over n seeds ({std}). "
+        "bACC = mean per-class recall; GM = geometric mean of per-class recalls."
+    )
     if reference not in (None, "none"):
-        text += (" rel. = relative gain against the reference row (ref), 100·(x − x_ref)/x_ref, "
-                 "computed from the unrounded means.")
+        text += (
+            " rel. = relative gain against the reference row (ref), 100·(x − x_ref)/x_ref, "
+            "computed from the unrounded means."
+        )
     return text
 
 
-def format_markdown(rows: Sequence[ResultRow], reference: Optional[str] = "auto",
-                    command: Optional[str] = None, figures: Dict[str, List[str]] = None) -> str:
+def format_markdown(
+    rows: Sequence[ResultRow],
+    reference: Optional[str] = "auto",
+    command: Optional[str] = None,
+    figures: Dict[str, List[str]] = None,
+) -> str:
     """``results.md``: one table per recipe in the layout ``Loss | Re-balancing | bACC | GM``."""
     figures = figures or {}
     has_ref = any(r.is_reference for r in rows)
@@ -449,14 +513,30 @@ def format_markdown(rows: Sequence[ResultRow], reference: Optional[str] = "auto"
             out.write(f"![{Path(name).stem}]({name})\n\n")
         out.write("<details><summary>runs</summary>\n\n")
         for r in rec_rows:
-            out.write(f"- {r.method}{' (' + r.variant + ')' if r.variant else ''}: seeds "
-                      f"{', '.join(str(s) for s in r.seeds)}: {', '.join(r.run_dirs)}\n")
+            out.write(
+                f"- {r.method}{' (' + r.variant + ')' if r.variant else ''}: seeds "
+                f"{', '.join(str(s) for s in r.seeds)}: {', '.join(r.run_dirs)}\n"
+            )
         out.write("\n</details>\n\n")
     return out.getvalue()
 
 
-CSV_COLUMNS = ["recipe", "dataset", "method", "Loss", "Re-balancing", "variant", "bACC", "GM", "n_seeds", "seeds",
-               "bacc_rel_gain_pct", "gm_rel_gain_pct", "at", "ddof"]
+CSV_COLUMNS = [
+    "recipe",
+    "dataset",
+    "method",
+    "Loss",
+    "Re-balancing",
+    "variant",
+    "bACC",
+    "GM",
+    "n_seeds",
+    "seeds",
+    "bacc_rel_gain_pct",
+    "gm_rel_gain_pct",
+    "at",
+    "ddof",
+]
 
 
 def format_csv(rows: Sequence[ResultRow]) -> str:
@@ -473,12 +553,25 @@ def format_csv(rows: Sequence[ResultRow]) -> str:
         return "" if v is None or math.isnan(v) else f"{v:.6g}"
 
     for r in rows:
-        rec = {"recipe": r.recipe, "dataset": r.dataset, "method": r.method, "Loss": r.loss_label,
-               "Re-balancing": r.rebalance_label, "variant": r.variant, "bACC": r.cell("bacc"), "GM": r.cell("gm"),
-               "n_seeds": r.n, "seeds": " ".join(str(s) for s in r.seeds),
-               "bacc_rel_gain_pct": num(r.rel_gain.get("bacc")), "gm_rel_gain_pct": num(r.rel_gain.get("gm")),
-               "at": r.at, "ddof": r.ddof, "wall_seconds_mean": num(r.wall_seconds_mean),
-               "is_reference": int(r.is_reference), "run_dirs": " ".join(r.run_dirs)}
+        rec = {
+            "recipe": r.recipe,
+            "dataset": r.dataset,
+            "method": r.method,
+            "Loss": r.loss_label,
+            "Re-balancing": r.rebalance_label,
+            "variant": r.variant,
+            "bACC": r.cell("bacc"),
+            "GM": r.cell("gm"),
+            "n_seeds": r.n,
+            "seeds": " ".join(str(s) for s in r.seeds),
+            "bacc_rel_gain_pct": num(r.rel_gain.get("bacc")),
+            "gm_rel_gain_pct": num(r.rel_gain.get("gm")),
+            "at": r.at,
+            "ddof": r.ddof,
+            "wall_seconds_mean": num(r.wall_seconds_mean),
+            "is_reference": int(r.is_reference),
+            "run_dirs": " ".join(r.run_dirs),
+        }
         for name in ROW_METRICS:
             rec[f"{name}_mean"] = num(r.mean.get(name))
             rec[f"{name}_std"] = num(r.std.get(name))
@@ -499,15 +592,23 @@ def report_figures(rows: Sequence[ResultRow], out: Path) -> Dict[str, List[str]]
         names: List[str] = []
         first = rec_rows[0]
         if first.train_counts:
-            figs.plot_class_counts(first.train_counts, out / f"{prefix}class_counts.png",
-                                   class_names=first.class_names, title=f"{recipe}: training samples per class")
+            figs.plot_class_counts(
+                first.train_counts,
+                out / f"{prefix}class_counts.png",
+                class_names=first.class_names,
+                title=f"{recipe}: training samples per class",
+            )
             names.append(f"{prefix}class_counts.png")
             curves = {r.label: r.per_class_recall for r in rec_rows if r.per_class_recall}
             if curves:
-                figs.plot_per_class_recall(curves, first.train_counts, out / f"{prefix}per_class_recall.png",
-                                           class_names=first.class_names, percent=True,
-                                           title=f"{recipe}: test recall per class, head to tail "
-                                                 f"(mean over seeds, {first.at} epoch)")
+                figs.plot_per_class_recall(
+                    curves,
+                    first.train_counts,
+                    out / f"{prefix}per_class_recall.png",
+                    class_names=first.class_names,
+                    percent=True,
+                    title=f"{recipe}: test recall per class, head to tail (mean over seeds, {first.at} epoch)",
+                )
                 names.append(f"{prefix}per_class_recall.png")
         logs: Dict[str, List[List[Dict[str, Any]]]] = {}
         for r in rec_rows:
@@ -516,18 +617,28 @@ def report_figures(rows: Sequence[ResultRow], out: Path) -> Dict[str, List[str]]
                 logs[r.label] = seed_logs
         if logs:
             t0s = {figs._deferred_epoch(Path(r.run_dirs[0])) for r in rec_rows} - {None}
-            figs.plot_training_curves(logs, out / f"{prefix}curves.png",
-                                      deferred_epoch=t0s.pop() if len(t0s) == 1 else None,
-                                      title=f"{recipe}: training curves (mean over seeds)")
+            figs.plot_training_curves(
+                logs,
+                out / f"{prefix}curves.png",
+                deferred_epoch=t0s.pop() if len(t0s) == 1 else None,
+                title=f"{recipe}: training curves (mean over seeds)",
+            )
             names.append(f"{prefix}curves.png")
         written[recipe] = names
     return written
 
 
-def write_report(paths_or_runs: Union[PathLike, Sequence[PathLike], Sequence[RunResult]], out: PathLike,
-                 at: str = "best", ddof: int = 1, reference: Optional[str] = "auto", order: Sequence[str] = (),
-                 figures: Optional[bool] = None, command: Optional[str] = None,
-                 log: Optional[Log] = print) -> List[ResultRow]:
+def write_report(
+    paths_or_runs: Union[PathLike, Sequence[PathLike], Sequence[RunResult]],
+    out: PathLike,
+    at: str = "best",
+    ddof: int = 1,
+    reference: Optional[str] = "auto",
+    order: Sequence[str] = (),
+    figures: Optional[bool] = None,
+    command: Optional[str] = None,
+    log: Optional[Log] = print,
+) -> List[ResultRow]:
     """Collect, summarize and write ``results.md``, ``results.csv`` (and figures) into ``out``.
 
     Args:
@@ -559,8 +670,9 @@ def write_report(paths_or_runs: Union[PathLike, Sequence[PathLike], Sequence[Run
             log(f"[report] figures skipped: {exc}")
     atomic_write_text(out / "results.md", format_markdown(rows, reference, command, fig_names))
     atomic_write_text(out / "results.csv", format_csv(rows))
-    atomic_write_text(out / "results.json", json.dumps([r.as_dict() for r in rows], indent=1,
-                                                       default=str, allow_nan=True) + "\n")
+    atomic_write_text(
+        out / "results.json", json.dumps([r.as_dict() for r in rows], indent=1, default=str, allow_nan=True) + "\n"
+    )
     log(f"[report] {len(rows)} rows from {len(runs)} runs -> {out / 'results.md'}, {out / 'results.csv'}")
     return rows
 
@@ -574,5 +686,18 @@ def default_out(paths: Sequence[PathLike]) -> Path:
     return Path(os.path.commonpath([str(p) for p in resolved])) / "report"
 
 
-__all__ = ["RunResult", "ResultRow", "ReportError", "collect_runs", "load_run", "summarize_runs", "mean_std",
-           "format_markdown", "format_csv", "write_report", "report_figures", "default_out", "config_signature"]
+__all__ = [
+    "RunResult",
+    "ResultRow",
+    "ReportError",
+    "collect_runs",
+    "load_run",
+    "summarize_runs",
+    "mean_std",
+    "format_markdown",
+    "format_csv",
+    "write_report",
+    "report_figures",
+    "default_out",
+    "config_signature",
+]

@@ -1,4 +1,5 @@
 """Run directories: where a run's config, manifest, versions, logs, checkpoints and summary live."""
+
 from __future__ import annotations
 
 import csv
@@ -32,21 +33,27 @@ def prepare_run_dir(path: Path, resume: bool) -> str:
     if finished:
         if resume:
             return "done"
-        raise RunDirError(f"run directory {path} already holds a finished run; pass --resume to reuse its "
-                          "result, or choose another directory with run.dir=PATH.")
+        raise RunDirError(
+            f"run directory {path} already holds a finished run; pass --resume to reuse its "
+            "result, or choose another directory with run.dir=PATH."
+        )
     if started:
         if resume:
-            for leftover in path.glob(".*.tmp"):      # a write the crash interrupted (never renamed into place)
+            for leftover in path.glob(".*.tmp"):  # a write the crash interrupted (never renamed into place)
                 leftover.unlink(missing_ok=True)
             for leftover in path.glob(".*.link"):
                 leftover.unlink(missing_ok=True)
             return "resume"
-        raise RunDirError(f"run directory {path} holds an unfinished run (last.pt); pass --resume to "
-                          "continue it, or choose another directory with run.dir=PATH.")
+        raise RunDirError(
+            f"run directory {path} holds an unfinished run (last.pt); pass --resume to "
+            "continue it, or choose another directory with run.dir=PATH."
+        )
     if path.exists() and any(p.name not in ("config.yaml",) for p in path.iterdir()) and not resume:
-        raise RunDirError(f"run directory {path} exists and is not empty (but holds no checkpoint: no epoch "
-                          "finished); pass --resume to start that run again there, or choose another "
-                          "directory with run.dir=PATH, or remove it.")
+        raise RunDirError(
+            f"run directory {path} exists and is not empty (but holds no checkpoint: no epoch "
+            "finished); pass --resume to start that run again there, or choose another "
+            "directory with run.dir=PATH, or remove it."
+        )
     path.mkdir(parents=True, exist_ok=True)
     return "new"
 
@@ -63,15 +70,18 @@ def check_resume_config(path: Path, saved: Optional[Dict[str, Any]], current: Di
     if differ:
         shown = "; ".join(differ[:6])
         more = f" (and {len(differ) - 6} more)" if len(differ) > 6 else ""
-        raise RunDirError(f"cannot resume {path}: it was started with different settings: {shown}{more}. "
-                          "Resume with the settings it was started with (see its config.yaml), or start "
-                          "a new run with run.dir=PATH.")
+        raise RunDirError(
+            f"cannot resume {path}: it was started with different settings: {shown}{more}. "
+            "Resume with the settings it was started with (see its config.yaml), or start "
+            "a new run with run.dir=PATH."
+        )
 
 
 def git_commit() -> Optional[str]:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
-                             capture_output=True, text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
         return out.stdout.strip() or None
     except Exception:
         return None
@@ -118,5 +128,13 @@ def _fmt(v: Any) -> Any:
     return v
 
 
-__all__ = ["RunDirError", "default_run_dir", "prepare_run_dir", "check_resume_config", "environment", "write_csv",
-           "atomic_write_json", "atomic_write_text"]
+__all__ = [
+    "RunDirError",
+    "default_run_dir",
+    "prepare_run_dir",
+    "check_resume_config",
+    "environment",
+    "write_csv",
+    "atomic_write_json",
+    "atomic_write_text",
+]

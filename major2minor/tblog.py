@@ -10,6 +10,7 @@ Tags: a row key ``train_loss`` becomes ``train/loss``; likewise ``val_*``, ``tes
 most ``per_class_limit`` classes and are skipped for larger ones (the CSV has them).  The event
 files live in ``RUN_DIR/tb``:  ``tensorboard --logdir runs``.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,7 +31,8 @@ def _summary_writer_class():
         raise MissingDependencyError(
             "run.tensorboard=true needs the tensorboard package, which is not installed; install it with "
             "`pip install 'major2minor[tb]'` (or `pip install tensorboard`), or set run.tensorboard=false "
-            "(the per-epoch numbers are in the run's log.csv either way).") from exc
+            "(the per-epoch numbers are in the run's log.csv either way)."
+        ) from exc
     return SummaryWriter
 
 
@@ -64,8 +66,13 @@ class TBLogger:
 
     enabled = True
 
-    def __init__(self, run_dir: Union[str, Path], subdir: str = "tb", per_class_limit: int = 20,
-                 writer_factory: Optional[Callable[..., Any]] = None):
+    def __init__(
+        self,
+        run_dir: Union[str, Path],
+        subdir: str = "tb",
+        per_class_limit: int = 20,
+        writer_factory: Optional[Callable[..., Any]] = None,
+    ):
         if per_class_limit < 0:
             raise ValueError(f"per_class_limit={per_class_limit} must be >= 0 (0 = never log per-class lists).")
         factory = writer_factory or _summary_writer_class()
@@ -75,7 +82,7 @@ class TBLogger:
         self.writer = factory(log_dir=str(self.log_dir))
 
     @classmethod
-    def from_config(cls, cfg: Any, run_dir: Union[str, Path]) -> "TBLogger":
+    def from_config(cls, cfg: Any, run_dir: Union[str, Path]) -> TBLogger:
         """A real logger when ``cfg.run.tensorboard`` is true, else a :class:`NullTBLogger`."""
         if getattr(getattr(cfg, "run", None), "tensorboard", False):
             return cls(run_dir)
@@ -90,8 +97,12 @@ class TBLogger:
             if isinstance(value, numbers.Real):
                 self.writer.add_scalar(tag_for(key), float(value), int(epoch))
                 n += 1
-            elif isinstance(value, (list, tuple)) and value and len(value) <= self.per_class_limit \
-                    and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value):
+            elif (
+                isinstance(value, (list, tuple))
+                and value
+                and len(value) <= self.per_class_limit
+                and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value)
+            ):
                 base = tag_for(key)
                 width = max(3, len(str(len(value) - 1)))
                 for c, v in enumerate(value):
@@ -104,7 +115,7 @@ class TBLogger:
     def close(self) -> None:
         self.writer.close()
 
-    def __enter__(self) -> "TBLogger":
+    def __enter__(self) -> TBLogger:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -122,7 +133,7 @@ class NullTBLogger:
     def close(self) -> None:
         pass
 
-    def __enter__(self) -> "NullTBLogger":
+    def __enter__(self) -> NullTBLogger:
         return self
 
     def __exit__(self, *exc: Any) -> None:

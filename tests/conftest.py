@@ -6,8 +6,19 @@ from major2minor.config import load_config
 @pytest.fixture
 def tiny_cfg(tmp_path):
     """A few-second digits-lt config writing into tmp_path."""
+
     def make(*overrides):
-        return load_config("digits-lt", ["train.epochs=3", "train.deferred_epoch=1", "optim.warmup_epochs=1",
-                                         "optim.milestones=[2]", "train.progress=none",
-                                         f"run.root={tmp_path / 'runs'}", *overrides])
+        return load_config(
+            "digits-lt",
+            [
+                "train.epochs=3",
+                "train.deferred_epoch=1",
+                "optim.warmup_epochs=1",
+                "optim.milestones=[2]",
+                "train.progress=none",
+                f"run.root={tmp_path / 'runs'}",
+                *overrides,
+            ],
+        )
+
     return make

@@ -1,4 +1,5 @@
 """Helpers shared by the test modules (imported as ``helpers``: pytest puts tests/ on sys.path)."""
+
 from __future__ import annotations
 
 import csv
@@ -32,6 +33,7 @@ def interrupted_run(tiny_cfg, tmp_path: Path, monkeypatch, name: str = "cut"):
     import pytest
 
     from major2minor.pipeline import train
+
     real = crash_at_epoch(monkeypatch, 3)
     cfg = tiny_cfg("train.epochs=4", f"run.dir={tmp_path / name}")
     with pytest.raises(KeyboardInterrupt):

@@ -1,4 +1,5 @@
 """The throughput benchmark runs and reports what the speed issue asks for (timings are not tested)."""
+
 from major2minor import bench
 
 
@@ -11,7 +12,7 @@ def test_bench_reports_every_method_and_m2m_details():
         assert len(entry["all_seconds"]) == 2 and entry["seconds_per_batch"] > 0
         assert entry["gflop_per_batch"] > 0 and 0 < entry["fraction_of_matmul_peak"]
     m2m = out["methods"]["m2m"]
-    assert len(m2m["translated_slots"]) == 2                 # the timed batches only, not the FLOP count
+    assert len(m2m["translated_slots"]) == 2  # the timed batches only, not the FLOP count
     assert 0 < m2m["translation_share"] <= 1.0
     assert m2m["translation_seconds_per_slot"] > 0
-    assert m2m["gflop_per_batch"] > out["methods"]["drs"]["gflop_per_batch"]   # translation adds work
+    assert m2m["gflop_per_batch"] > out["methods"]["drs"]["gflop_per_batch"]  # translation adds work

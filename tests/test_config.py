@@ -28,7 +28,7 @@ def test_wrong_type_names_key_and_value():
 
 
 def test_method_preset_and_explicit_override_order():
-    cfg = load_config(None, ["loss=focal", "method=ldam-drw"])   # explicit loss wins over the preset
+    cfg = load_config(None, ["loss=focal", "method=ldam-drw"])  # explicit loss wins over the preset
     assert cfg.loss.name == "focal" and cfg.rebalance.name == "drw"
     cfg = load_config(None, ["method=m2m-no-reject"])
     assert cfg.rebalance.name == "m2m" and cfg.m2m.reject is False

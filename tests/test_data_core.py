@@ -15,7 +15,9 @@ def test_digits_lt_splits_are_balanced_longtailed_and_deterministic():
     assert a.input_shape == (1, 8, 8) and a.bounds == (0.0, 1.0)
     # the test split is the first 50 images of each class in file order, and no class loses them to training
     from sklearn.datasets import load_digits
+
     from major2minor.data import hold_out_per_class
+
     raw = load_digits()
     held, _ = hold_out_per_class(raw.target, 50)
     assert a.test.y.tolist() == raw.target[held].tolist()

@@ -1,4 +1,5 @@
 """cifar10-lt / cifar100-lt from miniature pickles in the exact CIFAR python format."""
+
 import pickle
 
 import numpy as np
@@ -15,13 +16,13 @@ TRAIN_PER_CLASS, TEST_PER_CLASS = 24, 20
 
 def _labels(num_classes, per_class, seed):
     y = np.repeat(np.arange(num_classes), per_class)
-    return np.random.default_rng(seed).permutation(y)     # interleaved, like the real files
+    return np.random.default_rng(seed).permutation(y)  # interleaved, like the real files
 
 
 def _images(y, seed):
     rng = np.random.default_rng(seed)
     x = rng.integers(0, 256, size=(len(y), 3072), dtype=np.uint8)
-    x[:, 0] = np.arange(len(y)) % 256          # a per-row tag for checking file order
+    x[:, 0] = np.arange(len(y)) % 256  # a per-row tag for checking file order
     x[:, 1] = np.arange(len(y)) // 256
     return x
 
@@ -37,12 +38,18 @@ def make_cifar10(root, num_classes=10):
     y = _labels(num_classes, TRAIN_PER_CLASS, 0)
     x = _images(y, 1)
     for b, (xs, ys) in enumerate(zip(np.array_split(x, 5), np.array_split(y, 5)), 1):
-        _dump(folder / f"data_batch_{b}", {b"batch_label": b"training batch", b"labels": ys.tolist(), b"data": xs,
-                                           b"filenames": [b"x.png"] * len(ys)})
+        _dump(
+            folder / f"data_batch_{b}",
+            {
+                b"batch_label": b"training batch",
+                b"labels": ys.tolist(),
+                b"data": xs,
+                b"filenames": [b"x.png"] * len(ys),
+            },
+        )
     yt = _labels(num_classes, TEST_PER_CLASS, 2)
     _dump(folder / "test_batch", {b"labels": yt.tolist(), b"data": _images(yt, 3)})
-    _dump(folder / "batches.meta", {b"label_names": [f"c{i}".encode() for i in range(num_classes)],
-                                    b"num_vis": 3072})
+    _dump(folder / "batches.meta", {b"label_names": [f"c{i}".encode() for i in range(num_classes)], b"num_vis": 3072})
     return x, y, yt
 
 

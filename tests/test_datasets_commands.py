@@ -1,4 +1,5 @@
 """`m2m data info` / `m2m data prepare`, checksums and safe extraction (no network: file:// URLs)."""
+
 import dataclasses
 import hashlib
 import io
@@ -38,15 +39,25 @@ def test_info_on_user_arrays_prints_counts_and_writes_the_manifest(tmp_path, cap
     y = np.repeat([0, 1, 2], [30, 12, 6])
     np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).random((48, 3)).astype(np.float32), y=y)
     manifest = tmp_path / "out" / "manifest.json"
-    code, out, err = run(capsys, "data", "info", "npz", "--root", str(tmp_path / "d.npz"), "--manifest", str(manifest),
-                         "val_per_class=1", "test_per_class=2")
+    code, out, err = run(
+        capsys,
+        "data",
+        "info",
+        "npz",
+        "--root",
+        str(tmp_path / "d.npz"),
+        "--manifest",
+        str(manifest),
+        "val_per_class=1",
+        "test_per_class=2",
+    )
     assert code == 0, err
     assert "npz: 3 classes" in out and "splits: train 39, val 3, test 6" in out
     assert "imbalance ratio 9.0" in out and "[27, 9, 3]" in out
     full = json.loads(manifest.read_text())
     assert len(full["indices"]["train"]) == 39 and full["train_counts"] == [27, 9, 3] and full["checksum"]
     code, out, _ = run(capsys, "data", "info", "npz", "--root", str(tmp_path / "d.npz"), "--json")
-    assert json.loads(out)["indices"]["train"] == "<34 indices>"   # 20% test (6+2+1), 10% val (3+1+1)
+    assert json.loads(out)["indices"]["train"] == "<34 indices>"  # 20% test (6+2+1), 10% val (3+1+1)
 
 
 def test_info_starts_from_the_recipe_and_takes_overrides(tmp_path, capsys):
@@ -54,7 +65,7 @@ def test_info_starts_from_the_recipe_and_takes_overrides(tmp_path, capsys):
     code, out, err = run(capsys, "data", "info", "cifar10-lt", "--root", str(tmp_path), "n_max=20", "data.ratio=10")
     assert code == 0, err
     assert "cifar10-lt: 10 classes, input (3, 32, 32)" in out and "imbalance ratio 10.0" in out
-    code, out, err = run(capsys, "data", "info", "cifar10-lt", "--root", str(tmp_path))   # recipe: n_max 5000
+    code, out, err = run(capsys, "data", "info", "cifar10-lt", "--root", str(tmp_path))  # recipe: n_max 5000
     assert code == 2 and "data.n_max=5000" in err
     code, _, err = run(capsys, "data", "info", "cifar10", "--root", str(tmp_path))
     assert code == 2 and "data.name='cifar10' is not a known data set" in err and "cifar10-lt" in err
@@ -72,15 +83,19 @@ def _tar_of(folder, archive):
 
 def test_prepare_cifar_downloads_verifies_and_extracts(tmp_path, capsys, monkeypatch):
     from major2minor.data.datasets import cifar
+
     src = tmp_path / "src"
     make_cifar10(src)
     archive = tmp_path / "cifar-10-python.tar.gz"
     _tar_of(src / "cifar-10-batches-py", archive)
     folder = src / "cifar-10-batches-py"
     spec = dataclasses.replace(
-        cifar.CIFAR10, url=archive.as_uri(), archive_md5=md5sum(archive),
+        cifar.CIFAR10,
+        url=archive.as_uri(),
+        archive_md5=md5sum(archive),
         train_files=tuple((f, md5sum(folder / f)) for f, _ in cifar.CIFAR10.train_files),
-        test_files=(("test_batch", md5sum(folder / "test_batch")),))
+        test_files=(("test_batch", md5sum(folder / "test_batch")),),
+    )
     monkeypatch.setitem(cifar.SPECS, "cifar10-lt", spec)
     root = tmp_path / "data"
     code, out, err = run(capsys, "data", "prepare", "cifar10-lt", "--root", str(root), "n_max=20", "ratio=10")
@@ -98,13 +113,15 @@ def test_prepare_cifar_with_unofficial_files_needs_no_verify(tmp_path, capsys):
     make_cifar10(tmp_path)
     code, _, err = run(capsys, "data", "prepare", "cifar10-lt", "--root", str(tmp_path), "n_max=20", "ratio=10")
     assert code == 2 and "does not match the official" in err
-    code, out, err = run(capsys, "data", "prepare", "cifar10-lt", "--root", str(tmp_path), "--no-verify",
-                         "n_max=20", "ratio=10")
+    code, out, err = run(
+        capsys, "data", "prepare", "cifar10-lt", "--root", str(tmp_path), "--no-verify", "n_max=20", "ratio=10"
+    )
     assert code == 0, err
 
 
 def test_prepare_celeba5_regenerates_missing_lists(tmp_path, capsys):
     from major2minor.data.datasets.celeba import CLASS_NAMES
+
     header = ["Bald", "Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair", "Smiling"]
     rows = []
     for i in range(1, 5 * 160 + 1):
@@ -115,7 +132,7 @@ def test_prepare_celeba5_regenerates_missing_lists(tmp_path, capsys):
     code, out, err = run(capsys, "data", "prepare", "celeba5", "--root", str(tmp_path))
     assert "regenerated the CelebA-5 split lists" in out and "'val': [50, 50, 50, 50, 50]" in out
     assert (tmp_path / "celeba5-splits" / "celebA_train_orig.txt").exists()
-    assert code == 2 and "aligned CelebA images" in err          # the images themselves are not there
+    assert code == 2 and "aligned CelebA images" in err  # the images themselves are not there
 
 
 def test_download_checks_md5(tmp_path):

@@ -1,4 +1,5 @@
 """celeba5, sun397, folder and imagenet-lt from miniature image trees (JPEG/PNG written with Pillow)."""
+
 import numpy as np
 import pytest
 import torch
@@ -29,7 +30,7 @@ def striped(path, w=30, h=10):
     """Blue left/right thirds and a red centre square: the centre patch must come out red."""
     a = np.zeros((h, w, 3), np.uint8)
     a[:, :, 2] = 255
-    a[:, w // 3: 2 * w // 3] = (255, 0, 0)
+    a[:, w // 3 : 2 * w // 3] = (255, 0, 0)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(a).save(path)
 
@@ -67,6 +68,7 @@ def test_celeba5_lists_images_cache(tmp_path, monkeypatch):
     assert len(caches) == 1
     # the second build reads the cache: decoding must not happen again
     from major2minor.data.datasets import celeba
+
     monkeypatch.setattr(celeba, "decode_images", lambda *a, **k: pytest.fail("decoded again"))
     b2 = build_dataset(cfg, seed=0)
     assert torch.equal(b.train.x, b2.train.x) and b.manifest()["checksum"] == b2.manifest()["checksum"]
@@ -75,10 +77,14 @@ def test_celeba5_lists_images_cache(tmp_path, monkeypatch):
 def test_celeba5_image_size_cache_dir_and_profile(tmp_path):
     make_celeba(tmp_path, list_dir="celeba5-splits")
     cache = tmp_path / "elsewhere"
-    b = build_dataset(DataConfig(name="celeba5", root=str(tmp_path), image_size=16, cache=str(cache),
-                                 profile="longtail", ratio=2, n_max=4), seed=0)
+    b = build_dataset(
+        DataConfig(
+            name="celeba5", root=str(tmp_path), image_size=16, cache=str(cache), profile="longtail", ratio=2, n_max=4
+        ),
+        seed=0,
+    )
     assert b.input_shape == (3, 16, 16) and list(cache.glob("celeba5-16-*.npz"))
-    assert b.train_counts == longtail_counts(4, 5, 2) == [4, 3, 2, 2, 1]   # int(4 * 0.5 - eps) = 1
+    assert b.train_counts == longtail_counts(4, 5, 2) == [4, 3, 2, 2, 1]  # int(4 * 0.5 - eps) = 1
 
 
 def test_celeba5_errors(tmp_path):
@@ -95,11 +101,12 @@ def test_celeba5_errors(tmp_path):
 
 def test_celeba5_regenerated_split_follows_the_documented_rule(tmp_path):
     from major2minor.data.datasets.celeba import CLASS_NAMES, read_list, regenerate_splits
+
     attrs = ["5_o_Clock_Shadow", "Bald", "Bangs", "Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair", "Male"]
     rows = []
     rng = np.random.default_rng(0)
     for i in range(1, 301):
-        hair = i % 6              # 0..4: exactly one hair attribute; 5: two of them (dropped)
+        hair = i % 6  # 0..4: exactly one hair attribute; 5: two of them (dropped)
         v = {a: "-1" for a in attrs}
         v["Male"] = "1" if rng.random() < 0.5 else "-1"
         if hair < 5:
@@ -121,12 +128,13 @@ def test_celeba5_regenerated_split_follows_the_documented_rule(tmp_path):
 # ----------------------------------------------------------------------------------------------
 # sun397
 
+
 def make_sun(root):
     tree = root / "SUN397"
     for cls, n in (("a/abbey", 8), ("b/bakery/shop", 7), ("c/castle", 6)):
         for j in range(n):
             write_image(tree / cls / f"sun_{j:03d}.jpg", size=(40, 30), seed=j + 100 * n)
-    striped(tree / "c" / "castle" / "sun_zzz.png")          # sorted last: a training image
+    striped(tree / "c" / "castle" / "sun_zzz.png")  # sorted last: a training image
     (tree / "README.txt").write_text("not an image")
     return tree
 
@@ -140,11 +148,12 @@ def test_sun397_tree_split_and_centre_patch(tmp_path):
     assert torch.bincount(b.val.y).tolist() == [1, 1, 1] and torch.bincount(b.test.y).tolist() == [2, 2, 2]
     assert b.train.x.shape[1:] == (3, 32, 32) and b.bounds == (0.0, 1.0)
     assert len(b.mean) == 3 and all(0 < s < 1 for s in b.std)
-    red = b.train.x[-1].float() / 255     # sun_zzz.png, the last training image of the last class
+    red = b.train.x[-1].float() / 255  # sun_zzz.png, the last training image of the last class
     assert red[0].mean() > 0.9 and red[2].mean() < 0.1
     # deterministic: same split and pixels without any seed dependence
-    b2 = build_dataset(DataConfig(name="sun397", root=str(tree), profile="natural", val_per_class=1,
-                                  test_per_class=2), seed=5)
+    b2 = build_dataset(
+        DataConfig(name="sun397", root=str(tree), profile="natural", val_per_class=1, test_per_class=2), seed=5
+    )
     assert torch.equal(b.train.x, b2.train.x) and torch.equal(b.test.y, b2.test.y)
     # held-out images are the first in sorted name order
     assert b.info["indices"]["test"][:2] == [0, 1] and b.info["indices"]["val"][0] == 2
@@ -163,6 +172,7 @@ def test_sun397_too_small_class_and_missing_tree(tmp_path):
 # ----------------------------------------------------------------------------------------------
 # folder
 
+
 def test_folder_single_tree_grayscale_holdout(tmp_path):
     for j in range(10):
         write_image(tmp_path / "cat" / f"{j}.png", size=(12, 12), mode="L", seed=j)
@@ -173,8 +183,19 @@ def test_folder_single_tree_grayscale_holdout(tmp_path):
     # test = round(20%): 2 / 1, val = round(10%): 1 / 1, rest train
     assert torch.bincount(b.test.y).tolist() == [2, 1] and torch.bincount(b.val.y).tolist() == [1, 1]
     assert b.train_counts == [7, 4]
-    b2 = build_dataset(DataConfig(name="folder", root=str(tmp_path), profile="longtail", ratio=2, n_max=4,
-                                  image_size=8, val_per_class=1, test_per_class=1), seed=0)
+    b2 = build_dataset(
+        DataConfig(
+            name="folder",
+            root=str(tmp_path),
+            profile="longtail",
+            ratio=2,
+            n_max=4,
+            image_size=8,
+            val_per_class=1,
+            test_per_class=1,
+        ),
+        seed=0,
+    )
     assert b2.train_counts == [4, 2] and b2.input_shape == (1, 8, 8)
 
 
@@ -196,18 +217,20 @@ def test_folder_broken_image_names_the_file(tmp_path):
             write_image(tmp_path / cls / f"{j}.png", seed=j)
     (tmp_path / "b" / "2.png").write_bytes(b"garbage")
     with pytest.raises(DataFormatError, match=r"2.png: cannot decode the image"):
-        build_dataset(DataConfig(name="folder", root=str(tmp_path), profile="natural", cache=str(tmp_path / "c")),
-                      seed=0)
+        build_dataset(
+            DataConfig(name="folder", root=str(tmp_path), profile="natural", cache=str(tmp_path / "c")), seed=0
+        )
 
 
 # ----------------------------------------------------------------------------------------------
 # imagenet-lt
 
+
 def make_imagenet_lt(root):
     lines = {"train": [], "val": [], "test": []}
     for c, n in enumerate((6, 4, 2)):
         wnid = f"n0000000{c}"
-        for j in range(n + 1):                        # the last train-folder image goes to the val list
+        for j in range(n + 1):  # the last train-folder image goes to the val list
             rel = f"train/{wnid}/{wnid}_{j}.JPEG"
             write_image(root / rel, size=(48, 36), seed=10 * c + j, fmt="JPEG")
             lines["train" if j < n else "val"].append(f"{rel} {c}\n")
@@ -231,6 +254,7 @@ def test_imagenet_lt_in_memory(tmp_path):
 
 def test_imagenet_lt_streaming_loaders(tmp_path):
     from major2minor.data.datasets.imagenet_lt import imagenet_lt_loaders
+
     make_imagenet_lt(tmp_path)
     cfg = DataConfig(name="imagenet-lt", root=str(tmp_path), profile="natural", image_size=24, workers=0)
     s = imagenet_lt_loaders(cfg, batch_size=5, seed=3)
@@ -243,18 +267,19 @@ def test_imagenet_lt_streaming_loaders(tmp_path):
     assert not torch.equal(x, other[0])
     xt, yt = next(iter(s.test))
     assert xt.shape == (5, 3, 24, 24) and yt.tolist() == [0, 0, 1, 1, 2]
-    assert torch.equal(xt, next(iter(s.test))[0])          # evaluation crops are fixed
-    epoch2 = next(iter(s.train))                             # the same loader: a new epoch, new draws
+    assert torch.equal(xt, next(iter(s.test))[0])  # evaluation crops are fixed
+    epoch2 = next(iter(s.train))  # the same loader: a new epoch, new draws
     assert not torch.equal(x, epoch2[0])
 
 
 def test_imagenet_lt_workers_and_errors(tmp_path):
     from major2minor.data.datasets.imagenet_lt import imagenet_lt_loaders
+
     make_imagenet_lt(tmp_path)
     cfg = DataConfig(name="imagenet-lt", root=str(tmp_path), profile="natural", image_size=16, workers=1)
     x, y = next(iter(imagenet_lt_loaders(cfg, batch_size=12, seed=0).train))
     assert x.shape == (12, 3, 16, 16) and sorted(y.tolist()) == [0] * 6 + [1] * 4 + [2] * 2
-    cfg.workers = 0          # the same batch without worker processes: augmentation is seeded per sample
+    cfg.workers = 0  # the same batch without worker processes: augmentation is seeded per sample
     x0, y0 = next(iter(imagenet_lt_loaders(cfg, batch_size=12, seed=0).train))
     assert torch.equal(x, x0) and torch.equal(y, y0)
     with pytest.raises(DataNotFoundError, match=r"ImageNet_LT_train.txt.*OLTR"):
@@ -266,6 +291,7 @@ def test_imagenet_lt_workers_and_errors(tmp_path):
 
 def test_random_resized_crop_box_is_inside_the_image():
     from major2minor.data.datasets.imagenet_lt import RandomResizedCropFlip
+
     t = RandomResizedCropFlip(16)
     g = torch.Generator().manual_seed(0)
     for w, h in ((100, 60), (20, 200), (16, 16)):

@@ -1,4 +1,5 @@
 """Every shipped recipe loads, and the paper's recipes carry the numbers of design section 4."""
+
 import pytest
 
 from major2minor.config import RECIPE_DIR, list_recipes, load_config

@@ -1,4 +1,5 @@
 """twitter-pos and reuters from miniature files in their exact text formats."""
+
 import numpy as np
 import pytest
 import torch
@@ -18,9 +19,11 @@ TRAIN = [
     [("the", "D"), ("song", "N"), ("is", "V"), ("ill", "A"), ("ya", "Y"), ("so", "R"), ("me", "O")],
 ]
 DEV = [[("lol", "!"), ("this", "D"), ("is", "V"), ("new", "A"), ("gotta", "M")]]
-TEST = [[("i", "O"), ("love", "V"), ("<@MENTION>", "@"), ("!", ",")],
-        [("my", "D"), ("song", "N"), ("2day", "N"), (":)", "E"), ("#music", "#"), ("so", "R"), ("funny", "A")],
-        [("rt", "~"), ("http://t.co/y", "U"), ("ima", "L"), ("go", "V"), ("2", "P"), ("lol", "!")]]
+TEST = [
+    [("i", "O"), ("love", "V"), ("<@MENTION>", "@"), ("!", ",")],
+    [("my", "D"), ("song", "N"), ("2day", "N"), (":)", "E"), ("#music", "#"), ("so", "R"), ("funny", "A")],
+    [("rt", "~"), ("http://t.co/y", "U"), ("ima", "L"), ("go", "V"), ("2", "P"), ("lol", "!")],
+]
 
 
 def write_tweets(path, tweets):
@@ -41,9 +44,9 @@ def tw_cfg(root, **kw):
 
 def test_twitter_tags_splits_and_fallback_embeddings(twitter_root):
     b = build_dataset(tw_cfg(twitter_root), seed=0)
-    train_tags = sorted({t for tw in TRAIN for _, t in tw} - {"Y"})      # Y has no test token
+    train_tags = sorted({t for tw in TRAIN for _, t in tw} - {"Y"})  # Y has no test token
     assert b.class_names == train_tags and b.num_classes == len(train_tags)
-    assert len(b.train) == sum(len(tw) for tw in TRAIN) - 1               # the one Y token dropped
+    assert len(b.train) == sum(len(tw) for tw in TRAIN) - 1  # the one Y token dropped
     assert len(b.val) == 4 and len(b.test) == sum(len(tw) for tw in TEST)  # dev's M token dropped
     assert b.info["dropped_tags"] == ["M", "Y"] and b.info["dropped_tokens"] == {"train": 1, "val": 1, "test": 0}
     assert b.input_shape == (50,) and b.bounds is None and b.mean is None
@@ -53,27 +56,27 @@ def test_twitter_tags_splits_and_fallback_embeddings(twitter_root):
     # zeros in the distributional part and only their orthographic indicators
     b2 = build_dataset(tw_cfg(twitter_root), seed=1)
     assert torch.equal(b.train.x, b2.train.x) and torch.equal(b.test.x, b2.test.x)
-    new = b.val.x[3]                       # "new": not a training token
+    new = b.val.x[3]  # "new": not a training token
     assert torch.all(new[:40] == 0) and new[40:].sum() == 0
-    mention = b.test.x[2]                  # "<@MENTION>": seen in training, indicator 40 (at-mention) on
+    mention = b.test.x[2]  # "<@MENTION>": seen in training, indicator 40 (at-mention) on
     assert mention[:40].norm() == pytest.approx(1.0, abs=1e-5) and mention[40] == 1
-    assert b.test.x[6, 40:].tolist()[5] == 1          # "2day" contains a digit
+    assert b.test.x[6, 40:].tolist()[5] == 1  # "2day" contains a digit
     assert b.info["coverage"]["train"] == 1.0 and b.info["coverage"]["test"] < 1.0
 
 
 def test_twitter_embeddings_file(twitter_root, tmp_path):
     emb = tmp_path / "emb.txt"
-    rows = ["4 50"]                                   # word2vec-style header, skipped
+    rows = ["4 50"]  # word2vec-style header, skipped
     rows.append("i " + " ".join(["1.0"] * 50))
-    rows.append("rt " + " ".join(["2.0"] * 50))       # "RT" in training is found lower-cased
+    rows.append("rt " + " ".join(["2.0"] * 50))  # "RT" in training is found lower-cased
     rows.append("UUUNKKK " + " ".join(["-1.0"] * 50))
     rows.append("song " + " ".join(str(v) for v in np.linspace(0, 1, 50)))
     emb.write_text("\n".join(rows) + "\n")
     b = build_dataset(tw_cfg(twitter_root, embeddings=str(emb)), seed=0)
-    assert torch.all(b.train.x[0] == 1.0)            # i
-    assert torch.all(b.train.x[11] == 2.0)           # RT -> rt
-    assert torch.all(b.train.x[1] == -1.0)           # love -> the unknown-word vector
-    assert b.train.x[3, -1] == pytest.approx(1.0)    # song
+    assert torch.all(b.train.x[0] == 1.0)  # i
+    assert torch.all(b.train.x[11] == 2.0)  # RT -> rt
+    assert torch.all(b.train.x[1] == -1.0)  # love -> the unknown-word vector
+    assert b.train.x[3, -1] == pytest.approx(1.0)  # song
     assert b.info["embeddings"] == str(emb) and b.info["embedding_dim"] == 50
 
 
@@ -98,6 +101,7 @@ def test_twitter_errors(twitter_root, tmp_path):
 # ----------------------------------------------------------------------------------------------
 # reuters: topic<TAB>text
 
+
 def reuters_files(root):
     train = []
     for i in range(8):
@@ -105,7 +109,7 @@ def reuters_files(root):
     for i in range(5):
         train.append(("acq", f"company acquire stake shares merger bid the offer {['cash', 'stock'][i % 2]}"))
     train += [("fuel", "fuel oil price barrel"), ("fuel", "fuel oil tanker")]
-    train += [("zinc", "zinc metal lme") for _ in range(3)]          # < 5 test docs: dropped
+    train += [("zinc", "zinc metal lme") for _ in range(3)]  # < 5 test docs: dropped
     rng = np.random.default_rng(0)
     order = rng.permutation(len(train))
     (root / "r52-train.txt").write_text("".join(f"{train[i][0]}\t{train[i][1]}\n" for i in order))
@@ -128,14 +132,15 @@ def test_reuters_classes_bag_of_words_and_stratified_validation(tmp_path):
     assert b.input_shape == (1000,) and b.bounds == (0.0, 1.0) and b.mean is None
     assert set(torch.unique(b.train.x).tolist()) <= {0.0, 1.0}
     vocab = b.info["vocabulary"]
-    assert "the" not in vocab and vocab[0] == "profit"             # stop words removed; most frequent first
-    assert "zinc" not in vocab                                     # vocabulary from the kept classes only
+    assert "the" not in vocab and vocab[0] == "profit"  # stop words removed; most frequent first
+    assert "zinc" not in vocab  # vocabulary from the kept classes only
     # "unseenword" in the fuel test docs switches on the last ("any other word") slot
     fuel_test = b.test.x[b.test.y == 2]
     assert torch.all(fuel_test[:, 999] == 1) and torch.all(b.train.x[:, 999] == 0)
     # the validation draw depends on the seed, the rest does not
-    other = [build_dataset(DataConfig(name="reuters", root=str(tmp_path), profile="natural"), seed=s)
-             for s in range(1, 6)]
+    other = [
+        build_dataset(DataConfig(name="reuters", root=str(tmp_path), profile="natural"), seed=s) for s in range(1, 6)
+    ]
     assert len({tuple(o.info["indices"]["val"]) for o in other + [b]}) > 1
     again = build_dataset(DataConfig(name="reuters", root=str(tmp_path), profile="natural"), seed=0)
     assert again.info["indices"] == b.info["indices"] and torch.equal(again.train.x, b.train.x)
@@ -143,9 +148,10 @@ def test_reuters_classes_bag_of_words_and_stratified_validation(tmp_path):
 
 def test_reuters_vocabulary_rule():
     from major2minor.data.datasets.reuters import bag_of_words, build_vocabulary
+
     docs = [["b", "a", "the", "c"], ["a", "c", "d"], ["d", "e"]]
     vocab = build_vocabulary(docs, {"the"}, size=3)
-    assert vocab == {"a": 0, "c": 1, "d": 2}          # ties (count 2) in first-occurrence order; b, e cut
+    assert vocab == {"a": 0, "c": 1, "d": 2}  # ties (count 2) in first-occurrence order; b, e cut
     x = bag_of_words([["a", "the", "zzz"], ["the"]], vocab, {"the"}, dims=4)
     assert x.tolist() == [[1, 0, 0, 1], [0, 0, 0, 0]]
 

@@ -1,4 +1,5 @@
 """csv and npz: a user's own tables and arrays, with the same profiles and splits."""
+
 import numpy as np
 import pytest
 import torch
@@ -28,14 +29,18 @@ def test_csv_single_file_holdout_profile_and_normalisation(tmp_path):
     # test round(20%) = 2/4/6, val round(10%) = 1/2/3 of eggs/ham/spam, first in file order
     assert torch.bincount(b.test.y).tolist() == [2, 4, 6] and torch.bincount(b.val.y).tolist() == [1, 2, 3]
     assert b.train_counts == [7, 14, 21]
-    assert b.bounds is None and len(b.mean) == 4 and len(b.std) == 4       # unbounded: standardised in-model
+    assert b.bounds is None and len(b.mean) == 4 and len(b.std) == 4  # unbounded: standardised in-model
     assert b.info["indices"]["test"][:6] == [0, 1, 2, 3, 4, 5]
     assert b.test.x[0].tolist() == pytest.approx(x[0].tolist(), rel=1e-6)
-    lt = build_dataset(DataConfig(name="csv", root=str(tmp_path / "d.csv"), profile="longtail", ratio=3, n_max=7,
-                                  selection="random"), seed=0)
+    lt = build_dataset(
+        DataConfig(name="csv", root=str(tmp_path / "d.csv"), profile="longtail", ratio=3, n_max=7, selection="random"),
+        seed=0,
+    )
     assert lt.train_counts == [7, 4, 2]
-    lt2 = build_dataset(DataConfig(name="csv", root=str(tmp_path / "d.csv"), profile="longtail", ratio=3, n_max=7,
-                                   selection="random"), seed=0)
+    lt2 = build_dataset(
+        DataConfig(name="csv", root=str(tmp_path / "d.csv"), profile="longtail", ratio=3, n_max=7, selection="random"),
+        seed=0,
+    )
     assert torch.equal(lt.train.x, lt2.train.x)
 
 
@@ -70,7 +75,7 @@ def test_csv_errors(tmp_path):
 def test_npz_images_nhwc_and_features(tmp_path):
     rng = np.random.default_rng(0)
     y = np.repeat([3, 7], [20, 10])
-    x = rng.integers(0, 256, size=(30, 12, 12, 3), dtype=np.uint8)          # NHWC
+    x = rng.integers(0, 256, size=(30, 12, 12, 3), dtype=np.uint8)  # NHWC
     np.savez(tmp_path / "img.npz", x=x, y=y, class_names=np.array(["three", "seven"]))
     b = build_dataset(DataConfig(name="npz", root=str(tmp_path / "img.npz"), profile="natural"), seed=0)
     assert b.input_shape == (3, 12, 12) and b.train.x.dtype == torch.uint8

@@ -1,4 +1,5 @@
 """Two CPU processes with gloo under torchrun, on digits-lt (design section 6)."""
+
 import csv
 import json
 import os
@@ -15,8 +16,15 @@ from major2minor.data.sampling import batch_slices, epoch_indices
 from major2minor.engine import build_model_seeded, evaluate
 from major2minor.methods.base import inverse_frequency
 
-ARGS = ["method=drs", "train.epochs=4", "train.deferred_epoch=2", "optim.warmup_epochs=1", "optim.milestones=[3]",
-        "train.threads=1", "train.progress=none"]
+ARGS = [
+    "method=drs",
+    "train.epochs=4",
+    "train.deferred_epoch=2",
+    "optim.warmup_epochs=1",
+    "optim.milestones=[3]",
+    "train.threads=1",
+    "train.progress=none",
+]
 
 
 def _free_port():
@@ -26,9 +34,23 @@ def _free_port():
 
 
 def _torchrun(run_dir, *extra, nproc=2):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr",
-           "127.0.0.1", "--master_port", str(_free_port()), "-m", "major2minor", "train", *ARGS,
-           f"run.dir={run_dir}", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        str(nproc),
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "major2minor",
+        "train",
+        *ARGS,
+        f"run.dir={run_dir}",
+        *extra,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, stdin=subprocess.DEVNULL)
 
@@ -76,21 +98,48 @@ def _rows(run):
 def test_distributed_run_killed_and_resumed_matches_uninterrupted(ddp_run, tmp_path):
     import signal
     import time
+
     run = tmp_path / "cut"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), "-m", "major2minor", "train", *ARGS, f"run.dir={run}"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-                            start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "major2minor",
+        "train",
+        *ARGS,
+        f"run.dir={run}",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     deadline = time.time() + 200
     while time.time() < deadline and proc.poll() is None:
-        if (run / "log.csv").exists() and len((run / "log.csv").read_text().splitlines()) >= 3:   # 2 epochs
+        if (run / "log.csv").exists() and len((run / "log.csv").read_text().splitlines()) >= 3:  # 2 epochs
             break
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (run / "summary.json").exists(), "the run finished before it could be killed"
-    resumed = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=240,
-                             stdin=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    resumed = subprocess.run(
+        cmd + ["--resume"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a = json.loads((ddp_run / "summary.json").read_text())
     b = json.loads((run / "summary.json").read_text())
@@ -102,6 +151,7 @@ def test_distributed_run_killed_and_resumed_matches_uninterrupted(ddp_run, tmp_p
 def test_cuda_device_gets_an_explicit_index(monkeypatch, name, expected):
     """torch.cuda.set_device refuses a bare "cuda" (seen on a GPU with torch 2.11): resolve the index."""
     from major2minor import distributed
+
     chosen = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
@@ -114,6 +164,7 @@ def test_cuda_device_gets_an_explicit_index(monkeypatch, name, expected):
 
 def test_cuda_index_beyond_the_visible_devices_is_refused(monkeypatch):
     from major2minor import distributed
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.delenv("WORLD_SIZE", raising=False)

@@ -51,10 +51,10 @@ def test_resume_after_interruption_continues_from_saved_epoch(tiny_cfg, tmp_path
         train(cfg, log=None)
     monkeypatch.setattr(engine, "write_csv", real_write)
     ckpt = torch.load(tmp_path / "cut" / "last.pt", weights_only=False)
-    assert ckpt["epoch"] == 1 and ckpt["state"]["epoch"] == 2       # epochs 0 and 1 were saved
+    assert ckpt["epoch"] == 1 and ckpt["state"]["epoch"] == 2  # epochs 0 and 1 were saved
 
     with pytest.raises(RunDirError, match="--resume"):
-        train(cfg, log=None)                                        # never silently overwritten
+        train(cfg, log=None)  # never silently overwritten
     messages = []
     resumed = train(cfg, resume=True, log=messages.append)
     assert any("resuming" in m and "epoch 2" in m for m in messages)
@@ -81,6 +81,7 @@ def test_global_rng_untouched(tiny_cfg):
 
 def test_cli_train_and_list(tmp_path, capsys):
     from major2minor.cli import main
+
     assert main(["list", "methods"]) == 0
     out = capsys.readouterr().out
     for name in ("erm", "drs", "m2m", "ldam-m2m", "m2m-self", "m2m-no-reject"):

@@ -1,4 +1,5 @@
 """Figures write non-empty PNG files; bad inputs and a missing matplotlib give clear errors."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,15 @@ import torch
 pytest.importorskip("matplotlib")
 
 from major2minor import figures  # noqa: E402
-from major2minor.figures import (MissingDependencyError, plot_class_counts, plot_per_class_recall,  # noqa: E402
-                                 plot_training_curves, read_log, translation_gallery, write_run_figures)
+from major2minor.figures import (
+    MissingDependencyError,
+    plot_class_counts,
+    plot_per_class_recall,  # noqa: E402
+    plot_training_curves,
+    read_log,
+    translation_gallery,
+    write_run_figures,
+)
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -38,7 +46,7 @@ def write_log(path, epochs=4, m2m=False):
 
 def test_class_counts_and_per_class_recall(tmp_path):
     assert_png(plot_class_counts([5, 100, 20, 0], tmp_path / "counts.png", class_names=["a", "b", "c", "d"]))
-    assert_png(plot_class_counts(list(range(200, 0, -1)), tmp_path / "many.png"))      # no tick labels
+    assert_png(plot_class_counts(list(range(200, 0, -1)), tmp_path / "many.png"))  # no tick labels
     curves = {"ERM": [0.9, 0.5, None, 0.0], "M2m": [80.0, 70.0, 60.0, 50.0]}
     with pytest.raises(ValueError, match="curves\\['ERM'\\] has 4 classes but train_counts has 3"):
         plot_per_class_recall(curves, [1, 2, 3], tmp_path / "r.png")
@@ -68,36 +76,62 @@ def test_translation_gallery(tmp_path):
     rng = np.random.default_rng(0)
     seeds = rng.random((5, 1, 8, 8))
     trans = np.clip(seeds + 0.1, 0, 1)
-    out = translation_gallery(seeds, trans, [0, 0, 1, 2, 0], [9, 8, 7, 6, 5], [0.95, 0.5, 0.91, 0.2, 0.99],
-                              [True, False, True, False, True], tmp_path / "gallery.png",
-                              class_names=[str(i) for i in range(10)])
+    out = translation_gallery(
+        seeds,
+        trans,
+        [0, 0, 1, 2, 0],
+        [9, 8, 7, 6, 5],
+        [0.95, 0.5, 0.91, 0.2, 0.99],
+        [True, False, True, False, True],
+        tmp_path / "gallery.png",
+        class_names=[str(i) for i in range(10)],
+    )
     assert_png(out)
     # tensors, channels-last uint8 RGB, more items than max_items
     x = torch.randint(0, 256, (20, 32, 32, 3), dtype=torch.uint8)
-    assert_png(translation_gallery(x, x.flip(1), torch.zeros(20), torch.ones(20), torch.rand(20),
-                                   torch.rand(20) > 0.5, tmp_path / "rgb.png", max_items=6))
+    assert_png(
+        translation_gallery(
+            x,
+            x.flip(1),
+            torch.zeros(20),
+            torch.ones(20),
+            torch.rand(20),
+            torch.rand(20) > 0.5,
+            tmp_path / "rgb.png",
+            max_items=6,
+        )
+    )
     with pytest.raises(ValueError, match="g_conf has 2 entries but seeds has 5"):
         translation_gallery(seeds, trans, [0] * 5, [1] * 5, [0.9, 0.8], [True] * 5, tmp_path / "bad.png")
     with pytest.raises(ValueError, match="translations has shape"):
         translation_gallery(seeds, trans[:4], [0] * 5, [1] * 5, [0.9] * 5, [True] * 5, tmp_path / "bad.png")
     with pytest.raises(ValueError, match="needs images"):
-        translation_gallery(np.zeros((3, 300)), np.zeros((3, 300)), [0] * 3, [1] * 3, [0.9] * 3, [True] * 3,
-                            tmp_path / "bad.png")
+        translation_gallery(
+            np.zeros((3, 300)), np.zeros((3, 300)), [0] * 3, [1] * 3, [0.9] * 3, [True] * 3, tmp_path / "bad.png"
+        )
 
 
 def test_write_run_figures(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     counts = [100, 30, 5]
-    (run / "manifest.json").write_text(json.dumps({"name": "toy", "train_counts": counts,
-                                                   "class_names": ["x", "y", "z"]}))
+    (run / "manifest.json").write_text(
+        json.dumps({"name": "toy", "train_counts": counts, "class_names": ["x", "y", "z"]})
+    )
     write_log(run / "log.csv", m2m=True)
     (run / "config.yaml").write_text("rebalance:\n  name: drs\ntrain:\n  deferred_epoch: 2\n")
     written = write_run_figures(run)
-    assert [p.name for p in written] == ["class_counts.png", "curves.png"]     # not finished: no summary
-    (run / "summary.json").write_text(json.dumps({
-        "method": "m2m", "train_counts": counts,
-        "test_at_best": {"per_class_recall": [0.9, 0.5, 0.1]}, "test_at_last": {"per_class_recall": [0.8, 0.5, None]}}))
+    assert [p.name for p in written] == ["class_counts.png", "curves.png"]  # not finished: no summary
+    (run / "summary.json").write_text(
+        json.dumps(
+            {
+                "method": "m2m",
+                "train_counts": counts,
+                "test_at_best": {"per_class_recall": [0.9, 0.5, 0.1]},
+                "test_at_last": {"per_class_recall": [0.8, 0.5, None]},
+            }
+        )
+    )
     messages = []
     written = write_run_figures(run, log=messages.append)
     assert [p.name for p in written] == ["class_counts.png", "curves.png", "per_class_recall.png"]
@@ -110,10 +144,10 @@ def test_write_run_figures(tmp_path):
 
 
 def test_missing_matplotlib(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)   # makes `import matplotlib.figure` fail
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # makes `import matplotlib.figure` fail
     with pytest.raises(MissingDependencyError, match=r"major2minor\[plots\]"):
         plot_class_counts([3, 2, 1], tmp_path / "c.png")
-    with pytest.raises(ImportError):                               # also an ImportError for callers
+    with pytest.raises(ImportError):  # also an ImportError for callers
         plot_class_counts([3, 2, 1], tmp_path / "c.png")
     messages = []
     assert write_run_figures(tmp_path, log=messages.append) == []  # the engine's call never fails a run

@@ -1,4 +1,5 @@
 """Losses against hand-computed values (design section 3; public LDAM-DRW / M2m conventions)."""
+
 import math
 
 import pytest
@@ -23,9 +24,10 @@ WEIGHT = torch.tensor([0.2, 0.7, 2.1])
 
 # --- every loss: per-sample values, w_y * loss, batch mean taken by the engine ----------------------
 
+
 @pytest.mark.parametrize("name", LOSSES.names())
 def test_every_loss_is_per_sample_finite_and_weighted_per_sample(name):
-    logits = LOGITS.clamp(-1, 1) if name == "ldam" else LOGITS        # LDAM sees cosine logits
+    logits = LOGITS.clamp(-1, 1) if name == "ldam" else LOGITS  # LDAM sees cosine logits
     loss = make(name)
     plain = loss(logits, TARGET)
     assert plain.shape == (4,) and torch.isfinite(plain).all() and (plain >= 0).all()
@@ -35,7 +37,7 @@ def test_every_loss_is_per_sample_finite_and_weighted_per_sample(name):
         ce_w = WEIGHT[TARGET] * F.cross_entropy(logits, TARGET, reduction="none")
         expected = (1 - torch.exp(-ce_w)) * ce_w
     else:
-        expected = WEIGHT[TARGET] * plain                              # not divided by sum of w_y
+        expected = WEIGHT[TARGET] * plain  # not divided by sum of w_y
     torch.testing.assert_close(weighted, expected)
 
 
@@ -48,6 +50,7 @@ def test_build_loss_uses_config_name_and_counts():
 
 
 # --- CE and focal ---------------------------------------------------------------------------------
+
 
 def test_ce_matches_hand_computation():
     z = math.exp(2) + 1 + math.exp(-1)
@@ -71,7 +74,8 @@ def test_focal_gamma_one_matches_hand_computation():
     assert make("focal")(LOGITS[:1], TARGET[:1]).item() == pytest.approx(0.026530842582077215, rel=1e-5)
     p = math.exp(2) / (math.exp(2) + 1 + math.exp(-1))
     assert make("focal", focal_gamma=2.0)(LOGITS[:1], TARGET[:1]).item() == pytest.approx(
-        (1 - p) ** 2 * -math.log(p), rel=1e-5)
+        (1 - p) ** 2 * -math.log(p), rel=1e-5
+    )
 
 
 def test_focal_default_gamma_is_one():
@@ -94,13 +98,14 @@ def test_focal_negative_gamma_refused():
 
 # --- LDAM -----------------------------------------------------------------------------------------
 
+
 def test_ldam_margins_proportional_to_n_to_minus_quarter_with_max_equal_max_margin():
     counts = [100, 16, 1]
     m = ldam_margins(counts, 0.5)
     # by hand: 100^(-1/4) = 0.31623, 16^(-1/4) = 0.5, 1^(-1/4) = 1 -> scaled so the largest is 0.5
     torch.testing.assert_close(m, torch.tensor([0.15811388, 0.25, 0.5]))
     ratio = m * torch.tensor(counts, dtype=torch.float32) ** 0.25
-    torch.testing.assert_close(ratio, torch.full((3,), 0.5))          # m_c * N_c^(1/4) constant
+    torch.testing.assert_close(ratio, torch.full((3,), 0.5))  # m_c * N_c^(1/4) constant
     assert m.max().item() == pytest.approx(0.5)
     assert ldam_margins([5000, 2997, 50], 0.3).max().item() == pytest.approx(0.3)
 
@@ -126,7 +131,7 @@ def test_ldam_picks_cosine_head_automatically_and_refuses_a_linear_one():
     model = build_model(cfg, 10, (1, 8, 8))
     assert any(isinstance(m, NormedLinear) for m in model.modules())
     logits = model(torch.rand(4, 1, 8, 8))
-    assert logits.abs().max() <= 1.0 + 1e-5                              # cosine logits
+    assert logits.abs().max() <= 1.0 + 1e-5  # cosine logits
     erm = build_model(load_config("digits-lt", ["method=erm"]), 10, (1, 8, 8))
     assert not any(isinstance(m, NormedLinear) for m in erm.modules())
     with pytest.raises(ConfigError, match="model.head=linear"):
@@ -135,12 +140,15 @@ def test_ldam_picks_cosine_head_automatically_and_refuses_a_linear_one():
 
 # --- Balanced Softmax / logit adjustment ------------------------------------------------------------
 
+
 def test_balanced_softmax_matches_hand_computation():
     # counts (3, 1): prior (0.75, 0.25); logits (0, 0), target 1 -> -log 0.25 = log 4
     loss = make("balanced-softmax", counts=(3, 1))(torch.zeros(1, 2), torch.tensor([1]))
     assert loss.item() == pytest.approx(math.log(4), rel=1e-6)
     half = make("balanced-softmax", counts=(3, 1), tau=0.5)(torch.zeros(1, 2), torch.tensor([1]))
-    assert half.item() == pytest.approx(math.log(1 + math.sqrt(3)), rel=1e-6)   # -log(sqrt(.25) / (sqrt(.75) + sqrt(.25)))
+    assert half.item() == pytest.approx(
+        math.log(1 + math.sqrt(3)), rel=1e-6
+    )  # -log(sqrt(.25) / (sqrt(.75) + sqrt(.25)))
 
 
 def test_balanced_softmax_tau_zero_equals_ce():

@@ -1,13 +1,11 @@
 """Exactness tests for M2m (design section 2)."""
-import json
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from major2minor.methods.m2m import M2mConfig
-from major2minor.methods.m2m import (M2mTranslator, random_start, seed_weights, slot_probability)
+from major2minor.methods.m2m import M2mConfig, M2mTranslator, random_start, seed_weights, slot_probability
 
 
 class Linear(nn.Module):
@@ -42,22 +40,21 @@ def _batch(n=64, d=12, seed=0, labels=(0, 1, 2)):
 
 
 def test_slot_probability_uses_n_max_not_class_zero():
-    counts = torch.tensor([10.0, 100.0, 50.0])        # largest class is NOT class 0
+    counts = torch.tensor([10.0, 100.0, 50.0])  # largest class is NOT class 0
     y = torch.tensor([0, 1, 2])
     assert slot_probability(counts, y).tolist() == pytest.approx([0.9, 0.0, 0.5])
     translator = M2mTranslator(Linear(), [10, 100, 50], M2mConfig(beta=0.9))
     y = torch.tensor([0] * 4000 + [1] * 10)
     slots, target, _, _ = translator.slot_and_seed(y, torch.Generator().manual_seed(0))
-    assert (target == 0).all()                                   # the largest class never gets a slot
-    assert abs(len(slots) / 4000 - 0.9) < 0.03                    # class 0: 1 - 10/100
+    assert (target == 0).all()  # the largest class never gets a slot
+    assert abs(len(slots) / 4000 - 0.9) < 0.03  # class 0: 1 - 10/100
 
 
 def test_seed_weights_formula_and_all_zero_slots_skipped():
     counts = torch.tensor([100.0, 40.0, 10.0])
     y = torch.tensor([0, 1, 2, 2])
     p = seed_weights(counts, y, torch.tensor([2, 1]), beta=0.9)
-    expected = [[1 - 0.9 ** 90, 1 - 0.9 ** 30, 0.0, 0.0],
-                [1 - 0.9 ** 60, 0.0, 0.0, 0.0]]
+    expected = [[1 - 0.9**90, 1 - 0.9**30, 0.0, 0.0], [1 - 0.9**60, 0.0, 0.0, 0.0]]
     assert torch.allclose(p, torch.tensor(expected), rtol=1e-6, atol=0)
     # a batch of minority entries only: every slot has all-zero weights and is skipped
     translator = M2mTranslator(Linear(), [100, 40, 10], M2mConfig(beta=0.9))
@@ -84,7 +81,7 @@ def _translate(cfg, g=None, f=None, counts=(200, 100, 5), n=96, seed=0, bounds=(
 
 
 def test_rejected_slots_keep_their_original_sample_and_label():
-    _, x, y, (x2, y2, stats) = _translate(M2mConfig(beta=0.5, gamma=1.01))   # gamma > 1: nothing passes
+    _, x, y, (x2, y2, stats) = _translate(M2mConfig(beta=0.5, gamma=1.01))  # gamma > 1: nothing passes
     assert stats.slots > 0 and stats.accepted == 0
     assert torch.equal(x2, x) and torch.equal(y2, y)
 
@@ -92,7 +89,7 @@ def test_rejected_slots_keep_their_original_sample_and_label():
 def test_acceptance_needs_both_gamma_and_bernoulli():
     # gamma = 0 passes every translation, so acceptance is the Bernoulli draw alone ...
     _, _, _, (_, _, all_pass) = _translate(M2mConfig(beta=0.5, gamma=0.0))
-    assert all_pass.accepted == all_pass.slots > 0               # beta 0.5, deltas >= 95: p_seed == 1
+    assert all_pass.accepted == all_pass.slots > 0  # beta 0.5, deltas >= 95: p_seed == 1
     _, _, _, (_, _, rare) = _translate(M2mConfig(beta=0.99999, gamma=0.0))
     assert rare.slots > 0 and rare.accepted < 0.05 * rare.slots  # p_seed ~ 1e-3: the draw rejects
     # ... and with p_seed == 1, the gamma test alone decides
@@ -111,7 +108,7 @@ def test_accepted_slots_get_translated_input_and_target_label():
     _, x, y, (x2, y2, stats) = _translate(M2mConfig(beta=0.5, gamma=0.0))
     changed = (x2 != x).any(1)
     assert changed.sum() == stats.accepted
-    assert torch.equal(y2, y)          # a slot's label is its own class k = y_i
+    assert torch.equal(y2, y)  # a slot's label is its own class k = y_i
 
 
 def test_translation_lowers_g_cross_entropy():
@@ -129,7 +126,7 @@ def test_translation_lowers_g_cross_entropy():
 
 
 def test_lambda_term_lowers_f_seed_class_logit():
-    g = ConstantLogits([0.0, 0.0, 0.0])            # CE(g) has no gradient: only lam * f_{k0} acts
+    g = ConstantLogits([0.0, 0.0, 0.0])  # CE(g) has no gradient: only lam * f_{k0} acts
     f = Linear(seed=2)
     t = M2mTranslator(g, [200, 100, 5], M2mConfig(lam=0.5, steps=5, noise="none"), bounds=None)
     x0 = torch.rand(16, 12, generator=torch.Generator().manual_seed(4))
@@ -149,7 +146,7 @@ def test_g_is_frozen_and_never_changes_while_f_trains():
     for _ in range(3):
         x, y = _batch(64)
         x, y, _ = t(f, x, y)
-        assert f.training                      # f is back in train mode after translating
+        assert f.training  # f is back in train mode after translating
         loss = F.cross_entropy(f(x), y)
         opt.zero_grad()
         loss.backward()
@@ -178,9 +175,9 @@ def test_official_noise_bounds_each_channel_across_the_batch():
     gen = torch.Generator().manual_seed(0)
     noise = random_start((64, 3, 8, 8), "official", 0.5, gen, torch.device("cpu"))
     per_channel = noise.transpose(0, 1).reshape(3, -1).norm(dim=1)
-    assert per_channel.tolist() == pytest.approx([0.5] * 3, rel=1e-4)   # each channel slice over the batch
+    assert per_channel.tolist() == pytest.approx([0.5] * 3, rel=1e-4)  # each channel slice over the batch
     per_sample = noise.flatten(1).norm(dim=1)
-    assert per_sample.max() < 0.5 / 4                                   # so each sample's share is small
+    assert per_sample.max() < 0.5 / 4  # so each sample's share is small
     small = random_start((2, 3, 8, 8), "official", 0.5, torch.Generator().manual_seed(0), torch.device("cpu"))
     assert small.flatten(1).norm(dim=1).mean() > 4 * per_sample.mean()  # shrinks as the batch grows
 
@@ -198,9 +195,9 @@ def test_skipping_bernoulli_rejected_slots_is_exact():
         cfg_full = M2mConfig(beta=0.99, gamma=0.2, noise=noise, translate_rejected=True)
         _, _, _, (xa, ya, sa) = _translate(cfg_fast, seed=3, n=128)
         _, _, _, (xb, yb, sb) = _translate(cfg_full, seed=3, n=128)
-        assert sa.translated < sb.translated               # work was saved ...
+        assert sa.translated < sb.translated  # work was saved ...
         assert torch.equal(sa.accepted_per_class, sb.accepted_per_class)
-        assert torch.equal(ya, yb) and torch.allclose(xa, xb, atol=1e-6)   # ... and the batch is the same
+        assert torch.equal(ya, yb) and torch.allclose(xa, xb, atol=1e-6)  # ... and the batch is the same
 
 
 def test_ensemble_uses_mean_of_softmax():
@@ -222,6 +219,7 @@ def test_folded_generator_is_the_same_function():
     from major2minor.config import load_config
     from major2minor.models import build_model
     from major2minor.models.fold import fold_batchnorm
+
     cfg = load_config(None, ["model.name=resnet32"])
     with torch.random.fork_rng():
         torch.manual_seed(0)
@@ -234,7 +232,7 @@ def test_folded_generator_is_the_same_function():
     folded = fold_batchnorm(g)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
     assert torch.allclose(folded(x), g(x), atol=1e-4)
-    assert all(isinstance(m, nn.BatchNorm2d) for m in [g.bn_1])      # the original is untouched
+    assert all(isinstance(m, nn.BatchNorm2d) for m in [g.bn_1])  # the original is untouched
     t = M2mTranslator(g, [200, 100, 5], M2mConfig())
     assert t.generators[0] is not g and not any(p.requires_grad for p in t.generators[0].parameters())
 
@@ -254,7 +252,7 @@ def test_f_probability_statistics_are_those_of_the_accepted_samples():
 
 def test_statistics_when_nothing_is_accepted():
     g, f = Linear(seed=1), Linear(seed=2)
-    t = M2mTranslator(g, [200, 100, 5], M2mConfig(beta=0.99, gamma=1.01))   # gamma > 1: all rejected
+    t = M2mTranslator(g, [200, 100, 5], M2mConfig(beta=0.99, gamma=1.01))  # gamma > 1: all rejected
     x, y = _batch(64)
     x_new, y_new, s = t(f, x, y, generator=torch.Generator().manual_seed(4))
     assert s.translated > 0 and s.accepted == 0 and torch.equal(x_new, x) and torch.equal(y_new, y)
@@ -270,7 +268,7 @@ def test_f_statistics_use_the_logit_scale_of_fs_loss():
         t = M2mTranslator(g, [200, 100, 5], M2mConfig(beta=0.99, gamma=0.2), f_logit_scale=scale)
         out[scale] = t(f, x, y, generator=torch.Generator().manual_seed(4))
     (xa, ya, sa), (xb, yb, sb) = out[1.0], out[30.0]
-    assert torch.equal(xa, xb) and torch.equal(ya, yb)            # the translation itself is unchanged
+    assert torch.equal(xa, xb) and torch.equal(ya, yb)  # the translation itself is unchanged
     changed = (xb != x).any(1)
     expected = F.softmax(30.0 * f(xb[changed]), 1).gather(1, yb[changed][:, None]).sum()
     assert torch.allclose(sb.f_target_prob_sum, expected, atol=1e-4)
@@ -280,10 +278,11 @@ def test_f_statistics_use_the_logit_scale_of_fs_loss():
 def test_ldam_m2m_passes_the_ldam_scale_to_the_statistics():
     from major2minor.config import load_config
     from major2minor.methods.m2m import M2mRebalancer
+
     cfg = load_config("digits-lt", ["method=ldam-m2m", "loss.ldam_scale=12"])
     assert cfg.loss.name == "ldam"
 
-    class Ctx:   # the parts of the engine's RunContext that setup() reads
+    class Ctx:  # the parts of the engine's RunContext that setup() reads
         device = torch.device("cpu")
         rank = 0
         log = staticmethod(lambda s: None)
@@ -292,7 +291,7 @@ def test_ldam_m2m_passes_the_ldam_scale_to_the_statistics():
         class bundle:
             bounds, is_image = (0.0, 1.0), True
 
-    cfg.m2m.self_generator = True          # no g to train for this check
+    cfg.m2m.self_generator = True  # no g to train for this check
     r = M2mRebalancer(cfg, [90, 30, 5])
     r.setup(Ctx())
     assert r.translator.f_logit_scale == 12.0

@@ -1,27 +1,30 @@
 """The two-stage workflow, generator caching, official checkpoints, statistics in the log."""
+
 import csv
-import warnings
 
 import pytest
 import torch
 
 from major2minor.checkpoint import CheckpointError
 from major2minor.config import load_config
-from major2minor.pipeline import train
 from major2minor.models import build_model
+from major2minor.pipeline import train
 
 
 def _official_resnet32_keys():
-    keys = ["conv_1_3x3.weight"] + [f"bn_1.{p}" for p in ("weight", "bias", "running_mean", "running_var",
-                                                          "num_batches_tracked")]
+    keys = ["conv_1_3x3.weight"] + [
+        f"bn_1.{p}" for p in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+    ]
     for s in (1, 2, 3):
         for b in range(5):
             for layer in ("conv_a", "bn_a", "conv_b", "bn_b"):
                 if layer.startswith("conv"):
                     keys.append(f"stage_{s}.{b}.{layer}.weight")
                 else:
-                    keys += [f"stage_{s}.{b}.{layer}.{p}" for p in ("weight", "bias", "running_mean",
-                                                                    "running_var", "num_batches_tracked")]
+                    keys += [
+                        f"stage_{s}.{b}.{layer}.{p}"
+                        for p in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+                    ]
     return keys + ["linear.weight", "linear.bias"]
 
 
@@ -29,14 +32,26 @@ def test_resnet32_state_dict_matches_official_layout():
     cfg = load_config(None, ["model.name=resnet32"])
     net = build_model(cfg, 10, (3, 32, 32))
     assert list(net.state_dict()) == _official_resnet32_keys()
-    assert sum(p.numel() for p in net.parameters()) == 464154       # ResNet-32, 10 classes (0.46M)
+    assert sum(p.numel() for p in net.parameters()) == 464154  # ResNet-32, 10 classes (0.46M)
 
 
 def _m2m_cfg(tmp_path, *extra):
-    return load_config("digits-lt", ["method=m2m", "train.epochs=4", "train.deferred_epoch=2",
-                                     "optim.warmup_epochs=1", "optim.milestones=[3]", "train.progress=none",
-                                     "m2m.beta=0.9", "m2m.gamma=0.0", "m2m.steps=3",
-                                     f"run.root={tmp_path / 'runs'}", *extra])
+    return load_config(
+        "digits-lt",
+        [
+            "method=m2m",
+            "train.epochs=4",
+            "train.deferred_epoch=2",
+            "optim.warmup_epochs=1",
+            "optim.milestones=[3]",
+            "train.progress=none",
+            "m2m.beta=0.9",
+            "m2m.gamma=0.0",
+            "m2m.steps=3",
+            f"run.root={tmp_path / 'runs'}",
+            *extra,
+        ],
+    )
 
 
 def test_two_stage_workflow_with_run_dir_generator(tmp_path):
@@ -47,7 +62,7 @@ def test_two_stage_workflow_with_run_dir_generator(tmp_path):
     assert summary["m2m"]["slots"] > 0 and summary["m2m"]["accepted"] > 0
     assert any("M2m: translating from epoch 3" in m and "per epoch" in m for m in messages)
     rows = list(csv.DictReader(open(tmp_path / "runs" / "digits-lt" / "m2m" / "seed0" / "log.csv")))
-    assert rows[0]["m2m_acceptance"] == "" and rows[1]["m2m_acceptance"] == ""      # ERM before T0
+    assert rows[0]["m2m_acceptance"] == "" and rows[1]["m2m_acceptance"] == ""  # ERM before T0
     for row in rows[2:]:
         assert int(row["m2m_slots"]) > 0 and 0 <= float(row["m2m_acceptance"]) <= 1
         assert len(row["m2m_accepted_per_class"].split()) == 10
@@ -62,7 +77,7 @@ def test_missing_generator_trains_erm_g_once_and_caches_it(tmp_path):
     train(_m2m_cfg(tmp_path), log=first.append)
     assert any("training the ERM generator" in m for m in first)
     second = []
-    train(_m2m_cfg(tmp_path, "train.seed=1"), log=second.append)   # another seed: its own g
+    train(_m2m_cfg(tmp_path, "train.seed=1"), log=second.append)  # another seed: its own g
     assert any("training the ERM generator" in m for m in second)
     third = []
     train(_m2m_cfg(tmp_path, f"run.dir={tmp_path / 'again'}"), log=third.append)
@@ -73,16 +88,24 @@ def test_missing_generator_trains_erm_g_once_and_caches_it(tmp_path):
 def _official_checkpoint(path, num_classes=10, in_ch=1):
     cfg = load_config(None, ["model.name=resnet32"])
     net = build_model(cfg, num_classes, (in_ch, 8, 8))
-    torch.save({"net": net.state_dict(), "optimizer": {}, "acc": 50.0, "epoch": 159,
-                "rng_state": torch.get_rng_state()}, path)
+    torch.save(
+        {"net": net.state_dict(), "optimizer": {}, "acc": 50.0, "epoch": 159, "rng_state": torch.get_rng_state()}, path
+    )
     return net
 
 
 def test_official_m2m_checkpoint_loads_as_generator(tmp_path, monkeypatch):
     official = _official_checkpoint(tmp_path / "ckpt_erm.t7")
-    cfg = _m2m_cfg(tmp_path, "model.name=resnet32", f"m2m.generator=[{tmp_path / 'ckpt_erm.t7'}]",
-                   "train.epochs=3", "train.deferred_epoch=2", "m2m.steps=1")
+    cfg = _m2m_cfg(
+        tmp_path,
+        "model.name=resnet32",
+        f"m2m.generator=[{tmp_path / 'ckpt_erm.t7'}]",
+        "train.epochs=3",
+        "train.deferred_epoch=2",
+        "m2m.steps=1",
+    )
     import major2minor.methods.generator as generator
+
     seen = {}
     real_load = generator.load_generator
 
@@ -105,14 +128,15 @@ def test_generator_with_wrong_class_count_is_refused(tmp_path):
 
 def test_generator_with_wrong_architecture_is_refused(tmp_path):
     _official_checkpoint(tmp_path / "r32.t7")
-    cfg = _m2m_cfg(tmp_path, f"m2m.generator=[{tmp_path / 'r32.t7'}]")      # the run's model is cnn
+    cfg = _m2m_cfg(tmp_path, f"m2m.generator=[{tmp_path / 'r32.t7'}]")  # the run's model is cnn
     with pytest.raises(CheckpointError, match="does not fit model"):
         train(cfg, log=None)
 
 
 def test_generator_trained_on_other_counts_warns(tmp_path):
-    g_cfg = load_config("digits-lt", ["train.epochs=1", "train.progress=none", "data.ratio=5",
-                                      f"run.dir={tmp_path / 'g5'}"])
+    g_cfg = load_config(
+        "digits-lt", ["train.epochs=1", "train.progress=none", "data.ratio=5", f"run.dir={tmp_path / 'g5'}"]
+    )
     train(g_cfg, log=None)
     with pytest.warns(UserWarning, match="class counts"):
         train(_m2m_cfg(tmp_path, f"m2m.generator=[{tmp_path / 'g5'}]", "train.epochs=3"), log=None)
@@ -129,10 +153,12 @@ def test_m2m_ablation_presets_run(tmp_path):
 
 def test_cached_generator_uses_f_training_split():
     from major2minor.pipeline import generator_config
+
     cfg = load_config("digits-lt", ["method=m2m", "train.seed=3", "data.selection=random"])
     g_cfg = generator_config(cfg)
     assert g_cfg.train.seed == 1003 and g_cfg.data.seed == 3
     from major2minor.data import build_dataset
+
     f_data = build_dataset(cfg.data, cfg.train.seed)
     g_data = build_dataset(g_cfg.data, g_cfg.data.seed)
     assert torch.equal(f_data.train.y, g_data.train.y) and torch.equal(f_data.train.x, g_data.train.x)

@@ -10,6 +10,7 @@ results when run twice with the same seed.
 What a preset promises is derived from its loss / re-balancing names (``EXPECTED``), so a new
 preset is checked automatically; a new re-balancing must add its line there.
 """
+
 import math
 from pathlib import Path
 
@@ -19,14 +20,20 @@ import torch
 
 from major2minor.checkpoint import load_checkpoint
 from major2minor.config import load_config
-from major2minor.pipeline import train
 from major2minor.methods import effective_number_weights, inverse_frequency
+from major2minor.pipeline import train
 from major2minor.registry import METHODS
 
 EPOCHS, T0 = 2, 1
-TINY = [f"train.epochs={EPOCHS}", f"train.deferred_epoch={T0}", "optim.warmup_epochs=1", "optim.milestones=[1]",
-        "train.progress=none", "m2m.steps=2",
-        "train.threads=1"]   # one intra-op thread: these tiny nets only lose from more (and the CI cores are shared)
+TINY = [
+    f"train.epochs={EPOCHS}",
+    f"train.deferred_epoch={T0}",
+    "optim.warmup_epochs=1",
+    "optim.milestones=[1]",
+    "train.progress=none",
+    "m2m.steps=2",
+    "train.threads=1",
+]  # one intra-op thread: these tiny nets only lose from more (and the CI cores are shared)
 
 # re-balancing -> (sampling before T0, sampling from T0, class weights before T0, class weights from T0)
 #   sampling: "all" = every training sample once (a shuffle), "uniform" = over-sampled 1/N (near-uniform
@@ -40,22 +47,23 @@ EXPECTED = {
     "cbrw": ("all", "all", "cb", "cb"),
     "drw": ("all", "all", None, "cb"),
     "smote": ("n_max", "n_max", None, None),
-    "m2m": ("all", "uniform", None, None),     # translated slots keep their (over-sampled) label
+    "m2m": ("all", "uniform", None, None),  # translated slots keep their (over-sampled) label
 }
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """run(name, tag) -> (cfg, summary, history), each run trained once per module."""
-    root = tmp_path_factory.mktemp("methods")     # shared run.root: M2m presets share one cached g
+    root = tmp_path_factory.mktemp("methods")  # shared run.root: M2m presets share one cached g
     cache = {}
-    threads = torch.get_num_threads()                # train.threads=1 sets it process-wide; restored below
+    threads = torch.get_num_threads()  # train.threads=1 sets it process-wide; restored below
 
     def run(name, tag="a", *extra):
         key = (name, tag, extra)
         if key not in cache:
-            cfg = load_config("digits-lt", [f"method={name}", *TINY, f"run.root={root}",
-                                            f"run.dir={root / name / tag}", *extra])
+            cfg = load_config(
+                "digits-lt", [f"method={name}", *TINY, f"run.root={root}", f"run.dir={root / name / tag}", *extra]
+            )
             summary = train(cfg, log=None)
             history = load_checkpoint(root / name / tag / "last.pt")["state"]["history"]
             cache[key] = (cfg, summary, history)
@@ -84,6 +92,7 @@ def _weights(kind, counts, cfg):
 
 def test_every_rebalancer_has_expectations():
     from major2minor.registry import REBALANCERS
+
     assert set(REBALANCERS.names()) <= set(EXPECTED), "add the new re-balancing's promises to EXPECTED"
 
 
@@ -112,7 +121,7 @@ def test_method_sees_and_weighs_what_it_promises(runs, name):
             assert seen == counts, (row["epoch"], seen, counts)
         elif sampling == "uniform":
             assert sum(seen) == n and _near_uniform(seen, n), (row["epoch"], seen)
-            assert not _near_uniform(counts, n)                  # the check can tell the two apart
+            assert not _near_uniform(counts, n)  # the check can tell the two apart
         elif sampling == "n_max":
             assert seen == [n_max] * c, (row["epoch"], seen)
         expected = _weights(weight_after if after else weight_before, counts, cfg)
@@ -121,14 +130,14 @@ def test_method_sees_and_weighs_what_it_promises(runs, name):
         else:
             np.testing.assert_allclose(row["class_weights"], expected, atol=2e-6)
             assert sum(row["class_weights"]) == pytest.approx(c, abs=1e-4)
-        if cfg.rebalance.name == "m2m":                          # translation runs from T0 on, not before
+        if cfg.rebalance.name == "m2m":  # translation runs from T0 on, not before
             assert ("m2m_slots" in row and row["m2m_slots"] > 0) == after, row.get("m2m_slots")
             if after:
                 assert sum(row["m2m_accepted_per_class"]) == row["m2m_accepted"] <= row["m2m_slots"]
                 if not cfg.m2m.reject:
                     assert row["m2m_accepted"] == row["m2m_slots"]
     weights = load_checkpoint(Path(summary["run_dir"]) / "last.pt")["model"]
-    assert ("linear.bias" not in weights) == (cfg.loss.name == "ldam")   # LDAM trained the cosine head
+    assert ("linear.bias" not in weights) == (cfg.loss.name == "ldam")  # LDAM trained the cosine head
 
 
 @pytest.mark.parametrize("name", METHODS.names())
@@ -156,12 +165,28 @@ def test_any_loss_combines_with_any_rebalancing(runs, loss, rebalance):
 
 def test_cli_lists_every_method_with_its_own_help(capsys):
     from major2minor.cli import main
+
     assert main(["list", "methods"]) == 0
     lines = capsys.readouterr().out.splitlines()
     listed = {line.split()[0]: line.split(None, 1)[1] for line in lines if line.strip()}
-    paper = {"erm", "ros", "smote", "rw", "cb-rw", "drs", "drw", "focal", "ldam", "ldam-drw", "m2m", "ldam-m2m",
-             "m2m-self", "m2m-no-reject", "balanced-softmax"}
+    paper = {
+        "erm",
+        "ros",
+        "smote",
+        "rw",
+        "cb-rw",
+        "drs",
+        "drw",
+        "focal",
+        "ldam",
+        "ldam-drw",
+        "m2m",
+        "ldam-m2m",
+        "m2m-self",
+        "m2m-no-reject",
+        "balanced-softmax",
+    }
     assert paper <= set(listed) and set(listed) == set(METHODS.names())
     for name, help_text in listed.items():
         assert help_text == METHODS.entries()[METHODS.names().index(name)].help
-        assert "optional extra config overrides" not in help_text, name     # not the Preset class docstring
+        assert "optional extra config overrides" not in help_text, name  # not the Preset class docstring

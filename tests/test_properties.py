@@ -1,4 +1,5 @@
 """Property-based tests (hypothesis): class-count profiles, per-class splits, config parsing."""
+
 from __future__ import annotations
 
 import math
@@ -64,6 +65,7 @@ def test_ratio_below_one_always_raises(ratio):
 # ------------------------------------------------------------------------------------------------
 # per-class selection and hold-outs
 
+
 @st.composite
 def labels_and_counts(draw):
     c = draw(st.integers(1, 8))
@@ -78,13 +80,13 @@ def labels_and_counts(draw):
 def test_select_per_class_is_exact_disjoint_sorted(data, selection, seed):
     labels, counts = data
     idx = select_per_class(labels, counts, selection, seed)
-    assert len(np.unique(idx)) == len(idx)                              # disjoint: no index twice
-    assert np.all(np.diff(idx) > 0)                                     # sorted (file order)
+    assert len(np.unique(idx)) == len(idx)  # disjoint: no index twice
+    assert np.all(np.diff(idx) > 0)  # sorted (file order)
     assert np.bincount(labels[idx], minlength=len(counts)).tolist() == list(counts)
-    if selection == "first":                                            # the first n_c of each class
+    if selection == "first":  # the first n_c of each class
         for c, n in enumerate(counts):
             assert np.array_equal(idx[labels[idx] == c], np.flatnonzero(labels == c)[:n])
-    assert np.array_equal(idx, select_per_class(labels, counts, selection, seed))   # seeded
+    assert np.array_equal(idx, select_per_class(labels, counts, selection, seed))  # seeded
 
 
 @SETTINGS
@@ -103,17 +105,18 @@ def test_select_per_class_refuses_more_than_available(data):
 def test_hold_out_per_class_partitions_exactly(data):
     labels, per_class = data
     held, rest = hold_out_per_class(labels, per_class)
-    assert len(np.intersect1d(held, rest)) == 0                         # disjoint
-    assert np.array_equal(np.sort(np.concatenate([held, rest])), np.arange(len(labels)))   # complete
-    assert np.all(np.diff(held) > 0) and np.all(np.diff(rest) > 0)     # sorted
+    assert len(np.intersect1d(held, rest)) == 0  # disjoint
+    assert np.array_equal(np.sort(np.concatenate([held, rest])), np.arange(len(labels)))  # complete
+    assert np.all(np.diff(held) > 0) and np.all(np.diff(rest) > 0)  # sorted
     num_classes = int(labels.max()) + 1
     assert np.bincount(labels[held], minlength=num_classes).tolist() == list(per_class[:num_classes])
-    for c in range(num_classes):                                        # the first ones in file order
+    for c in range(num_classes):  # the first ones in file order
         assert np.array_equal(held[labels[held] == c], np.flatnonzero(labels == c)[: per_class[c]])
 
 
 # ------------------------------------------------------------------------------------------------
 # config parsing
+
 
 def _typed_keys(*kinds):
     import dataclasses
@@ -155,7 +158,7 @@ def test_any_float_round_trips_through_an_override(key, value):
 
 
 @SETTINGS
-@given(key=st.sampled_from(INT_KEYS), value=st.integers(-2**70, 2**70))
+@given(key=st.sampled_from(INT_KEYS), value=st.integers(-(2**70), 2**70))
 def test_any_int_round_trips_through_an_override(key, value):
     cfg = Config()
     set_key(cfg, *parse_override(f"{key}={value}"))
@@ -163,21 +166,25 @@ def test_any_int_round_trips_through_an_override(key, value):
 
 
 @SETTINGS
-@given(key=st.sampled_from(STR_KEYS),
-       value=st.text(st.characters(min_codepoint=33, max_codepoint=126, blacklist_characters="[{'\","),
-                     min_size=1, max_size=20))
+@given(
+    key=st.sampled_from(STR_KEYS),
+    value=st.text(
+        st.characters(min_codepoint=33, max_codepoint=126, blacklist_characters="[{'\","), min_size=1, max_size=20
+    ),
+)
 def test_any_plain_string_round_trips_through_an_override(key, value):
     assume(value.lower() not in ("none", "null", "~"))
     cfg = Config()
     set_key(cfg, *parse_override(f"{key}={value}"))
-    assert _get(cfg, key) == value                                       # '2024.10' stays '2024.10', 'on' stays 'on'
+    assert _get(cfg, key) == value  # '2024.10' stays '2024.10', 'on' stays 'on'
 
 
 @SETTINGS
 @given(lr=st.floats(1e-8, 10.0), epochs=st.integers(2, 10_000), seed=st.integers(0, 2**63 - 1))
 def test_valid_overrides_survive_validation(lr, epochs, seed):
-    cfg = load_config(None, [f"optim.lr={lr!r}", f"train.epochs={epochs}", f"train.seed={seed}",
-                             f"train.deferred_epoch={epochs - 1}"])
+    cfg = load_config(
+        None, [f"optim.lr={lr!r}", f"train.epochs={epochs}", f"train.seed={seed}", f"train.deferred_epoch={epochs - 1}"]
+    )
     assert (cfg.optim.lr, cfg.train.epochs, cfg.train.seed) == (lr, epochs, seed)
 
 
@@ -185,8 +192,10 @@ KNOWN = set(all_keys())
 
 
 @SETTINGS
-@given(key=st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyz_."), min_size=1, max_size=24),
-       value=st.sampled_from(["1", "0.5", "true", "x", "[1, 2]"]))
+@given(
+    key=st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyz_."), min_size=1, max_size=24),
+    value=st.sampled_from(["1", "0.5", "true", "x", "[1, 2]"]),
+)
 def test_unknown_keys_always_raise_config_error(key, value):
     assume(key.strip().lstrip("-") not in KNOWN)
     with pytest.raises(ConfigError, match="unknown config key"):

@@ -1,4 +1,5 @@
 """Re-balancing strategies: weights and sampling by hand, the T0 switch, the ROS stream, SMOTE."""
+
 import numpy as np
 import pytest
 import torch
@@ -12,12 +13,12 @@ from major2minor.registry import REBALANCERS
 
 
 def rebalancer(name, counts, *overrides, t0=3):
-    cfg = load_config("digits-lt", [f"rebalance={name}", "train.epochs=6", f"train.deferred_epoch={t0}",
-                                    *overrides])
+    cfg = load_config("digits-lt", [f"rebalance={name}", "train.epochs=6", f"train.deferred_epoch={t0}", *overrides])
     return REBALANCERS.get(name)(cfg, counts)
 
 
 # --- weights by hand ------------------------------------------------------------------------------
+
 
 def test_inverse_frequency_by_hand():
     # 1/N = (.01, .02, .1), sum .13; times C/sum = 3/.13
@@ -36,8 +37,9 @@ def test_class_balanced_weights_by_hand():
 def test_class_balanced_weights_limits():
     np.testing.assert_allclose(effective_number_weights([100, 10, 1], 0.0), [1.0, 1.0, 1.0])
     np.testing.assert_allclose(effective_number_weights([100, 10, 1], 1.0), inverse_frequency([100, 10, 1]))
-    np.testing.assert_allclose(effective_number_weights([100, 10, 1], 1 - 1e-9),
-                               inverse_frequency([100, 10, 1]), rtol=1e-5)
+    np.testing.assert_allclose(
+        effective_number_weights([100, 10, 1], 1 - 1e-9), inverse_frequency([100, 10, 1]), rtol=1e-5
+    )
     with pytest.raises(ValueError, match="cb_beta"):
         effective_number_weights([100, 10], 1.5)
 
@@ -49,16 +51,19 @@ RW = inverse_frequency(COUNTS)
 CB = effective_number_weights(COUNTS, 0.999)
 
 
-@pytest.mark.parametrize("name, sample_before, sample_after, weight_before, weight_after", [
-    ("none", None, None, None, None),
-    ("ros", RW, RW, None, None),
-    ("drs", None, RW, None, None),
-    ("rw", None, None, RW, RW),
-    ("cbrw", None, None, CB, CB),
-    ("drw", None, None, None, CB),
-    ("smote", None, None, None, None),
-    ("m2m", None, RW, None, None),
-])
+@pytest.mark.parametrize(
+    "name, sample_before, sample_after, weight_before, weight_after",
+    [
+        ("none", None, None, None, None),
+        ("ros", RW, RW, None, None),
+        ("drs", None, RW, None, None),
+        ("rw", None, None, RW, RW),
+        ("cbrw", None, None, CB, CB),
+        ("drw", None, None, None, CB),
+        ("smote", None, None, None, None),
+        ("m2m", None, RW, None, None),
+    ],
+)
 def test_sampling_and_weights_switch_exactly_at_t0(name, sample_before, sample_after, weight_before, weight_after):
     r = rebalancer(name, COUNTS, t0=3)
 
@@ -95,11 +100,12 @@ def test_ros_stream_close_to_uniform_over_classes():
     # one epoch of the engine's stream: as many draws as training samples, with replacement
     one = epoch_indices(labels, inverse_frequency(counts), gen)
     assert len(one) == sum(counts) and len(torch.unique(labels[one])) == 4
-    plain = epoch_indices(labels, None, gen)                        # ERM: a permutation
+    plain = epoch_indices(labels, None, gen)  # ERM: a permutation
     assert torch.equal(torch.sort(plain).values, torch.arange(sum(counts)))
 
 
 # --- SMOTE ----------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def digits_train():
@@ -114,8 +120,9 @@ def smote(train, *overrides, log=None):
 
     class Ctx:
         pass
+
     ctx = Ctx()
-    ctx.log = (log or messages.append)
+    ctx.log = log or messages.append
     r.setup(ctx)
     return r, r.prepare_train(train, seed=0), messages
 
@@ -150,8 +157,8 @@ def test_smote_is_deterministic_for_a_seed(digits_train):
 
 
 def test_smote_lowers_k_for_a_small_class_and_logs_it(digits_train):
-    smallest = int(np.bincount(digits_train.y.numpy()).min())       # 4 or 5 on the digits-lt recipe
-    r, out, messages = smote(digits_train, f"rebalance.smote_k={smallest}")   # needs smallest+1 samples
+    smallest = int(np.bincount(digits_train.y.numpy()).min())  # 4 or 5 on the digits-lt recipe
+    r, out, messages = smote(digits_train, f"rebalance.smote_k={smallest}")  # needs smallest+1 samples
     assert r.k_used == smallest - 1
     assert any(f"k_neighbors={smallest - 1}" in m and "smote_k" in m for m in messages)
     assert np.bincount(out.y.numpy()).min() == np.bincount(digits_train.y.numpy()).max()
@@ -172,5 +179,5 @@ def test_smote_on_float_features_keeps_float32():
     y = torch.tensor([0] * 20 + [1] * 7 + [2] * 3)
     r, out, messages = smote(Split(x, y))
     assert out.x.dtype == torch.float32 and np.bincount(out.y.numpy()).tolist() == [20, 20, 20]
-    assert r.k_used == 2 and messages                               # class 2 has 3 samples -> k = 2
+    assert r.k_used == 2 and messages  # class 2 has 3 samples -> k = 2
     torch.testing.assert_close(out.x[:30], x)

@@ -4,9 +4,9 @@ The SIGKILL test runs the real command line (``python -m major2minor train``) in
 stdin closed, kills one with SIGKILL in the M2m phase, resumes it and compares it with an
 uninterrupted run of the same seed.
 """
+
 from __future__ import annotations
 
-import csv
 import json
 import os
 import pickle
@@ -20,22 +20,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import interrupted_run, read_log_rows
 
 import major2minor.checkpoint as checkpoint
 import major2minor.engine as engine
-from major2minor.checkpoint import (CheckpointError, atomic_write_text, load_checkpoint, load_resume_checkpoint,
-                                    load_weights, save_checkpoint)
+from major2minor.checkpoint import (
+    CheckpointError,
+    atomic_write_text,
+    load_checkpoint,
+    load_resume_checkpoint,
+    load_weights,
+    save_checkpoint,
+)
 from major2minor.cli import main
 from major2minor.config import ConfigError, load_config
 from major2minor.data import DataBundle, Split, build_dataset
 from major2minor.engine import NonFiniteLossError
-from major2minor.pipeline import train
 from major2minor.models import build_model
+from major2minor.pipeline import train
 from major2minor.rundir import RunDirError, prepare_run_dir, write_csv
-from helpers import crash_at_epoch, interrupted_run, read_log_rows
 
 REPO = Path(__file__).resolve().parents[1]
-PINNED = ["model.name=cnn", "model.width=32", "optim.lr=0.1"]   # so that recipe tuning cannot silence M2m here
+PINNED = ["model.name=cnn", "model.width=32", "optim.lr=0.1"]  # so that recipe tuning cannot silence M2m here
 
 
 @pytest.fixture(autouse=True)
@@ -44,10 +50,9 @@ def _no_figures(monkeypatch):
     monkeypatch.setattr(engine, "write_run_figures", lambda *a, **k: [], raising=False)
 
 
-
-
 # ------------------------------------------------------------------------------------------------
 # 1. bad input is refused early, naming the parameter, the value, what is allowed and the fix
+
 
 def test_ratio_below_one_is_refused():
     with pytest.raises(ConfigError, match=r"data\.ratio=0\.5 must be >= 1.*use 1 for a balanced set"):
@@ -59,34 +64,43 @@ def test_deferred_epoch_not_before_the_end_is_refused():
         load_config(None, ["method=drs", "train.epochs=30", "train.deferred_epoch=30"])
     with pytest.raises(ConfigError, match=r"train\.deferred_epoch=40"):
         load_config(None, ["method=m2m", "train.epochs=30", "train.deferred_epoch=40"])
-    load_config(None, ["method=erm", "train.epochs=30", "train.deferred_epoch=40"])   # not used by ERM
+    load_config(None, ["method=erm", "train.epochs=30", "train.deferred_epoch=40"])  # not used by ERM
 
 
-@pytest.mark.parametrize("override, pattern", [
-    ("method=m2n", r"method='m2n' is not a known method preset; valid: .*m2m.*Did you mean 'm2m'"),
-    ("loss.name=focall", r"loss\.name='focall' is not a known loss; valid: .*Did you mean 'focal'"),
-    ("model.name=resnet23", r"model\.name='resnet23' is not a known model; valid: .*resnet32.*Did you mean"),
-    ("data.name=digits", r"data\.name='digits' is not a known data set; valid: .*digits-lt"),
-    ("rebalance.name=drx", r"rebalance\.name='drx' is not a known re-balancing; valid: .*drs"),
-    ("optim.lrr=0.1", r"unknown config key 'optim\.lrr'\. Did you mean 'optim\.lr'"),
-])
+@pytest.mark.parametrize(
+    "override, pattern",
+    [
+        ("method=m2n", r"method='m2n' is not a known method preset; valid: .*m2m.*Did you mean 'm2m'"),
+        ("loss.name=focall", r"loss\.name='focall' is not a known loss; valid: .*Did you mean 'focal'"),
+        ("model.name=resnet23", r"model\.name='resnet23' is not a known model; valid: .*resnet32.*Did you mean"),
+        ("data.name=digits", r"data\.name='digits' is not a known data set; valid: .*digits-lt"),
+        ("rebalance.name=drx", r"rebalance\.name='drx' is not a known re-balancing; valid: .*drs"),
+        ("optim.lrr=0.1", r"unknown config key 'optim\.lrr'\. Did you mean 'optim\.lr'"),
+    ],
+)
 def test_unknown_names_list_valid_ones(override, pattern):
     with pytest.raises((ConfigError, KeyError), match=pattern):
         load_config(None, [override])
 
 
-@pytest.mark.parametrize("overrides, pattern", [
-    (["method=m2m", "m2m.self_generator=true", "m2m.generator=/x"], r"m2m\.self_generator=true .* conflicts with m2m\.generator"),
-    (["loss=ldam", "model.head=linear"], r"loss\.name=ldam needs the cosine .*model\.head=auto"),
-    (["optim.lr=nan"], r"optim\.lr=nan must be a finite number"),
-    (["m2m.beta=inf"], r"m2m\.beta=inf must be a finite number"),
-    (["train.epochs=inf"], r"train\.epochs=inf must be a finite integer"),
-    (["data.n_max=0"], r"data\.n_max=0 must be >= 1"),
-    (["optim.momentum=1.5"], r"optim\.momentum=1\.5 must be in \[0, 1\)"),
-    (["data.step_minor_fraction=2"], r"data\.step_minor_fraction=2\.0 must be in \[0, 1\]"),
-    (["data.val_per_class=-1"], r"data\.val_per_class=-1 must be >= 1"),
-    (["m2m.beta=1"], r"m2m\.beta=1\.0 must be in \[0, 1\)"),
-])
+@pytest.mark.parametrize(
+    "overrides, pattern",
+    [
+        (
+            ["method=m2m", "m2m.self_generator=true", "m2m.generator=/x"],
+            r"m2m\.self_generator=true .* conflicts with m2m\.generator",
+        ),
+        (["loss=ldam", "model.head=linear"], r"loss\.name=ldam needs the cosine .*model\.head=auto"),
+        (["optim.lr=nan"], r"optim\.lr=nan must be a finite number"),
+        (["m2m.beta=inf"], r"m2m\.beta=inf must be a finite number"),
+        (["train.epochs=inf"], r"train\.epochs=inf must be a finite integer"),
+        (["data.n_max=0"], r"data\.n_max=0 must be >= 1"),
+        (["optim.momentum=1.5"], r"optim\.momentum=1\.5 must be in \[0, 1\)"),
+        (["data.step_minor_fraction=2"], r"data\.step_minor_fraction=2\.0 must be in \[0, 1\]"),
+        (["data.val_per_class=-1"], r"data\.val_per_class=-1 must be >= 1"),
+        (["m2m.beta=1"], r"m2m\.beta=1\.0 must be in \[0, 1\)"),
+    ],
+)
 def test_invalid_or_conflicting_options_are_refused(overrides, pattern):
     with pytest.raises(ConfigError, match=pattern):
         load_config(None, overrides)
@@ -116,12 +130,16 @@ def test_labels_out_of_range_and_empty_classes_are_refused():
 
 def test_profile_leaving_a_class_empty_is_refused():
     cfg = load_config(None, ["data.ratio=1000", "data.n_max=50"])
-    with pytest.raises(ValueError, match=r"data\.ratio=1000\.0 with n_max=50 leaves a class with 0 training samples; "
-                                         r"lower data\.ratio to at most 50"):
+    with pytest.raises(
+        ValueError,
+        match=r"data\.ratio=1000\.0 with n_max=50 leaves a class with 0 training samples; "
+        r"lower data\.ratio to at most 50",
+    ):
         build_dataset(cfg.data)
 
 
 # --- files on disk: the generic loaders (data.name=npz / csv) ------------------------------------
+
 
 def _data_cfg(name, root, *extra):
     return load_config(None, [f"data.name={name}", f"data.root={root}", "data.profile=natural", *extra]).data
@@ -136,6 +154,7 @@ def _npz(path: Path, n=60, classes=3, **arrays):
 
 def test_generic_data_root_missing_or_wrong(tmp_path):
     from major2minor.data.io import DataNotFoundError
+
     with pytest.raises(DataNotFoundError, match=r"data\.root is not set for data\.name=npz; set data\.root=DIR"):
         build_dataset(load_config(None, ["data.name=npz"]).data)
     with pytest.raises(FileNotFoundError, match=r"nope\.npz: not found; .*data\.root"):
@@ -147,8 +166,18 @@ def test_generic_data_root_missing_or_wrong(tmp_path):
 
 
 def test_cli_missing_data_root_is_one_line(tmp_path, capsys):
-    assert main(["train", "data.name=npz", f"data.root={tmp_path / 'nope.npz'}", "train.progress=none",
-                 f"run.dir={tmp_path / 'run'}"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "data.name=npz",
+                f"data.root={tmp_path / 'nope.npz'}",
+                "train.progress=none",
+                f"run.dir={tmp_path / 'run'}",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert err.startswith("m2m: error: ") and "nope.npz: not found" in err and "\n" not in err
 
@@ -156,6 +185,7 @@ def test_cli_missing_data_root_is_one_line(tmp_path, capsys):
 @pytest.mark.parametrize("damage", ["truncate", "empty", "text"])
 def test_truncated_or_malformed_npz_names_the_file(tmp_path, damage):
     from major2minor.data.io import DataFormatError
+
     path = _npz(tmp_path / "d.npz")
     blob = path.read_bytes()
     path.write_bytes({"truncate": blob[: len(blob) // 2], "empty": b"", "text": b"x,y\n1,2\n"}[damage])
@@ -165,6 +195,7 @@ def test_truncated_or_malformed_npz_names_the_file(tmp_path, damage):
 
 def test_npz_with_wrong_contents_is_refused(tmp_path):
     from major2minor.data.io import DataFormatError
+
     np.savez(tmp_path / "a.npz", features=np.zeros((5, 2)), labels=np.zeros(5))
     with pytest.raises(DataFormatError, match=r"a\.npz: expected arrays 'x' and 'y', found features, labels"):
         build_dataset(_data_cfg("npz", tmp_path / "a.npz"))
@@ -173,22 +204,23 @@ def test_npz_with_wrong_contents_is_refused(tmp_path):
         build_dataset(_data_cfg("npz", tmp_path / "b.npz"))
     (tmp_path / "split").mkdir()
     _npz(tmp_path / "split" / "train.npz")
-    _npz(tmp_path / "split" / "test.npz", n=10, classes=5)                   # labels 3, 4 never trained on
+    _npz(tmp_path / "split" / "test.npz", n=10, classes=5)  # labels 3, 4 never trained on
     with pytest.raises(DataFormatError, match=r"test\.npz: labels \[3, 4\] do not occur in .*train\.npz"):
         build_dataset(_data_cfg("npz", tmp_path / "split"))
 
 
 def test_malformed_csv_names_file_line_and_column(tmp_path):
     from major2minor.data.io import DataFormatError
+
     rows = ["a,b,label"] + [f"{i},{i * 2},{i % 3}" for i in range(30)]
     path = tmp_path / "t.csv"
-    path.write_text("\n".join(rows + ["7,8"]) + "\n")                       # truncated last line
+    path.write_text("\n".join(rows + ["7,8"]) + "\n")  # truncated last line
     with pytest.raises(DataFormatError, match=r"t\.csv, line 32: 2 fields, but the header has 3"):
         build_dataset(_data_cfg("csv", path))
     path.write_text("\n".join(rows[:5] + ["1,oops,2"] + rows[5:]) + "\n")
     with pytest.raises(DataFormatError, match=r"t\.csv, line 6, column 'b': 'oops' is not a number"):
         build_dataset(_data_cfg("csv", path))
-    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe binary")                 # not a text file at all
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe binary")  # not a text file at all
     with pytest.raises(DataFormatError, match=r"t\.csv"):
         build_dataset(_data_cfg("csv", path))
     path.write_text("\n".join(rows) + "\n")
@@ -197,6 +229,7 @@ def test_malformed_csv_names_file_line_and_column(tmp_path):
 
 
 # --- files on disk: CIFAR pickles stand for every file-based data set (shared data.io errors) ----
+
 
 def _cifar_set(root: Path, per_class: int = 12, bad_label: bool = False) -> Path:
     folder = root / "cifar-10-batches-py"
@@ -216,11 +249,13 @@ def _cifar_set(root: Path, per_class: int = 12, bad_label: bool = False) -> Path
 def cifar():
     pytest.importorskip("major2minor.data.datasets.cifar")
     from major2minor.registry import DATASETS
+
     return lambda data_cfg: DATASETS.get("cifar10-lt")(data_cfg, 0)
 
 
 def test_data_root_not_set_missing_or_wrong(tmp_path, cifar):
     from major2minor.data.io import DataNotFoundError
+
     cfg = load_config(None, ["data.name=cifar10-lt", "data.n_max=10", "data.ratio=2"])
     with pytest.raises(DataNotFoundError, match=r"data\.root is not set for data\.name=cifar10-lt; set data\.root=DIR"):
         cifar(cfg.data)
@@ -229,7 +264,9 @@ def test_data_root_not_set_missing_or_wrong(tmp_path, cifar):
         cifar(cfg.data)
     (tmp_path / "empty").mkdir()
     cfg.data.root = str(tmp_path / "empty")
-    with pytest.raises(FileNotFoundError, match=r"empty/cifar-10-batches-py: not found; expected the CIFAR python pickles"):
+    with pytest.raises(
+        FileNotFoundError, match=r"empty/cifar-10-batches-py: not found; expected the CIFAR python pickles"
+    ):
         cifar(cfg.data)
     _cifar_set(tmp_path / "good")
     cfg.data.root = str(tmp_path / "good")
@@ -238,13 +275,14 @@ def test_data_root_not_set_missing_or_wrong(tmp_path, cifar):
 
 def test_truncated_or_malformed_data_file_names_the_file(tmp_path, cifar):
     from major2minor.data.io import DataFormatError
+
     folder = _cifar_set(tmp_path / "d")
     cfg = load_config(None, ["data.name=cifar10-lt", f"data.root={tmp_path / 'd'}", "data.n_max=10", "data.ratio=2"])
     blob = (folder / "data_batch_3").read_bytes()
-    (folder / "data_batch_3").write_bytes(blob[: len(blob) // 2])            # truncated download
+    (folder / "data_batch_3").write_bytes(blob[: len(blob) // 2])  # truncated download
     with pytest.raises(DataFormatError, match=r"data_batch_3: not a readable CIFAR python pickle.*m2m data prepare"):
         cifar(cfg.data)
-    (folder / "data_batch_3").write_bytes(b"<html>404 not found</html>")    # a web page saved as the file
+    (folder / "data_batch_3").write_bytes(b"<html>404 not found</html>")  # a web page saved as the file
     with pytest.raises(DataFormatError, match=r"data_batch_3: not a readable CIFAR python pickle"):
         cifar(cfg.data)
     with open(folder / "data_batch_3", "wb") as fh:
@@ -258,6 +296,7 @@ def test_truncated_or_malformed_data_file_names_the_file(tmp_path, cifar):
 
 
 # --- M2m's generator g ----------------------------------------------------------------------------
+
 
 @pytest.fixture
 def erm_g(tmp_path):
@@ -275,15 +314,21 @@ def test_generator_with_other_class_count_is_refused(tiny_cfg, tmp_path, erm_g):
     g5 = build_model(cfg, 5, (1, 8, 8))
     save_checkpoint({"model": g5.state_dict(), "num_classes": 5, "model_name": "cnn"}, tmp_path / "g5.pt")
     cfg.m2m.generator = [str(tmp_path / "g5.pt")]
-    with pytest.raises(CheckpointError, match=r"m2m\.generator=.*g5\.pt: g was trained for 5 classes but this run's "
-                                              r"data \(digits-lt\) has 10; give a g trained on this data set"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"m2m\.generator=.*g5\.pt: g was trained for 5 classes but this run's "
+        r"data \(digits-lt\) has 10; give a g trained on this data set",
+    ):
         train(cfg, log=None)
     # an official-style checkpoint ({'net': ...}) carries no class count: the shapes tell
     torch.save({"net": g5.state_dict(), "acc": 0.0, "epoch": 1}, tmp_path / "official5.t7")
     cfg.m2m.generator = [str(tmp_path / "official5.t7")]
     cfg.run.dir = str(tmp_path / "r2")
-    with pytest.raises(CheckpointError, match=r"m2m\.generator=.*official5\.t7: .*'linear\.weight' has shape \(5, .*"
-                                              r"expects \(10, .*class count or architecture differs"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"m2m\.generator=.*official5\.t7: .*'linear\.weight' has shape \(5, .*"
+        r"expects \(10, .*class count or architecture differs",
+    ):
         train(cfg, log=None)
 
 
@@ -293,12 +338,16 @@ def test_generator_with_other_architecture_is_refused(tiny_cfg, tmp_path, erm_g)
     g = build_model(mlp_cfg, 10, (1, 8, 8))
     save_checkpoint({"model": g.state_dict(), "num_classes": 10, "model_name": "mlp"}, tmp_path / "mlp.pt")
     cfg.m2m.generator = [str(tmp_path / "mlp.pt")]
-    with pytest.raises(CheckpointError, match=r"m2m\.generator=.*mlp\.pt: g is a 'mlp' but this run has model\.name=cnn"):
+    with pytest.raises(
+        CheckpointError, match=r"m2m\.generator=.*mlp\.pt: g is a 'mlp' but this run has model\.name=cnn"
+    ):
         train(cfg, log=None)
-    torch.save({"net": g.state_dict()}, tmp_path / "mlp.t7")                 # no metadata: the keys tell
+    torch.save({"net": g.state_dict()}, tmp_path / "mlp.t7")  # no metadata: the keys tell
     cfg.m2m.generator = [str(tmp_path / "mlp.t7")]
     cfg.run.dir = str(tmp_path / "r2")
-    with pytest.raises(CheckpointError, match=r"m2m\.generator=.*mlp\.t7: checkpoint .* does not fit model .*missing keys"):
+    with pytest.raises(
+        CheckpointError, match=r"m2m\.generator=.*mlp\.t7: checkpoint .* does not fit model .*missing keys"
+    ):
         train(cfg, log=None)
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     cfg.m2m.generator = [str(tmp_path / "junk.pt")]
@@ -309,19 +358,31 @@ def test_generator_with_other_architecture_is_refused(tiny_cfg, tmp_path, erm_g)
 
 def test_generator_trained_on_other_counts_warns(tiny_cfg, tmp_path, erm_g):
     from major2minor.methods.generator import load_generator
+
     cfg = _m2m_cfg(tiny_cfg, erm_g)
     bundle = build_dataset(cfg.data)
     g = build_model(cfg, bundle.num_classes, bundle.input_shape)
-    save_checkpoint({"model": g.state_dict(), "num_classes": 10, "model_name": "cnn",
-                     "counts": [c * 2 for c in bundle.train_counts]}, tmp_path / "other_counts.pt")
-    with pytest.warns(UserWarning, match=r"other_counts\.pt was trained on class counts .* but this run's are .*"
-                                         r"data\.ratio / data\.n_max"):
+    save_checkpoint(
+        {
+            "model": g.state_dict(),
+            "num_classes": 10,
+            "model_name": "cnn",
+            "counts": [c * 2 for c in bundle.train_counts],
+        },
+        tmp_path / "other_counts.pt",
+    )
+    with pytest.warns(
+        UserWarning,
+        match=r"other_counts\.pt was trained on class counts .* but this run's are .*"
+        r"data\.ratio / data\.n_max",
+    ):
         loaded = load_generator(tmp_path / "other_counts.pt", cfg, bundle, torch.device("cpu"), bundle.train_counts)
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), g.state_dict().values()))
 
 
 # ------------------------------------------------------------------------------------------------
 # 2. nothing is lost on a crash
+
 
 def test_failed_rename_leaves_previous_file_intact(tmp_path, monkeypatch):
     path = tmp_path / "log.csv"
@@ -336,7 +397,7 @@ def test_failed_rename_leaves_previous_file_intact(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         write_csv(path, [{"epoch": 0, "loss": 1.0}])
     assert path.read_text() == "old\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.csv"]          # no temporary files left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.csv"]  # no temporary files left
 
 
 def test_failed_fsync_or_write_leaves_previous_file_intact(tmp_path, monkeypatch):
@@ -390,8 +451,11 @@ def test_corrupted_checkpoint_is_detected(tmp_path, damage):
     save_checkpoint({"model": {"w": torch.ones(100)}, "epoch": 3}, path)
     blob = path.read_bytes()
     path.write_bytes({"truncate": blob[: len(blob) // 2], "garbage": os.urandom(len(blob)), "empty": b""}[damage])
-    with pytest.raises(CheckpointError, match=r"last\.pt is truncated or corrupted .*delete it to start over, or "
-                                              r"resume from .*last\.prev\.pt"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"last\.pt is truncated or corrupted .*delete it to start over, or "
+        r"resume from .*last\.prev\.pt",
+    ):
         load_checkpoint(path)
 
 
@@ -404,8 +468,8 @@ def test_resume_falls_back_to_prev_when_last_is_corrupted(tiny_cfg, tmp_path, mo
     with pytest.warns(RuntimeWarning, match=r"last\.pt is unreadable .*Resuming from the previous good checkpoint"):
         resumed = train(cfg, resume=True, log=messages.append)
     assert any("WARNING" in m and "last.prev.pt" in m and "last.corrupt.pt" in m for m in messages)
-    assert any("resuming" in m and "epoch 1" in m for m in messages)       # from the end of epoch 1
-    assert (run / "last.corrupt.pt").read_bytes() == blob[: len(blob) // 3]   # kept, not deleted
+    assert any("resuming" in m and "epoch 1" in m for m in messages)  # from the end of epoch 1
+    assert (run / "last.corrupt.pt").read_bytes() == blob[: len(blob) // 3]  # kept, not deleted
     assert resumed["test_at_best"] == full["test_at_best"]
     assert resumed["test_at_last"] == full["test_at_last"]
     assert read_log_rows(run / "log.csv") == read_log_rows(tmp_path / "full" / "log.csv")
@@ -415,8 +479,11 @@ def test_resume_refused_when_no_good_checkpoint_is_left(tiny_cfg, tmp_path, monk
     cfg, run = interrupted_run(tiny_cfg, tmp_path, monkeypatch)
     (run / "last.pt").write_bytes(b"")
     (run / "last.prev.pt").write_bytes(b"\x00" * 10)
-    with pytest.raises(CheckpointError, match=r"cannot resume .*both last\.pt and last\.prev\.pt are unreadable.*"
-                                              r"run\.dir=PATH"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"cannot resume .*both last\.pt and last\.prev\.pt are unreadable.*"
+        r"run\.dir=PATH",
+    ):
         train(cfg, resume=True, log=None)
     (run / "last.prev.pt").unlink()
     with pytest.raises(CheckpointError, match=r"cannot resume .*There is no last\.prev\.pt to fall back on"):
@@ -427,16 +494,20 @@ def test_resume_with_other_settings_is_refused(tiny_cfg, tmp_path, monkeypatch):
     cfg, run = interrupted_run(tiny_cfg, tmp_path, monkeypatch)
     before = (run / "config.yaml").read_text()
     other = tiny_cfg("train.epochs=4", f"run.dir={run}", "optim.lr=0.2", "train.progress=bar")
-    with pytest.raises(RunDirError, match=r"cannot resume .* started with different settings: optim\.lr=0\.05 there, "
-                                          r"0\.2 now\. Resume with the settings it was started with"):
+    with pytest.raises(
+        RunDirError,
+        match=r"cannot resume .* started with different settings: optim\.lr=0\.05 there, "
+        r"0\.2 now\. Resume with the settings it was started with",
+    ):
         train(other, resume=True, log=None)
-    assert (run / "config.yaml").read_text() == before                      # nothing rewritten
+    assert (run / "config.yaml").read_text() == before  # nothing rewritten
     ok = tiny_cfg("train.epochs=4", f"run.dir={run}", "train.progress=none", "train.threads=0")
-    assert train(ok, resume=True, log=None)["best_epoch"] >= 0               # device/threads/progress are free
+    assert train(ok, resume=True, log=None)["best_epoch"] >= 0  # device/threads/progress are free
 
 
 # ------------------------------------------------------------------------------------------------
 # 4. a non-finite loss stops the run, naming epoch and batch, keeping the last good checkpoint
+
 
 def test_nan_loss_stops_with_epoch_and_batch_and_keeps_checkpoint(tiny_cfg, tmp_path, monkeypatch):
     real_build = engine.build_loss
@@ -452,11 +523,14 @@ def test_nan_loss_stops_with_epoch_and_batch_and_keeps_checkpoint(tiny_cfg, tmp_
         def forward(self, logits, y, w):
             calls["n"] += 1
             out = self.inner(logits, y, w)
-            return out * float("nan") if calls["n"] == 2 * n_batches + 3 else out   # epoch 3, batch 3
+            return out * float("nan") if calls["n"] == 2 * n_batches + 3 else out  # epoch 3, batch 3
 
     monkeypatch.setattr(engine, "build_loss", lambda c, counts: NaNAt(real_build(c, counts)))
-    with pytest.raises(NonFiniteLossError, match=rf"non-finite loss \(nan\) at epoch 3/4, batch 3/{n_batches}; the last "
-                                                 r"good checkpoint .*last\.pt \(end of epoch 2\) is kept"):
+    with pytest.raises(
+        NonFiniteLossError,
+        match=rf"non-finite loss \(nan\) at epoch 3/4, batch 3/{n_batches}; the last "
+        r"good checkpoint .*last\.pt \(end of epoch 2\) is kept",
+    ):
         train(cfg, log=None)
     ckpt = load_checkpoint(tmp_path / "nan" / "last.pt")
     assert ckpt["epoch"] == 1 and ckpt["state"]["epoch"] == 2
@@ -464,9 +538,21 @@ def test_nan_loss_stops_with_epoch_and_batch_and_keeps_checkpoint(tiny_cfg, tmp_
     load_weights(build_model(cfg, 10, (1, 8, 8)), tmp_path / "nan" / "last.pt")
     assert not (tmp_path / "nan" / "summary.json").exists()
 
-    calls["n"] = 0                                                          # the command line: one line, code 2
-    assert main(["train", "train.epochs=4", "train.deferred_epoch=1", "optim.warmup_epochs=1", "optim.milestones=[2]",
-                 "train.progress=none", f"run.dir={tmp_path / 'nan_cli'}"]) == 2
+    calls["n"] = 0  # the command line: one line, code 2
+    assert (
+        main(
+            [
+                "train",
+                "train.epochs=4",
+                "train.deferred_epoch=1",
+                "optim.warmup_epochs=1",
+                "optim.milestones=[2]",
+                "train.progress=none",
+                f"run.dir={tmp_path / 'nan_cli'}",
+            ]
+        )
+        == 2
+    )
 
 
 def test_nonfinite_weights_after_last_batch_are_never_saved(tiny_cfg, tmp_path, monkeypatch):
@@ -479,14 +565,17 @@ def test_nonfinite_weights_after_last_batch_are_never_saved(tiny_cfg, tmp_path, 
         def step(self, closure=None):
             out = super().step(closure)
             steps["n"] += 1
-            if steps["n"] == 2 * n_batches:                                 # the last step of epoch 2
+            if steps["n"] == 2 * n_batches:  # the last step of epoch 2
                 with torch.no_grad():
                     self.param_groups[0]["params"][0].fill_(float("inf"))
             return out
 
     monkeypatch.setattr(engine.torch.optim, "SGD", PoisonedSGD)
-    with pytest.raises(NonFiniteLossError, match=r"non-finite weights \(\[.*\]\) after epoch 2/4; the last good "
-                                                 r"checkpoint .*\(end of epoch 1\) is kept"):
+    with pytest.raises(
+        NonFiniteLossError,
+        match=r"non-finite weights \(\[.*\]\) after epoch 2/4; the last good "
+        r"checkpoint .*\(end of epoch 1\) is kept",
+    ):
         train(cfg, log=None)
     ckpt = load_checkpoint(tmp_path / "inf" / "last.pt")
     assert ckpt["epoch"] == 0
@@ -508,18 +597,19 @@ def test_huge_learning_rate_never_leaves_a_nan_model(tiny_cfg, tmp_path):
 # ------------------------------------------------------------------------------------------------
 # 5. an existing run directory is resumed or refused, never overwritten
 
+
 def test_run_directory_states(tmp_path):
     run = tmp_path / "r"
     assert prepare_run_dir(run, resume=False) == "new"
     (run / "config.yaml").write_text("x")
-    assert prepare_run_dir(run, resume=False) == "new"                       # only a config: nothing to lose
+    assert prepare_run_dir(run, resume=False) == "new"  # only a config: nothing to lose
     (run / "manifest.json").write_text("{}")
     with pytest.raises(RunDirError, match=r"exists and is not empty .*pass --resume .*run\.dir=PATH"):
         prepare_run_dir(run, resume=False)
-    (run / "last.prev.pt").write_bytes(b"x")                                 # a crash between two saves
+    (run / "last.prev.pt").write_bytes(b"x")  # a crash between two saves
     with pytest.raises(RunDirError, match=r"holds an unfinished run .*pass --resume to continue it"):
         prepare_run_dir(run, resume=False)
-    (run / ".last.pt.abc123.tmp").write_bytes(b"half a checkpoint")          # killed mid-write
+    (run / ".last.pt.abc123.tmp").write_bytes(b"half a checkpoint")  # killed mid-write
     assert prepare_run_dir(run, resume=True) == "resume"
     assert not (run / ".last.pt.abc123.tmp").exists() and (run / "last.prev.pt").exists()
     (run / "summary.json").write_text("{}")
@@ -531,16 +621,40 @@ def test_run_directory_states(tmp_path):
 # ------------------------------------------------------------------------------------------------
 # 3. exact resume through a real SIGKILL, in the M2m phase (and 5: stdin closed, no prompt)
 
-M2M_RUN = [*PINNED, "method=m2m", "train.epochs=6", "train.deferred_epoch=3", "optim.warmup_epochs=1", "optim.milestones=[5]",
-           "train.batch_size=16", "m2m.steps=2", "m2m.beta=0.9", "m2m.gamma=0.1", "m2m.step_size=0.5", "train.threads=1",
-           "train.device=cpu", "train.progress=none"]
+M2M_RUN = [
+    *PINNED,
+    "method=m2m",
+    "train.epochs=6",
+    "train.deferred_epoch=3",
+    "optim.warmup_epochs=1",
+    "optim.milestones=[5]",
+    "train.batch_size=16",
+    "m2m.steps=2",
+    "m2m.beta=0.9",
+    "m2m.gamma=0.1",
+    "m2m.step_size=0.5",
+    "train.threads=1",
+    "train.device=cpu",
+    "train.progress=none",
+]
 
 
 def _launch(args, cwd):
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "major2minor", "train", *args], cwd=cwd, env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "major2minor", "train", *args],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _rows(path: Path) -> int:
@@ -553,10 +667,20 @@ def _rows(path: Path) -> int:
 def test_interrupt_mid_epoch_in_m2m_phase_resumes_exactly(tiny_cfg, tmp_path, monkeypatch):
     """The fast, in-process companion of the SIGKILL test below: die in the middle of an M2m epoch."""
     from major2minor.methods.m2m import M2mRebalancer
+
     g = tmp_path / "g"
     train(tiny_cfg(*PINNED, "train.epochs=3", f"run.dir={g}"), log=None)
-    args = (*PINNED, "method=m2m", "train.epochs=5", "train.deferred_epoch=2", "m2m.steps=2", "m2m.beta=0.9", "m2m.gamma=0.1",
-            "m2m.step_size=0.5", f"m2m.generator={g}")
+    args = (
+        *PINNED,
+        "method=m2m",
+        "train.epochs=5",
+        "train.deferred_epoch=2",
+        "m2m.steps=2",
+        "m2m.beta=0.9",
+        "m2m.gamma=0.1",
+        "m2m.step_size=0.5",
+        f"m2m.generator={g}",
+    )
     full = train(tiny_cfg(*args, f"run.dir={tmp_path / 'full'}"), log=None)
 
     real = M2mRebalancer.transform_batch
@@ -586,8 +710,10 @@ def test_interrupt_mid_epoch_in_m2m_phase_resumes_exactly(tiny_cfg, tmp_path, mo
 # Not marked slow: four processes, ~20 s of CPU, 14-16 s wall on 2 cores (longer on a busy machine).
 def test_sigkill_in_m2m_phase_then_resume_matches_uninterrupted_run(tmp_path):
     g = tmp_path / "g"
-    train(load_config(None, [*PINNED, "train.epochs=4", "optim.warmup_epochs=1", "train.progress=none",
-                             f"run.dir={g}"]), log=None)
+    train(
+        load_config(None, [*PINNED, "train.epochs=4", "optim.warmup_epochs=1", "train.progress=none", f"run.dir={g}"]),
+        log=None,
+    )
     common = [*M2M_RUN, f"m2m.generator={g}"]
     ref = _launch([*common, f"run.dir={tmp_path / 'ref'}"], tmp_path)
     cut_dir = tmp_path / "cut"
@@ -596,11 +722,11 @@ def test_sigkill_in_m2m_phase_then_resume_matches_uninterrupted_run(tmp_path):
     procs = [ref, cut]
     try:
         deadline = time.time() + 300
-        while _rows(cut_dir / "log.csv") < 4:                          # epochs 0-2 ERM, epoch 3 is the first M2m one
+        while _rows(cut_dir / "log.csv") < 4:  # epochs 0-2 ERM, epoch 3 is the first M2m one
             assert cut.poll() is None, f"the run ended before it could be killed: {cut.communicate()}"
             assert time.time() < deadline, "no progress within 300 s"
             time.sleep(0.01)
-        time.sleep(0.1)                                                # into the next (M2m) epoch
+        time.sleep(0.1)  # into the next (M2m) epoch
         os.kill(cut.pid, signal.SIGKILL)
         cut.wait(30)
         assert cut.returncode == -signal.SIGKILL
@@ -624,7 +750,7 @@ def test_sigkill_in_m2m_phase_then_resume_matches_uninterrupted_run(tmp_path):
         assert ref.returncode == 0, ref_err
 
     finally:
-        for p in procs:                                            # never leave a run behind
+        for p in procs:  # never leave a run behind
             if p.poll() is None:
                 p.kill()
             p.communicate()

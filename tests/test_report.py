@@ -1,4 +1,5 @@
 """Result tables from hand-made run directories: exact mean ± std, relative gains, grouping, errors."""
+
 from __future__ import annotations
 
 import csv
@@ -9,29 +10,60 @@ from pathlib import Path
 import pytest
 import yaml
 
-from major2minor.report import (ReportError, collect_runs, format_markdown, mean_std, summarize_runs,
-                                write_report)
+from major2minor.report import ReportError, collect_runs, format_markdown, mean_std, summarize_runs, write_report
 
 COUNTS = [100, 50, 20, 10, 5]
 
 
 def _metrics(bacc, gm, recall=None):
     recall = recall if recall is not None else [0.9, 0.8, 0.6, 0.4, 0.2]
-    return {"acc": bacc, "bacc": bacc, "gm": gm, "macro_f1": bacc, "per_class_recall": recall,
-            "head_recall": 0.9, "mid_recall": 0.6, "tail_recall": 0.2,
-            "many_recall": float("nan"), "medium_recall": 0.63, "few_recall": 0.3}
+    return {
+        "acc": bacc,
+        "bacc": bacc,
+        "gm": gm,
+        "macro_f1": bacc,
+        "per_class_recall": recall,
+        "head_recall": 0.9,
+        "mid_recall": 0.6,
+        "tail_recall": 0.2,
+        "many_recall": float("nan"),
+        "medium_recall": 0.63,
+        "few_recall": 0.3,
+    }
 
 
-def make_run(root: Path, method, seed, bacc, gm, loss="ce", rebalance="none", last=None, config=None,
-             recipe="digits-lt", wall=10.0) -> Path:
+def make_run(
+    root: Path,
+    method,
+    seed,
+    bacc,
+    gm,
+    loss="ce",
+    rebalance="none",
+    last=None,
+    config=None,
+    recipe="digits-lt",
+    wall=10.0,
+) -> Path:
     """A finished run directory as the engine writes it (only the parts the report reads)."""
     d = root / recipe / method / f"seed{seed}"
     d.mkdir(parents=True)
     last_bacc, last_gm = last if last is not None else (bacc - 0.01, gm - 0.01)
-    summary = {"run_dir": str(d), "recipe": recipe, "method": method, "loss": loss, "rebalance": rebalance,
-               "seed": seed, "dataset": recipe, "train_counts": COUNTS, "best_epoch": 3,
-               "val_at_best": _metrics(bacc, gm), "test_at_best": _metrics(bacc, gm),
-               "test_at_last": _metrics(last_bacc, last_gm), "wall_seconds": wall}
+    summary = {
+        "run_dir": str(d),
+        "recipe": recipe,
+        "method": method,
+        "loss": loss,
+        "rebalance": rebalance,
+        "seed": seed,
+        "dataset": recipe,
+        "train_counts": COUNTS,
+        "best_epoch": 3,
+        "val_at_best": _metrics(bacc, gm),
+        "test_at_best": _metrics(bacc, gm),
+        "test_at_last": _metrics(last_bacc, last_gm),
+        "wall_seconds": wall,
+    }
     # allow_nan: the engine writes NaN for empty groups (many_recall here), as Python's json does.
     (d / "summary.json").write_text(json.dumps(summary, indent=2))
     if config is not None:
@@ -55,7 +87,7 @@ def test_mean_std_exact_values(runs):
     assert [r.method for r in rows] == ["erm", "m2m"]
     erm, m2m = rows
     assert erm.n == 3 and erm.seeds == [0, 1, 2]
-    assert erm.mean["bacc"] == pytest.approx(72.0) and erm.std["bacc"] == pytest.approx(2.0)   # ddof=1
+    assert erm.mean["bacc"] == pytest.approx(72.0) and erm.std["bacc"] == pytest.approx(2.0)  # ddof=1
     assert erm.mean["gm"] == pytest.approx(62.0) and erm.std["gm"] == pytest.approx(2.0)
     assert m2m.mean["bacc"] == pytest.approx(79.0) and m2m.std["bacc"] == pytest.approx(1.0)
     assert m2m.mean["gm"] == pytest.approx(70.0) and m2m.std["gm"] == pytest.approx(0.0)
@@ -73,7 +105,7 @@ def test_population_std_and_last_epoch(runs):
     rows = summarize_runs(collect_runs(runs), ddof=0, at="last")
     erm = rows[0]
     assert erm.mean["bacc"] == pytest.approx(61.0)
-    assert erm.std["bacc"] == pytest.approx(math.sqrt(2 / 3))        # values 60, 61, 62; divisor n
+    assert erm.std["bacc"] == pytest.approx(math.sqrt(2 / 3))  # values 60, 61, 62; divisor n
     assert erm.cell("bacc") == "61.00 ± 0.82"
     assert rows[1].cell("bacc") == "75.00 ± 0.00"
 
@@ -93,7 +125,7 @@ def test_markdown_and_csv_files(runs, tmp_path):
     assert recs[0]["bACC"] == "72.00 ± 2.00" and recs[0]["n_seeds"] == "3" and recs[0]["seeds"] == "0 1 2"
     assert float(recs[1]["bacc_mean"]) == pytest.approx(79.0) and float(recs[1]["bacc_std"]) == pytest.approx(1.0)
     assert float(recs[1]["bacc_rel_gain_pct"]) == pytest.approx(9.7222, abs=1e-3)
-    assert recs[0]["many_recall_mean"] == ""                          # NaN (no class > 100) stays blank
+    assert recs[0]["many_recall_mean"] == ""  # NaN (no class > 100) stays blank
     assert len(json.loads((out / "results.json").read_text())) == len(rows) == 2
 
 
@@ -113,14 +145,19 @@ def test_reference_choice_and_errors(runs):
 def test_single_seed_has_no_std(tmp_path):
     make_run(tmp_path, "erm", 0, 0.5, 0.4)
     row = summarize_runs(collect_runs(tmp_path))[0]
-    assert row.cell("bacc") == "50.00"                                 # ddof=1 with n=1: no std
+    assert row.cell("bacc") == "50.00"  # ddof=1 with n=1: no std
     assert summarize_runs(collect_runs(tmp_path), ddof=0)[0].cell("bacc") == "50.00 ± 0.00"
-    assert mean_std([], 1)[0] != mean_std([], 1)[0]                   # NaN
+    assert mean_std([], 1)[0] != mean_std([], 1)[0]  # NaN
 
 
 def test_config_variants_are_separate_rows(tmp_path):
-    base = {"recipe": "digits-lt", "method": "m2m", "train": {"seed": 0, "epochs": 30},
-            "m2m": {"gamma": 0.9, "generator": ["g/seed0.pt"]}, "run": {"dir": "x"}}
+    base = {
+        "recipe": "digits-lt",
+        "method": "m2m",
+        "train": {"seed": 0, "epochs": 30},
+        "m2m": {"gamma": 0.9, "generator": ["g/seed0.pt"]},
+        "run": {"dir": "x"},
+    }
     for seed in (0, 1):
         for gamma, root in ((0.9, "a"), (0.99, "b")):
             cfg = json.loads(json.dumps(base))
@@ -148,11 +185,12 @@ def test_duplicate_seed_and_missing_inputs(tmp_path):
 
 def test_cli_report(runs, tmp_path, capsys):
     from major2minor.cli import main
+
     out = tmp_path / "rep"
     assert main(["report", str(runs), "--out", str(out), "--no-figures", "--at", "last", "--ddof", "0"]) == 0
     text = capsys.readouterr().out
     assert "| CE | – | 61.00 ± 0.82 |" in text and (out / "results.csv").exists()
     assert main(["report", str(runs), "--reference", "nope", "--no-figures"]) == 2
     assert "reference='nope'" in capsys.readouterr().err
-    assert main(["report", str(runs / "digits-lt"), "--no-figures"]) == 0    # default out: DIR/report
+    assert main(["report", str(runs / "digits-lt"), "--no-figures"]) == 0  # default out: DIR/report
     assert (runs / "digits-lt" / "report" / "results.md").exists()

@@ -1,4 +1,5 @@
 """`m2m reproduce` on digits-lt: runs the grid, skips finished cells, resumes interrupted ones, is deterministic."""
+
 from __future__ import annotations
 
 import json
@@ -6,7 +7,7 @@ import json
 import pytest
 
 from major2minor import pipeline
-from major2minor.experiments import (GridError, build_grid, parse_methods, parse_seeds, reproduce, run_cell)
+from major2minor.experiments import GridError, build_grid, parse_methods, parse_seeds, reproduce, run_cell
 
 # Two epochs; DRS switches on at the second so both methods are exercised.
 FAST = ["train.epochs=2", "train.deferred_epoch=1", "train.progress=none", "train.device=cpu", "train.threads=1"]
@@ -17,7 +18,7 @@ class Interrupt(Exception):
 
 
 def _interrupt_after_first_epoch(msg: str) -> None:
-    if msg.startswith("epoch 1/"):      # logged after last.pt of epoch 1 is saved
+    if msg.startswith("epoch 1/"):  # logged after last.pt of epoch 1 is saved
         raise Interrupt(msg)
 
 
@@ -28,7 +29,11 @@ def _summaries(result):
 def test_grid_then_skip_on_second_call(tmp_path, monkeypatch, capsys):
     first = reproduce("digits-lt", "erm,drs", 2, root=tmp_path, overrides=FAST, figures=False, log=None)
     assert [(c.method, c.seed, c.status) for c in first.cells] == [
-        ("erm", 0, "trained"), ("erm", 1, "trained"), ("drs", 0, "trained"), ("drs", 1, "trained")]
+        ("erm", 0, "trained"),
+        ("erm", 1, "trained"),
+        ("drs", 0, "trained"),
+        ("drs", 1, "trained"),
+    ]
     assert first.cells[0].run_dir == tmp_path / "digits-lt" / "erm" / "seed0"
     report = tmp_path / "digits-lt" / "report"
     assert first.report_dir == report and (report / "results.md").exists() and (report / "results.csv").exists()
@@ -46,8 +51,25 @@ def test_grid_then_skip_on_second_call(tmp_path, monkeypatch, capsys):
 
     # the command line: same grid -> all skipped, table printed, exit 0
     from major2minor.cli import main
-    assert main(["reproduce", "--recipe", "digits-lt", "--methods", "erm,drs", "--seeds", "2",
-                 "--root", str(tmp_path), "--no-figures", *FAST]) == 0
+
+    assert (
+        main(
+            [
+                "reproduce",
+                "--recipe",
+                "digits-lt",
+                "--methods",
+                "erm,drs",
+                "--seeds",
+                "2",
+                "--root",
+                str(tmp_path),
+                "--no-figures",
+                *FAST,
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "| Loss | Re-balancing | bACC | GM |" in out and "| CE | DRS |" in out
 
@@ -58,7 +80,7 @@ def test_grid_then_skip_on_second_call(tmp_path, monkeypatch, capsys):
 
 def test_resume_interrupted_cell_and_determinism(tmp_path):
     # an interrupted cell: last.pt after epoch 1, no summary
-    (cell, cfg), = build_grid("digits-lt", ["drs"], [0], tmp_path / "a", FAST)
+    ((cell, cfg),) = build_grid("digits-lt", ["drs"], [0], tmp_path / "a", FAST)
     with pytest.raises(Interrupt):
         run_cell(cell, cfg, log=_interrupt_after_first_epoch)
     assert (cell.run_dir / "last.pt").exists() and not (cell.run_dir / "summary.json").exists()
@@ -66,7 +88,7 @@ def test_resume_interrupted_cell_and_determinism(tmp_path):
     resumed = reproduce("digits-lt", "drs", 1, root=tmp_path / "a", overrides=FAST, figures=False, log=None)
     assert resumed.cells[0].status == "resumed"
     log_rows = (cell.run_dir / "log.csv").read_text().strip().splitlines()
-    assert len(log_rows) == 1 + 2                                       # header + both epochs, none twice
+    assert len(log_rows) == 1 + 2  # header + both epochs, none twice
 
     # determinism: the same cell trained twice from scratch gives identical metrics, and so does the resumed one
     fresh_b = reproduce("digits-lt", "drs", 1, root=tmp_path / "b", overrides=FAST, figures=False, log=None)
@@ -74,8 +96,9 @@ def test_resume_interrupted_cell_and_determinism(tmp_path):
 
     def metrics(result):
         s = result.cells[0].summary
-        return json.dumps({k: s[k] for k in ("best_epoch", "val_at_best", "test_at_best", "test_at_last")},
-                          sort_keys=True)
+        return json.dumps(
+            {k: s[k] for k in ("best_epoch", "val_at_best", "test_at_best", "test_at_last")}, sort_keys=True
+        )
 
     assert metrics(fresh_b) == metrics(fresh_c)
     assert metrics(resumed) == metrics(fresh_b)
@@ -87,7 +110,7 @@ def test_grid_validation_errors(tmp_path):
     with pytest.raises(GridError, match="conflicts with the grid"):
         build_grid("digits-lt", ["erm"], [0], tmp_path, ["train.seed=3"])
     with pytest.raises(KeyError, match="valid:"):
-        parse_methods("erm,dsr")                                         # typo caught before any training
+        parse_methods("erm,dsr")  # typo caught before any training
     with pytest.raises(GridError, match="twice"):
         parse_methods("erm,erm")
     with pytest.raises(GridError, match="empty"):

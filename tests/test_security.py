@@ -4,9 +4,9 @@ Marker-file tests: each hostile file would create a marker file when unpickled t
 ``os.system`` or ``eval``; a control test shows that it does).  Every loader must refuse it with a clear
 error naming the file, and the marker must not exist afterwards.
 """
+
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 import pickle
@@ -22,20 +22,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import crash_at_epoch, interrupted_run, read_log_rows
 
 import major2minor.checkpoint as checkpoint
 import major2minor.engine as engine
-from major2minor.checkpoint import (CheckpointError, atomic_write_text, load_checkpoint, load_resume_checkpoint,
-                                    load_weights, save_checkpoint)
+from major2minor.checkpoint import (
+    CheckpointError,
+    atomic_write_text,
+    load_checkpoint,
+    load_resume_checkpoint,
+    load_weights,
+    save_checkpoint,
+)
 from major2minor.cli import main
 from major2minor.config import load_config
 from major2minor.data.io import DataFormatError
 from major2minor.models import build_model
 from major2minor.pipeline import train
-from helpers import crash_at_epoch, interrupted_run, read_log_rows
-
 
 # --- hostile payloads -----------------------------------------------------------------------------
+
 
 class OpensMarker:
     """Unpickled the ordinary way, this creates ``path`` (``open(path, 'w')``)."""
@@ -61,8 +67,11 @@ class EvalsMarker(OpensMarker):
         return (eval, (f"open({self.path!r}, 'w').close()",))
 
 
-PAYLOADS = {"open": (OpensMarker, "io.open"), "os.system": (TouchesMarker, f"{os.system.__module__}.system"),
-            "eval": (EvalsMarker, "builtins.eval")}
+PAYLOADS = {
+    "open": (OpensMarker, "io.open"),
+    "os.system": (TouchesMarker, f"{os.system.__module__}.system"),
+    "eval": (EvalsMarker, "builtins.eval"),
+}
 
 
 @pytest.fixture(autouse=True)
@@ -84,28 +93,37 @@ def _write_checkpoint(path: Path, obj, fmt: str) -> Path:
 
 def _official(net, **extra):
     """The layout of the authors' M2m checkpoints (``ckpt.t7``)."""
-    return {"net": net.state_dict(), "optimizer": {"state": {}, "param_groups": [{"lr": 0.1, "params": [0, 1]}]},
-            "acc": 83.5, "epoch": 199, "rng_state": torch.get_rng_state(), **extra}
+    return {
+        "net": net.state_dict(),
+        "optimizer": {"state": {}, "param_groups": [{"lr": 0.1, "params": [0, 1]}]},
+        "acc": 83.5,
+        "epoch": 199,
+        "rng_state": torch.get_rng_state(),
+        **extra,
+    }
 
 
 def _resnet32(num_classes=10, in_ch=3):
     return build_model(load_config(None, ["model.name=resnet32"]), num_classes, (in_ch, 32, 32))
 
 
-REFUSED = (r"was refused: it contains Python objects other than tensors and plain containers \(it references {name}\), "
-           r"so it was not loaded, because loading it could run code\. .*re-save only the weights with "
-           r"torch\.save\(\{{'net': model\.state_dict\(\)\}}, path\)")
+REFUSED = (
+    r"was refused: it contains Python objects other than tensors and plain containers \(it references {name}\), "
+    r"so it was not loaded, because loading it could run code\. .*re-save only the weights with "
+    r"torch\.save\(\{{'net': model\.state_dict\(\)\}}, path\)"
+)
 
 
 # ------------------------------------------------------------------------------------------------
 # 1. checkpoints: load_checkpoint / load_weights / resume / M2m's generator never run code
+
 
 @pytest.mark.parametrize("fmt", ["zip", "legacy", "bare-pickle"])
 @pytest.mark.parametrize("payload", sorted(PAYLOADS))
 def test_checkpoint_that_would_run_code_is_refused(tmp_path, payload, fmt):
     cls, name = PAYLOADS[payload]
     marker = tmp_path / "marker"
-    weights = {"w": [1.0, 2.0]} if fmt == "bare-pickle" else {"w": torch.ones(3)}   # plain pickle cannot hold tensors
+    weights = {"w": [1.0, 2.0]} if fmt == "bare-pickle" else {"w": torch.ones(3)}  # plain pickle cannot hold tensors
     path = _write_checkpoint(tmp_path / "evil.pt", {"model": weights, "epoch": 1, "x": cls(marker)}, fmt)
     with pytest.raises(CheckpointError, match=re.escape(str(path)) + " " + REFUSED.format(name=re.escape(name))) as err:
         load_checkpoint(path)
@@ -133,8 +151,13 @@ def test_official_layout_that_would_run_code_is_refused(tmp_path, fmt):
 
 
 def _resume_ckpt(epoch=0):
-    return {"model": {"w": torch.ones(2)}, "optimizer": {}, "state": {"history": [{"loss": 1.0, "x": None}]},
-            "rng": {"sample": torch.Generator().get_state()}, "epoch": epoch}
+    return {
+        "model": {"w": torch.ones(2)},
+        "optimizer": {},
+        "state": {"history": [{"loss": 1.0, "x": None}]},
+        "rng": {"sample": torch.Generator().get_state()},
+        "epoch": epoch,
+    }
 
 
 def test_resume_refuses_a_last_pt_that_would_run_code_and_falls_back(tmp_path):
@@ -144,8 +167,11 @@ def test_resume_refuses_a_last_pt_that_would_run_code_and_falls_back(tmp_path):
     save_checkpoint(_resume_ckpt(0), run / "last.prev.pt")
     torch.save({**_resume_ckpt(1), "x": TouchesMarker(marker)}, run / "last.pt")
     messages = []
-    with pytest.warns(RuntimeWarning, match=r"last\.pt is unreadable \(refused: it contains Python objects .*"
-                                            r"Resuming from the previous good checkpoint .*last\.prev\.pt"):
+    with pytest.warns(
+        RuntimeWarning,
+        match=r"last\.pt is unreadable \(refused: it contains Python objects .*"
+        r"Resuming from the previous good checkpoint .*last\.prev\.pt",
+    ):
         obj, used = load_resume_checkpoint(run, messages.append)
     assert used == run / "last.prev.pt" and obj["epoch"] == 0
     assert any("moved to" in m and "last.corrupt.pt" in m for m in messages)
@@ -153,9 +179,12 @@ def test_resume_refuses_a_last_pt_that_would_run_code_and_falls_back(tmp_path):
 
     torch.save({**_resume_ckpt(1), "x": OpensMarker(marker)}, run / "last.pt")
     torch.save({**_resume_ckpt(0), "x": OpensMarker(marker)}, run / "last.prev.pt")
-    with pytest.raises(CheckpointError, match=r"cannot resume .*both last\.pt and last\.prev\.pt are unreadable "
-                                              r"\(last\.pt: refused: .*io\.open.*; "
-                                              r"last\.prev\.pt: refused: .*io\.open"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"cannot resume .*both last\.pt and last\.prev\.pt are unreadable "
+        r"\(last\.pt: refused: .*io\.open.*; "
+        r"last\.prev\.pt: refused: .*io\.open",
+    ):
         load_resume_checkpoint(run)
     assert not marker.exists()
 
@@ -163,6 +192,7 @@ def test_resume_refuses_a_last_pt_that_would_run_code_and_falls_back(tmp_path):
 def test_generator_checkpoint_that_would_run_code_is_refused(tiny_cfg, tmp_path):
     from major2minor.data import build_dataset
     from major2minor.methods.generator import load_generator
+
     marker = tmp_path / "marker"
     cfg = tiny_cfg("model.name=cnn", "method=m2m", "train.epochs=2", "m2m.steps=1")
     bundle = build_dataset(cfg.data)
@@ -219,14 +249,20 @@ def test_truncated_official_checkpoint_is_corrupted_not_refused(tmp_path, fmt):
 def test_checkpoint_pickled_with_protocol_4_is_refused_as_such(tmp_path):
     """torch's safe loader does not read protocol 4; that is said as such, not as damage."""
     torch.save({"net": {"w": torch.ones(2)}}, tmp_path / "p4.pt", pickle_protocol=4)
-    with pytest.raises(CheckpointError, match=r"p4\.pt was refused: it was pickled with opcode FRAME \(pickle "
-                                              r"protocol 4 or later\), which the loader that cannot run code"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"p4\.pt was refused: it was pickled with opcode FRAME \(pickle "
+        r"protocol 4 or later\), which the loader that cannot run code",
+    ):
         load_checkpoint(tmp_path / "p4.pt")
 
 
 def test_save_refuses_state_that_could_not_be_loaded_back(tmp_path):
-    with pytest.raises(CheckpointError, match=r"not writing checkpoint .*x\.pt: its state holds Python objects "
-                                              r"\(numpy\.[\w.]+.*store them as tensors or plain Python types"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"not writing checkpoint .*x\.pt: its state holds Python objects "
+        r"\(numpy\.[\w.]+.*store them as tensors or plain Python types",
+    ):
         save_checkpoint({"acc": np.float64(0.5)}, tmp_path / "x.pt")
     assert not (tmp_path / "x.pt").exists()
 
@@ -235,9 +271,15 @@ def test_save_refuses_state_that_could_not_be_loaded_back(tmp_path):
 # 2. our own training checkpoints hold only what weights_only admits, and resume exactly
 
 
-
-M2M_SELF = ("model.name=cnn", "model.width=32", "optim.lr=0.1", "method=m2m", "m2m.self_generator=true",
-            "m2m.steps=1", "train.epochs=3")
+M2M_SELF = (
+    "model.name=cnn",
+    "model.width=32",
+    "optim.lr=0.1",
+    "method=m2m",
+    "m2m.self_generator=true",
+    "m2m.steps=1",
+    "train.epochs=3",
+)
 
 
 def test_own_training_checkpoint_loads_with_weights_only_and_resumes(tiny_cfg, tmp_path, monkeypatch):
@@ -250,7 +292,7 @@ def test_own_training_checkpoint_loads_with_weights_only_and_resumes(tiny_cfg, t
     for name in ("last.pt", "last.prev.pt", "best.pt"):
         path = tmp_path / "cut" / name
         assert torch.serialization.get_unsafe_globals_in_checkpoint(path) == [], name
-        ckpt = torch.load(path, weights_only=True)                        # plain torch reads it too
+        ckpt = torch.load(path, weights_only=True)  # plain torch reads it too
         assert ckpt["rng"]["sample"].dtype == torch.uint8 and ckpt["config"]["method"].startswith("m2m")
     ckpt = load_checkpoint(tmp_path / "cut" / "last.pt")
     assert ckpt["epoch"] == 1 and ckpt["rebalancer"]["rng"].dtype == torch.uint8
@@ -278,7 +320,7 @@ def test_checkpoint_carries_its_checksum_and_stays_a_plain_torch_file(tmp_path):
     save_checkpoint({"model": {"w": torch.arange(5.0)}, "epoch": 3}, path)
     blob = path.read_bytes()
     assert blob[-83:-64] == TAG and hashlib.sha256(blob[:-83]).hexdigest().encode() == blob[-64:]
-    with zipfile.ZipFile(path) as zf:                                     # a valid zip: the checksum is its comment
+    with zipfile.ZipFile(path) as zf:  # a valid zip: the checksum is its comment
         assert zf.testzip() is None and zf.comment == blob[-83:]
     assert torch.equal(torch.load(path, weights_only=True)["model"]["w"], torch.arange(5.0))
     assert load_checkpoint(path)["epoch"] == 3
@@ -291,13 +333,16 @@ def test_same_length_bit_flip_is_detected(tmp_path, where):
     n = path.stat().st_size
     _flip(path, {"middle": n // 2, "start": 40, "zip end record": n - 83 - 10, "checksum": n - 1}[where])
     assert path.stat().st_size == n
-    with pytest.raises(CheckpointError, match=r"last\.pt: checksum mismatch: the file was modified or corrupted after "
-                                              r"it was written; delete it to start over, or resume from .*last\.prev"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"last\.pt: checksum mismatch: the file was modified or corrupted after "
+        r"it was written; delete it to start over, or resume from .*last\.prev",
+    ):
         load_checkpoint(path)
 
 
 def test_files_without_checksum_still_load(tmp_path):
-    torch.save({"model": {"w": torch.ones(3)}, "epoch": 2}, tmp_path / "old.pt")   # an older run, another tool
+    torch.save({"model": {"w": torch.ones(3)}, "epoch": 2}, tmp_path / "old.pt")  # an older run, another tool
     assert load_checkpoint(tmp_path / "old.pt")["epoch"] == 2
 
 
@@ -318,6 +363,7 @@ def test_a_crash_at_any_point_of_a_save_leaves_verified_checkpoints(tmp_path, mo
                 if calls["n"] == step + 1:
                     raise KeyboardInterrupt(f"killed at step {step} ({name})")
                 return real[name](*a, **k)
+
             return f
 
         for name in real:
@@ -343,12 +389,15 @@ def test_bit_flipped_last_pt_resumes_from_prev_with_the_same_result(tiny_cfg, tm
     size = (run / "last.pt").stat().st_size
     flipped = _flip(run / "last.pt", size // 2)
     messages = []
-    with pytest.warns(RuntimeWarning, match=r"last\.pt is unreadable \(checksum mismatch: the file was modified or "
-                                            r"corrupted after it was written\)\. Resuming from the previous good "
-                                            r"checkpoint .*last\.prev\.pt \(end of epoch 1\)"):
+    with pytest.warns(
+        RuntimeWarning,
+        match=r"last\.pt is unreadable \(checksum mismatch: the file was modified or "
+        r"corrupted after it was written\)\. Resuming from the previous good "
+        r"checkpoint .*last\.prev\.pt \(end of epoch 1\)",
+    ):
         resumed = train(cfg, resume=True, log=messages.append)
     assert any("WARNING" in m and "checksum mismatch" in m and "last.corrupt.pt" in m for m in messages)
-    assert (run / "last.corrupt.pt").read_bytes() == flipped                # kept, not deleted
+    assert (run / "last.corrupt.pt").read_bytes() == flipped  # kept, not deleted
     for key in ("test_at_best", "test_at_last", "val_at_best", "best_epoch"):
         assert resumed[key] == full[key], key
     assert read_log_rows(run / "log.csv") == read_log_rows(tmp_path / "full" / "log.csv")
@@ -361,22 +410,29 @@ def test_bit_flips_in_last_and_prev_are_refused_clearly(tiny_cfg, tmp_path, monk
     with pytest.raises(CheckpointError) as err:
         train(cfg, resume=True, log=None)
     msg = str(err.value)
-    assert re.search(r"cannot resume .*: both last\.pt and last\.prev\.pt are unreadable \(last\.pt: checksum "
-                     r"mismatch: the file was modified or corrupted after it was written; "
-                     r"last\.prev\.pt: checksum mismatch: .*"
-                     r"\); start over in a new directory \(run\.dir=PATH\) or remove this one\.$", msg), msg
+    assert re.search(
+        r"cannot resume .*: both last\.pt and last\.prev\.pt are unreadable \(last\.pt: checksum "
+        r"mismatch: the file was modified or corrupted after it was written; "
+        r"last\.prev\.pt: checksum mismatch: .*"
+        r"\); start over in a new directory \(run\.dir=PATH\) or remove this one\.$",
+        msg,
+    ), msg
     assert "prev.prev" not in msg and "\n" not in msg
 
 
 # ------------------------------------------------------------------------------------------------
 # 4. the fallback says what happened; no nonexistent file is named; files get the umask's mode
 
+
 def test_fallback_when_last_pt_is_absent_says_so(tmp_path):
     run = tmp_path / "run"
     save_checkpoint(_resume_ckpt(4), run / "last.prev.pt")
     messages = []
-    with pytest.warns(RuntimeWarning, match=r"last\.pt does not exist\. Resuming from the previous good checkpoint "
-                                            r".*last\.prev\.pt \(end of epoch 5\).*Nothing was moved aside"):
+    with pytest.warns(
+        RuntimeWarning,
+        match=r"last\.pt does not exist\. Resuming from the previous good checkpoint "
+        r".*last\.prev\.pt \(end of epoch 5\).*Nothing was moved aside",
+    ):
         obj, used = load_resume_checkpoint(run, messages.append)
     assert obj["epoch"] == 4 and used.name == "last.prev.pt"
     assert not any("was moved to" in m for m in messages)
@@ -390,14 +446,16 @@ def test_unreadable_prev_names_no_nonexistent_file(tmp_path):
     (run / "last.prev.pt").write_bytes(b"\x00" * 10)
     with pytest.raises(CheckpointError) as err:
         load_resume_checkpoint(run)
-    assert "both last.pt and last.prev.pt are unreadable (last.pt: truncated or corrupted (the file is empty); " \
-           "last.prev.pt: truncated or corrupted" in str(err.value)
+    assert (
+        "both last.pt and last.prev.pt are unreadable (last.pt: truncated or corrupted (the file is empty); "
+        "last.prev.pt: truncated or corrupted" in str(err.value)
+    )
     with pytest.raises(CheckpointError) as err_prev:
         load_checkpoint(run / "last.prev.pt")
     for e in (err, err_prev):
         assert "prev.prev" not in str(e.value)
         named = re.findall(r"[\w./-]+\.pt\b", str(e.value))
-        assert named and all((run / p).exists() for p in named), named          # absolute paths or names in run
+        assert named and all((run / p).exists() for p in named), named  # absolute paths or names in run
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
@@ -415,6 +473,7 @@ def test_written_files_get_the_mode_the_umask_implies(tmp_path, umask, mode):
 
 # ------------------------------------------------------------------------------------------------
 # 5. CIFAR pickles: only numpy arrays, dicts, lists, strings, bytes and numbers are rebuilt
+
 
 def _cifar_files(root: Path, per_class: int = 12) -> Path:
     folder = root / "cifar-10-batches-py"
@@ -435,17 +494,18 @@ def _cifar_cfg(root: Path):
 
 def _build(root: Path):
     from major2minor.data import build_dataset
+
     return build_dataset(_cifar_cfg(root))
 
 
 def _hostile(marker: Path, where: str, cls):
     if where == "labels":
         return {b"data": np.zeros((1, 3072), np.uint8), b"labels": [cls(marker)]}
-    if where == "object array":      # hidden inside a numpy array of Python objects
+    if where == "object array":  # hidden inside a numpy array of Python objects
         arr = np.empty(1, dtype=object)
         arr[0] = cls(marker)
         return {b"data": arr, b"labels": [0]}
-    return cls(marker)               # the whole file
+    return cls(marker)  # the whole file
 
 
 @pytest.mark.parametrize("protocol", [2, pickle.DEFAULT_PROTOCOL])
@@ -460,12 +520,14 @@ def test_cifar_pickle_that_would_run_code_is_refused(tmp_path, payload, where, p
     with pytest.raises(DataFormatError) as err:
         _build(tmp_path / "d")
     msg = str(err.value)
-    assert msg.startswith(f"refusing to load {folder / 'data_batch_1'}: it references the Python global {name}, "
-                          "which a CIFAR pickle never contains; loading it could run code. Re-download the official "
-                          "archive"), msg
+    assert msg.startswith(
+        f"refusing to load {folder / 'data_batch_1'}: it references the Python global {name}, "
+        "which a CIFAR pickle never contains; loading it could run code. Re-download the official "
+        "archive"
+    ), msg
     assert "m2m data prepare cifar10-lt" in msg and "\n" not in msg
     assert not marker.exists()
-    with open(folder / "data_batch_1", "rb") as fh:                       # control: pickle.load runs it
+    with open(folder / "data_batch_1", "rb") as fh:  # control: pickle.load runs it
         try:
             pickle.load(fh, encoding="bytes")
         except Exception:  # noqa: BLE001 - the object array's state may not unpickle cleanly; the call ran
@@ -503,11 +565,28 @@ def test_cifar_train_command_refuses_pickles_that_would_run_code(tmp_path):
         pickle.dump({b"data": np.zeros((1, 3072), np.uint8), b"labels": [TouchesMarker(marker)]}, fh)
     repo = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(repo) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.run([sys.executable, "-m", "major2minor", "train", "data.name=cifar10-lt",
-                           f"data.root={tmp_path / 'd'}", "data.n_max=10", "data.ratio=2", "train.epochs=1",
-                           f"run.dir={tmp_path / 'run'}", "train.progress=none"],
-                          cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          timeout=300, check=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "major2minor",
+            "train",
+            "data.name=cifar10-lt",
+            f"data.root={tmp_path / 'd'}",
+            "data.n_max=10",
+            "data.ratio=2",
+            "train.epochs=1",
+            f"run.dir={tmp_path / 'run'}",
+            "train.progress=none",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode != 0 and "refusing to load" in proc.stderr and "data_batch_2" in proc.stderr, proc.stderr
     assert not marker.exists()
 
@@ -515,14 +594,21 @@ def test_cifar_train_command_refuses_pickles_that_would_run_code(tmp_path):
 def _python2_pickle(data: np.ndarray, labels) -> bytes:
     """What Python 2's ``cPickle.dump(d, f, 2)`` wrote for the official files: str (here bytes) keys, numpy 1's
     ``numpy.core.multiarray._reconstruct``, the array's bytes as a py2 str (BINSTRING), labels as a list."""
+
     def s(b):
         return b"U" + bytes([len(b)]) + b
+
     raw = data.tobytes()
     out = b"\x80\x02}q\x00(" + s(b"data")
     out += b"cnumpy.core.multiarray\n_reconstruct\nq\x01cnumpy\nndarray\nq\x02K\x00\x85" + s(b"b") + b"\x87Rq\x03("
     out += b"K\x01M" + struct.pack("<H", data.shape[0]) + b"M" + struct.pack("<H", data.shape[1]) + b"\x86"
-    out += (b"cnumpy\ndtype\nq\x04" + s(b"u1") + b"K\x00K\x01\x87Rq\x05(K\x03" + s(b"|")
-            + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tq\x06b")
+    out += (
+        b"cnumpy\ndtype\nq\x04"
+        + s(b"u1")
+        + b"K\x00K\x01\x87Rq\x05(K\x03"
+        + s(b"|")
+        + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tq\x06b"
+    )
     out += b"\x89T" + struct.pack("<I", len(raw)) + raw + b"tq\x07b"
     out += s(b"labels") + b"]q\x08(" + b"".join(b"K" + bytes([v]) for v in labels) + b"eu."
     return out
@@ -530,11 +616,12 @@ def _python2_pickle(data: np.ndarray, labels) -> bytes:
 
 def test_cifar_python2_pickles_load(tmp_path):
     from major2minor.data.datasets.cifar import CIFAR10, read_batch
+
     rng = np.random.default_rng(1)
     data = rng.integers(0, 256, (20, 3072), dtype=np.uint8)
     labels = [i % 10 for i in range(20)]
     blob = _python2_pickle(data, labels)
-    assert pickle.loads(blob, encoding="bytes")[b"labels"] == labels        # the helper writes a valid pickle
+    assert pickle.loads(blob, encoding="bytes")[b"labels"] == labels  # the helper writes a valid pickle
     (tmp_path / "data_batch_1").write_bytes(blob)
     x, y = read_batch(tmp_path / "data_batch_1", CIFAR10)
     assert np.array_equal(x, data.reshape(-1, 3, 32, 32)) and y.tolist() == labels
@@ -545,13 +632,21 @@ def test_cifar_python2_pickles_load(tmp_path):
 @pytest.mark.parametrize("keys", ["bytes", "str"])
 def test_cifar_pickles_of_every_protocol_load(tmp_path, protocol, labels_as, keys):
     from major2minor.data.datasets.cifar import CIFAR10, read_batch
+
     data = np.arange(4 * 3072, dtype=np.int64).astype(np.uint8).reshape(4, 3072)
     labels = [3, 1, 4, 1]
     k = (lambda s: s.encode()) if keys == "bytes" else (lambda s: s)
     with open(tmp_path / "b", "wb") as fh:
-        pickle.dump({k("data"): data, k("labels"): labels if labels_as == "list" else np.array(labels),
-                     k("batch_label"): "training batch 1 of 5", k("filenames"): [b"a.png", "b.png"]}, fh,
-                    protocol=protocol)
+        pickle.dump(
+            {
+                k("data"): data,
+                k("labels"): labels if labels_as == "list" else np.array(labels),
+                k("batch_label"): "training batch 1 of 5",
+                k("filenames"): [b"a.png", "b.png"],
+            },
+            fh,
+            protocol=protocol,
+        )
     x, y = read_batch(tmp_path / "b", CIFAR10)
     assert np.array_equal(x, data.reshape(-1, 3, 32, 32)) and y.tolist() == labels
 
@@ -559,6 +654,7 @@ def test_cifar_pickles_of_every_protocol_load(tmp_path, protocol, labels_as, key
 def test_cifar_codecs_encode_is_only_admitted_for_latin1(tmp_path):
     """Protocol 2 writes bytes as ``_codecs.encode(text, 'latin1')``; any other codec is refused."""
     from major2minor.data.datasets.cifar import CIFAR10, read_pickle
+
     blob = pickle.dumps({b"data": b"\xff"}, protocol=2)
     assert b"latin1" in blob
     (tmp_path / "ok").write_bytes(blob)
@@ -584,13 +680,15 @@ def real_cifar(tmp_path_factory):
 def test_real_cifar10_pickles_load_through_the_safe_reader(real_cifar):
     from major2minor.data import build_dataset
     from major2minor.data.datasets.cifar import CIFAR10, load_arrays
+
     x, y, xt, yt, names = load_arrays(real_cifar, CIFAR10)
     assert x.shape == (50000, 3, 32, 32) and x.dtype == np.uint8 and xt.shape == (10000, 3, 32, 32)
     assert np.bincount(y).tolist() == [5000] * 10 and np.bincount(yt).tolist() == [1000] * 10
     assert names[:3] == ["airplane", "automobile", "bird"] and names[-1] == "truck"
-    with open(real_cifar / "cifar-10-batches-py" / "data_batch_1", "rb") as fh:   # our own file: trusted
+    with open(real_cifar / "cifar-10-batches-py" / "data_batch_1", "rb") as fh:  # our own file: trusted
         d = pickle.load(fh)
     assert np.array_equal(d["data"].reshape(-1, 3, 32, 32), x[:10000]) and d["labels"] == y[:10000].tolist()
-    bundle = build_dataset(load_config(None, ["data.name=cifar10-lt", f"data.root={real_cifar}", "data.n_max=5000",
-                                                 "data.ratio=100"]).data)
+    bundle = build_dataset(
+        load_config(None, ["data.name=cifar10-lt", f"data.root={real_cifar}", "data.n_max=5000", "data.ratio=100"]).data
+    )
     assert bundle.train_counts[0] == 5000 and bundle.train_counts[-1] == 50

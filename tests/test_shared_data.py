@@ -9,6 +9,7 @@ have it, so these tests skip with a message there.  How the numbers are counted:
 * Twitter: training tokens are the tokens of ``tweets-train.txt`` whose tag occurs in the test file
   (23 tags; M and Y have no test tokens); ratio = max / min of their per-tag counts (V 2,219 / X 15).
 """
+
 from pathlib import Path
 
 import pytest
@@ -22,8 +23,10 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 def shared(name):
     folder = SHARED / name
     if not folder.is_dir():
-        pytest.skip(f"{folder} not found: the real-data checks need the development copy of the data "
-                    "(../shared/data next to the repository); skipped on a plain checkout")
+        pytest.skip(
+            f"{folder} not found: the real-data checks need the development copy of the data "
+            "(../shared/data next to the repository); skipped on a plain checkout"
+        )
     return folder
 
 
@@ -31,10 +34,12 @@ def test_reuters_r52_real_files():
     b = build_dataset(DataConfig(name="reuters", root=str(shared("reuters-r52")), profile="natural"), seed=0)
     file_counts = b.info["file_train_counts"]
     ratio = b.info["file_imbalance_ratio"]
-    print(f"\nreuters: {b.num_classes} classes, {sum(file_counts)} training documents (train {len(b.train)} + "
-          f"val {len(b.val)}), imbalance ratio {ratio:.0f} (max {max(file_counts)} / min {min(file_counts)}); "
-          f"test {len(b.test)} documents; input {b.input_shape[0]}-d binary; after the seed-0 validation "
-          f"hold-out the training split's ratio is {b.manifest()['imbalance_ratio']:.0f}")
+    print(
+        f"\nreuters: {b.num_classes} classes, {sum(file_counts)} training documents (train {len(b.train)} + "
+        f"val {len(b.val)}), imbalance ratio {ratio:.0f} (max {max(file_counts)} / min {min(file_counts)}); "
+        f"test {len(b.test)} documents; input {b.input_shape[0]}-d binary; after the seed-0 validation "
+        f"hold-out the training split's ratio is {b.manifest()['imbalance_ratio']:.0f}"
+    )
     assert b.num_classes == 36
     assert sum(file_counts) == 6436 and len(b.train) + len(b.val) == 6436
     assert ratio == 710
@@ -45,9 +50,11 @@ def test_twitter_pos_real_files():
     b = build_dataset(DataConfig(name="twitter-pos", root=str(shared("twitter-pos")), profile="natural"), seed=0)
     counts = b.train_counts
     ratio = max(counts) / min(counts)
-    print(f"\ntwitter-pos: {b.num_classes} classes, {len(b.train)} training tokens, imbalance ratio {ratio:.2f} "
-          f"(max {max(counts)} / min {min(counts)}); dropped tags {b.info['dropped_tags']}; "
-          f"val {len(b.val)}, test {len(b.test)} tokens; embeddings: {b.info['embeddings']}")
+    print(
+        f"\ntwitter-pos: {b.num_classes} classes, {len(b.train)} training tokens, imbalance ratio {ratio:.2f} "
+        f"(max {max(counts)} / min {min(counts)}); dropped tags {b.info['dropped_tags']}; "
+        f"val {len(b.val)}, test {len(b.test)} tokens; embeddings: {b.info['embeddings']}"
+    )
     assert b.num_classes == 23 and b.info["dropped_tags"] == ["M", "Y"]
     assert len(b.train) == 14614
     assert round(ratio) == 148
@@ -59,8 +66,10 @@ def test_celeba5_real_split_lists():
     import numpy as np
 
     from major2minor.data.datasets.celeba import LIST_FILES, read_list
+
     folder = shared("celeba5-splits")
-    counts = {split: np.bincount(read_list(folder / name)[1], minlength=5).tolist()
-              for split, name in LIST_FILES.items()}
+    counts = {
+        split: np.bincount(read_list(folder / name)[1], minlength=5).tolist() for split, name in LIST_FILES.items()
+    }
     print(f"\nceleba5 split lists: {counts}")
     assert counts == {"train": [424, 2423, 1499, 2078, 227], "val": [50] * 5, "test": [100] * 5}

@@ -1,5 +1,6 @@
 """The speed options that must not change results: flush-to-zero and translating through a
 BatchNorm-folded copy of f (the other shortcuts are tested in test_m2m.py)."""
+
 import subprocess
 import sys
 import textwrap
@@ -8,8 +9,7 @@ import torch
 import torch.nn as nn
 
 from major2minor.config import load_config
-from major2minor.methods.m2m import M2mConfig
-from major2minor.methods.m2m import M2mTranslator
+from major2minor.methods.m2m import M2mConfig, M2mTranslator
 from major2minor.models import build_model
 from major2minor.models.fold import FoldedMirror, conv_bn_pairs
 
@@ -19,7 +19,7 @@ def _resnet(seed, classes=3):
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         net = build_model(cfg, classes, (3, 8, 8), (0.5,) * 3, (0.25,) * 3)
-        for m in net.modules():   # BatchNorm that is not the identity, so folding has work to do
+        for m in net.modules():  # BatchNorm that is not the identity, so folding has work to do
             if isinstance(m, nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.2, 0.2)
                 m.running_var.uniform_(0.5, 1.5)
@@ -43,10 +43,10 @@ def test_folded_mirror_follows_f_as_it_trains():
     opt.step()
     f.eval()
     stale = mirror.net(x)
-    assert not torch.allclose(stale, f(x), atol=1e-3)          # ... so the old mirror is wrong ...
+    assert not torch.allclose(stale, f(x), atol=1e-3)  # ... so the old mirror is wrong ...
     assert torch.allclose(mirror.refresh()(x), f(x), atol=1e-4)  # ... until refreshed
     assert not any(p.requires_grad for p in mirror.net.parameters())
-    assert all(p.requires_grad for p in f.parameters())         # f itself is untouched
+    assert all(p.requires_grad for p in f.parameters())  # f itself is untouched
 
 
 def test_conv_bn_pairs_are_the_folded_ones():
@@ -63,11 +63,11 @@ def test_translating_through_folded_f_gives_the_same_batch():
     for fold in (False, True):
         t = M2mTranslator(g, [200, 60, 10], M2mConfig(beta=0.99, gamma=0.3, fold_classifier=fold))
         out[fold] = t(f, x, y, generator=torch.Generator().manual_seed(3))
-        assert f.training                                   # f's mode is restored
+        assert f.training  # f's mode is restored
     (xa, ya, sa), (xb, yb, sb) = out[False], out[True]
     assert sa.accepted > 0 and torch.equal(sa.accepted_per_class, sb.accepted_per_class)
     assert torch.equal(ya, yb)
-    assert (xa - xb).norm() / xa.norm() < 1e-4                # rounding only
+    assert (xa - xb).norm() / xa.norm() < 1e-4  # rounding only
 
 
 def _python(code: str) -> str:
@@ -129,7 +129,7 @@ def test_padding_the_translation_batch_changes_nothing():
         assert t.padding(13, torch.device("cpu")) == (0 if multiple == 1 else 3)
         out[multiple] = t(f, x, y, generator=torch.Generator().manual_seed(3))
     (xa, ya, sa), (xb, yb, sb) = out[1], out[16]
-    assert sa.translated % 16 != 0 and sa.translated == sb.translated      # padding is not counted
+    assert sa.translated % 16 != 0 and sa.translated == sb.translated  # padding is not counted
     assert torch.equal(sa.accepted_per_class, sb.accepted_per_class) and torch.equal(ya, yb)
     assert torch.allclose(xa, xb, atol=1e-5)
     assert torch.allclose(sa.g_target_prob_sum, sb.g_target_prob_sum, atol=1e-5)
@@ -179,7 +179,7 @@ def test_flushing_subnormals_does_not_change_the_translated_batch():
 def test_a_model_fx_cannot_trace_is_translated_unfolded_with_a_warning():
     import pytest
 
-    class Branchy(nn.Module):      # data-dependent control flow: torch.fx cannot trace it
+    class Branchy(nn.Module):  # data-dependent control flow: torch.fx cannot trace it
         def __init__(self):
             super().__init__()
             self.conv, self.bn, self.head = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Linear(4, 3)

@@ -1,6 +1,7 @@
 """ImageNet-LT streamed through the engine (issue 8): a miniature tree in the real format (JPEG/PNG files
 under train/ and val/, ImageNet_LT_{train,val,test}.txt lists), decoded and augmented by DataLoader
 workers each epoch."""
+
 import csv
 import json
 import os
@@ -20,10 +21,10 @@ from major2minor.data import build_dataset
 from major2minor.data.batches import InMemoryBatches, StreamedImages, StreamingBatches, is_streamed
 from major2minor.data.sampling import batch_slices, epoch_indices
 from major2minor.engine import build_model_seeded, evaluate, predict
-from major2minor.pipeline import train
 from major2minor.methods.base import inverse_frequency
+from major2minor.pipeline import train
 
-COUNTS = (10, 6, 3, 2)          # a long tail over 4 classes
+COUNTS = (10, 6, 3, 2)  # a long tail over 4 classes
 
 
 def _image(path, seed, size, fmt):
@@ -32,7 +33,7 @@ def _image(path, seed, size, fmt):
     rng = np.random.default_rng(seed)
     w, h = size
     a = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-    a[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = [(seed * 53) % 256, 255 * (seed % 2), 128]
+    a[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = [(seed * 53) % 256, 255 * (seed % 2), 128]
     Image.fromarray(a).save(path, format=fmt)
 
 
@@ -59,10 +60,24 @@ def make_mini_imagenet_lt(root):
 
 def _args(root, run_dir, *extra):
     """The imagenet-lt recipe (streamed) shrunk: 16x16 images, a small CNN, 2 epochs, DRS from epoch 2."""
-    return [f"data.root={root}", "data.image_size=16", "data.workers=2", "data.cache=" + str(root / "cache"),
-            "model.name=cnn", "model.width=8", "train.batch_size=8", "train.eval_batch_size=5",
-            "train.epochs=2", "train.deferred_epoch=1", "optim.milestones=[1]", "train.threads=1",
-            "train.progress=none", "train.device=cpu", f"run.dir={run_dir}", *extra]
+    return [
+        f"data.root={root}",
+        "data.image_size=16",
+        "data.workers=2",
+        "data.cache=" + str(root / "cache"),
+        "model.name=cnn",
+        "model.width=8",
+        "train.batch_size=8",
+        "train.eval_batch_size=5",
+        "train.epochs=2",
+        "train.deferred_epoch=1",
+        "optim.milestones=[1]",
+        "train.threads=1",
+        "train.progress=none",
+        "train.device=cpu",
+        f"run.dir={run_dir}",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -97,10 +112,10 @@ def test_recipe_streams_imagenet_lt(tree):
     bundle = build_dataset(cfg.data, 0)
     assert is_streamed(bundle.train) and is_streamed(bundle.val) and is_streamed(bundle.test)
     assert bundle.train_counts == list(COUNTS) and bundle.input_shape == (3, 128, 128) and bundle.is_image
-    assert bundle.bounds == (0.0, 1.0) and not bundle.augment.active        # augmentation is per sample
+    assert bundle.bounds == (0.0, 1.0) and not bundle.augment.active  # augmentation is per sample
     manifest = bundle.manifest()
     assert manifest["streaming"] and manifest["sizes"] == {"train": 21, "val": 8, "test": 12}
-    x = bundle.test.x[torch.tensor([0, 5])]                                  # indexing decodes
+    x = bundle.test.x[torch.tensor([0, 5])]  # indexing decodes
     assert x.shape == (2, 3, 128, 128) and x.dtype == torch.uint8
     with pytest.raises(ConfigError, match="no streaming path"):
         load_config("digits-lt", ["data.stream=true"])
@@ -114,7 +129,7 @@ def test_streamed_training_histogram_is_the_samplers_promise(streamed_run):
     rows = list(csv.DictReader(open(run / "log.csv")))
     assert len(rows) == 2
     promised = _promised_histograms(cfg, bundle, 2)
-    assert promised[0] == list(COUNTS)                       # before T0: every image once
+    assert promised[0] == list(COUNTS)  # before T0: every image once
     for row, expected in zip(rows, promised):
         assert [int(v) for v in row["seen_per_class"].split()] == expected
     assert json.loads((run / "manifest.json").read_text())["streaming"] is True
@@ -126,13 +141,13 @@ def test_streamed_training_histogram_is_the_samplers_promise(streamed_run):
 def test_streamed_evaluation_equals_in_memory_evaluation(streamed_run):
     cfg, run, summary, _ = streamed_run
     streamed = build_dataset(cfg.data, cfg.train.seed)
-    cfg.data.stream = False                                    # decode once, same evaluation transform
+    cfg.data.stream = False  # decode once, same evaluation transform
     memory = build_dataset(cfg.data, cfg.train.seed)
     assert not is_streamed(memory.test) and torch.equal(memory.test.y, streamed.test.y)
     model = build_model_seeded(cfg, memory, 0, torch.device("cpu"))
     model.load_state_dict(torch.load(run / "best.pt", weights_only=False)["model"])
     cpu = torch.device("cpu")
-    assert torch.equal(streamed.test.x[torch.arange(12)], memory.test.x)          # the same pixels
+    assert torch.equal(streamed.test.x[torch.arange(12)], memory.test.x)  # the same pixels
     assert torch.equal(predict(model, streamed.test.x, 5, cpu), predict(model, memory.test.x, 5, cpu))
     single = evaluate(model, memory.test, 4, memory.train_counts, cpu)
     for key in ("acc", "bacc", "gm", "per_class_recall", "loss"):
@@ -152,11 +167,11 @@ def test_streamed_batches_do_not_depend_on_workers_or_ranks(tree):
     one = run(0)
     assert [len(y) for _, y in one] == [8, 8, 5] and one[0][0].dtype == torch.float32
     assert 0.0 <= float(one[0][0].min()) and float(one[0][0].max()) <= 1.0
-    assert torch.equal(torch.cat([y for _, y in one]), bundle.train.y[idx])      # labels follow the stream
+    assert torch.equal(torch.cat([y for _, y in one]), bundle.train.y[idx])  # labels follow the stream
     two_workers = run(2)
     for (xa, ya), (xb, yb) in zip(one, two_workers):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
-    ranks = [run(0, r, 2) for r in range(2)]                 # each rank: its share of each global batch
+    ranks = [run(0, r, 2) for r in range(2)]  # each rank: its share of each global batch
     for b, (x, y) in enumerate(one):
         assert torch.equal(torch.cat([ranks[0][b][0], ranks[1][b][0]]), x)
         assert torch.equal(torch.cat([ranks[0][b][1], ranks[1][b][1]]), y)
@@ -168,8 +183,9 @@ def test_streamed_batches_do_not_depend_on_workers_or_ranks(tree):
 
 def test_random_resized_crop_from_file_draws_as_from_an_image(tree):
     from major2minor.data.datasets.imagenet_lt import RandomResizedCropFlip
+
     t = RandomResizedCropFlip(16)
-    png = tree / "train" / "n00000000" / "n00000000_3.png"          # no DCT scaling for PNG: identical
+    png = tree / "train" / "n00000000" / "n00000000_3.png"  # no DCT scaling for PNG: identical
     for seed in range(5):
         a = t.load(png, torch.Generator().manual_seed(seed))
         b = t(Image.open(png).convert("RGB"), torch.Generator().manual_seed(seed))
@@ -180,12 +196,22 @@ def test_random_resized_crop_from_file_draws_as_from_an_image(tree):
 
 def test_m2m_translates_streamed_batches(tree, streamed_run, tmp_path):
     _, g_run, _, _ = streamed_run
-    cfg = load_config("imagenet-lt", _args(tree, tmp_path / "m2m", "method=m2m", f"m2m.generator=[{g_run}]",
-                                           "m2m.gamma=0.0", "m2m.beta=0.5", "m2m.steps=2"))
+    cfg = load_config(
+        "imagenet-lt",
+        _args(
+            tree,
+            tmp_path / "m2m",
+            "method=m2m",
+            f"m2m.generator=[{g_run}]",
+            "m2m.gamma=0.0",
+            "m2m.beta=0.5",
+            "m2m.steps=2",
+        ),
+    )
     messages = []
     summary = train(cfg, log=messages.append)
     assert summary["m2m"]["slots"] > 0 and summary["m2m"]["accepted"] > 0
-    assert any("M2m: translating from epoch 2" in m for m in messages)      # its own estimate, on decoded images
+    assert any("M2m: translating from epoch 2" in m for m in messages)  # its own estimate, on decoded images
     rows = list(csv.DictReader(open(tmp_path / "m2m" / "log.csv")))
     assert rows[0]["m2m_slots"] == "" and int(rows[1]["m2m_slots"]) > 0
     seen = [int(v) for v in rows[1]["seen_per_class"].split()]
@@ -214,6 +240,7 @@ def test_streamed_run_resumes_exactly(tree, streamed_run, tmp_path, monkeypatch)
 # ----------------------------------------------------------------------------------------------
 # two gloo processes
 
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -223,10 +250,30 @@ def _free_port():
 def test_streaming_under_two_gloo_processes(tree, tmp_path):
     run = tmp_path / "ddp"
     args = _args(tree, run, "method=drs", "data.workers=1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), "-m", "major2minor", "train", "imagenet-lt", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "major2minor",
+        "train",
+        "imagenet-lt",
+        *args,
+    ]
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["world_size"] == 2
@@ -237,7 +284,7 @@ def test_streaming_under_two_gloo_processes(tree, tmp_path):
     for row, expected in zip(rows, _promised_histograms(cfg, bundle, 2, world=2)):
         assert [int(v) for v in row["seen_per_class"].split()] == expected
 
-    cfg.data.stream = False                            # gathered streamed evaluation == one process, in memory
+    cfg.data.stream = False  # gathered streamed evaluation == one process, in memory
     memory = build_dataset(cfg.data, cfg.train.seed)
     model = build_model_seeded(cfg, memory, 0, torch.device("cpu"))
     model.load_state_dict(torch.load(run / "best.pt", weights_only=False)["model"])

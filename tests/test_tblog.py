@@ -1,4 +1,5 @@
 """TensorBoard logger: tags, per-class lists, the no-op logger, and the error without tensorboard."""
+
 from __future__ import annotations
 
 import sys
@@ -24,9 +25,19 @@ class FakeWriter:
         self.closed = True
 
 
-ROW = {"epoch": 3, "lr": 0.1, "train_loss": 1.5, "val_bacc": 0.7, "test_bacc_at_best": None,
-       "seen_per_class": [10, 5, 2], "class_weights": None, "m2m_acceptance": 0.25, "epoch_seconds": 1.0,
-       "note": "text", "m2m_accepted_per_class": [0, 3, float("nan")]}
+ROW = {
+    "epoch": 3,
+    "lr": 0.1,
+    "train_loss": 1.5,
+    "val_bacc": 0.7,
+    "test_bacc_at_best": None,
+    "seen_per_class": [10, 5, 2],
+    "class_weights": None,
+    "m2m_acceptance": 0.25,
+    "epoch_seconds": 1.0,
+    "note": "text",
+    "m2m_accepted_per_class": [0, 3, float("nan")],
+}
 
 
 def test_tags():
@@ -44,11 +55,11 @@ def test_log_row_with_fake_writer(tmp_path):
     assert n == len(w.scalars)
     assert tags["optim/lr"] == (0.1, 3) and tags["train/loss"] == (1.5, 3) and tags["m2m/acceptance"] == (0.25, 3)
     assert tags["misc/seen_per_class/class_002"] == (2.0, 3)
-    assert "m2m/accepted_per_class/class_002" not in tags                      # NaN skipped
+    assert "m2m/accepted_per_class/class_002" not in tags  # NaN skipped
     assert not any(t.startswith(("misc/epoch/", "misc/note", "test/")) for t in tags)  # None/text/epoch skipped
     small = TBLogger(tmp_path, writer_factory=FakeWriter, per_class_limit=2)
     small.log_row(0, ROW)
-    assert not any("class_" in t for t, _, _ in small.writer.scalars)          # lists longer than the limit
+    assert not any("class_" in t for t, _, _ in small.writer.scalars)  # lists longer than the limit
 
 
 def test_from_config_and_null_logger(tmp_path):

@@ -11,6 +11,7 @@ weight=w, reduction='none')``.
 * ``balanced-softmax``: CE_w(z + tau * log pi), pi_c = N_c / N (logit adjustment; tau = 1 is
                Balanced Softmax)
 """
+
 from __future__ import annotations
 
 from typing import Optional, Sequence
@@ -38,8 +39,9 @@ class Loss(nn.Module):
         self.cfg = cfg
         self.register_buffer("counts", torch.as_tensor(list(counts), dtype=torch.float32), persistent=False)
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor,
-                class_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(
+        self, logits: torch.Tensor, target: torch.Tensor, class_weight: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         raise NotImplementedError
 
 
@@ -62,8 +64,9 @@ class FocalLoss(Loss):
     def __init__(self, cfg, counts):
         super().__init__(cfg, counts)
         if cfg.focal_gamma < 0:
-            raise ValueError(f"loss.focal_gamma={cfg.focal_gamma} must be >= 0 (the paper uses 1; 0 is plain "
-                             "cross-entropy).")
+            raise ValueError(
+                f"loss.focal_gamma={cfg.focal_gamma} must be >= 0 (the paper uses 1; 0 is plain cross-entropy)."
+            )
 
     def forward(self, logits, target, class_weight=None):
         ce = F.cross_entropy(logits, target, weight=class_weight, reduction="none")
@@ -81,7 +84,7 @@ def focal_from_ce(ce: torch.Tensor, gamma: float) -> torch.Tensor:
     if gamma == 0:
         return ce
     one_minus_p = (-torch.expm1(-ce)).clamp_min(1e-12)
-    return one_minus_p ** gamma * ce
+    return one_minus_p**gamma * ce
 
 
 def ldam_margins(counts: Sequence[int], max_margin: float) -> torch.Tensor:
@@ -94,7 +97,7 @@ class LDAMLoss(Loss):
     """LDAM (Cao et al.): label-distribution-aware margins m_c proportional to N_c^(-1/4), scale s."""
 
     label = "LDAM"
-    head = "normed"    # margins are subtracted from cosine logits in [-1, 1]
+    head = "normed"  # margins are subtracted from cosine logits in [-1, 1]
 
     def __init__(self, cfg, counts):
         super().__init__(cfg, counts)
@@ -102,8 +105,7 @@ class LDAMLoss(Loss):
 
     def forward(self, logits, target, class_weight=None):
         margin = torch.zeros_like(logits).scatter_(1, target[:, None], self.margins[target][:, None].to(logits.dtype))
-        return F.cross_entropy(self.cfg.ldam_scale * (logits - margin), target, weight=class_weight,
-                               reduction="none")
+        return F.cross_entropy(self.cfg.ldam_scale * (logits - margin), target, weight=class_weight, reduction="none")
 
 
 @LOSSES.register("balanced-softmax")
@@ -114,8 +116,7 @@ class BalancedSoftmax(Loss):
 
     def forward(self, logits, target, class_weight=None):
         log_prior = torch.log(self.counts / self.counts.sum()).to(logits.dtype)
-        return F.cross_entropy(logits + self.cfg.tau * log_prior, target, weight=class_weight,
-                               reduction="none")
+        return F.cross_entropy(logits + self.cfg.tau * log_prior, target, weight=class_weight, reduction="none")
 
 
 def build_loss(cfg, counts: Sequence[int]) -> Loss:

@@ -22,6 +22,7 @@ A new method is one file: a subclass, registered with :func:`register_method` (t
 and a preset of the same name in one line); its parameters can live in a config section of its
 own (``config_section`` / ``config_class``, checked by the dataclass's ``checks``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -49,8 +50,9 @@ def effective_number_weights(counts: Sequence[int], beta: float) -> np.ndarray:
     beta = 0 gives equal weights; beta = 1 is the limit 1 / N_c (plain RW; the formula itself is 0/0).
     """
     if not 0.0 <= beta <= 1.0:
-        raise ValueError(f"rebalance.cb_beta={beta} must be in [0, 1] (the paper uses 0.999; 1 means 1/N, "
-                         "0 means no re-weighting).")
+        raise ValueError(
+            f"rebalance.cb_beta={beta} must be in [0, 1] (the paper uses 0.999; 1 means 1/N, 0 means no re-weighting)."
+        )
     if beta == 1.0:
         return inverse_frequency(counts)
     counts = np.asarray(counts, dtype=np.float64)
@@ -68,7 +70,7 @@ class RunContext:
     run_dir: Optional[Path]
     log: Log
     rank: int = 0
-    generators: List[torch.nn.Module] = field(default_factory=list)   # frozen g's (generator_paths)
+    generators: List[torch.nn.Module] = field(default_factory=list)  # frozen g's (generator_paths)
 
 
 @dataclass
@@ -194,11 +196,13 @@ class Preset:
 def register_method(name: str, *, loss: str = "ce", label: Optional[str] = None, help: str = "") -> Callable:
     """Class decorator: register a :class:`Rebalancer` under ``name`` and a preset ``method=name``
     (``loss`` + this re-balancing) in one line."""
+
     def add(cls: type) -> type:
         text = help or ((cls.__doc__ or "").strip().splitlines() or [name])[0]
         REBALANCERS.register(name, cls, help=text)
         METHODS.register(name, Preset(loss, name, text, label=label or cls.label), help=text)
         return cls
+
     return add
 
 
@@ -274,7 +278,7 @@ class Smote(Rebalancer):
     def prepare_train(self, train: Split, seed: int) -> Split:
         try:
             from imblearn.over_sampling import SMOTE
-        except ImportError as e:   # a dependency of the package; only a broken install lacks it
+        except ImportError as e:  # a dependency of the package; only a broken install lacks it
             raise ImportError("rebalance.name=smote needs imbalanced-learn: pip install imbalanced-learn") from e
 
         k = self.cfg.rebalance.smote_k
@@ -285,12 +289,16 @@ class Smote(Rebalancer):
         smallest = int(present.min())
         if smallest < 2:
             small = [int(c) for c in np.flatnonzero(counts == 1)]
-            raise ValueError(f"rebalance.name=smote needs at least 2 training samples in every class (SMOTE "
-                             f"interpolates between same-class neighbours), but class(es) {small} have 1; "
-                             "lower data.ratio or raise data.n_max, or use rebalance.name=ros.")
+            raise ValueError(
+                f"rebalance.name=smote needs at least 2 training samples in every class (SMOTE "
+                f"interpolates between same-class neighbours), but class(es) {small} have 1; "
+                "lower data.ratio or raise data.n_max, or use rebalance.name=ros."
+            )
         if smallest <= k:
-            msg = (f"SMOTE: the smallest class has {smallest} samples, fewer than rebalance.smote_k+1={k + 1}; "
-                   f"using k_neighbors={smallest - 1} for every class")
+            msg = (
+                f"SMOTE: the smallest class has {smallest} samples, fewer than rebalance.smote_k+1={k + 1}; "
+                f"using k_neighbors={smallest - 1} for every class"
+            )
             (getattr(self, "log", None) or print)(msg)
             k = smallest - 1
         self.k_used = k

@@ -6,6 +6,7 @@ model, as the public code's g), one of our checkpoints, or an official M2m check
 (:mod:`major2minor.pipeline`) trains an ERM g of the same recipe once, caches it, and passes its run
 directory here; loading happens when the engine sets up the run, before f trains.
 """
+
 from __future__ import annotations
 
 import copy
@@ -19,16 +20,21 @@ import torch.nn as nn
 from major2minor.checkpoint import CheckpointError, extract_state_dict, load_checkpoint, load_weights
 from major2minor.models import build_model
 
+
 def checkpoint_file(path: Path) -> Path:
     if path.is_dir():
         for name in ("best.pt", "last.pt"):
             if (path / name).exists():
                 return path / name
-        raise CheckpointError(f"m2m.generator={path} is a directory without best.pt or last.pt; "
-                              "give a finished run directory or a checkpoint file.")
+        raise CheckpointError(
+            f"m2m.generator={path} is a directory without best.pt or last.pt; "
+            "give a finished run directory or a checkpoint file."
+        )
     if not path.exists():
-        raise CheckpointError(f"m2m.generator={path} does not exist; give a run directory, one of our "
-                              "checkpoints, or an official M2m checkpoint (*.t7 with a 'net' entry).")
+        raise CheckpointError(
+            f"m2m.generator={path} does not exist; give a run directory, one of our "
+            "checkpoints, or an official M2m checkpoint (*.t7 with a 'net' entry)."
+        )
     return path
 
 
@@ -42,14 +48,20 @@ def load_generator(path: Path, cfg, bundle, device: torch.device, counts: Sequen
     cfg.model.head = head
     b = bundle
     info = obj if isinstance(obj, dict) else {}
-    fix = ("give a g trained on this data set with this model (an ERM run of the same recipe), or leave "
-           "m2m.generator empty to have one trained and cached.")
+    fix = (
+        "give a g trained on this data set with this model (an ERM run of the same recipe), or leave "
+        "m2m.generator empty to have one trained and cached."
+    )
     if info.get("num_classes") is not None and int(info["num_classes"]) != b.num_classes:
-        raise CheckpointError(f"m2m.generator={path}: g was trained for {info['num_classes']} classes but this "
-                              f"run's data ({b.name}) has {b.num_classes}; {fix}")
+        raise CheckpointError(
+            f"m2m.generator={path}: g was trained for {info['num_classes']} classes but this "
+            f"run's data ({b.name}) has {b.num_classes}; {fix}"
+        )
     if info.get("model_name") and info["model_name"] != cfg.model.name:
-        raise CheckpointError(f"m2m.generator={path}: g is a '{info['model_name']}' but this run has "
-                              f"model.name={cfg.model.name} (g is built with the run's architecture); {fix}")
+        raise CheckpointError(
+            f"m2m.generator={path}: g is a '{info['model_name']}' but this run has "
+            f"model.name={cfg.model.name} (g is built with the run's architecture); {fix}"
+        )
     g = build_model(cfg, b.num_classes, b.input_shape, b.mean, b.std).to(device)
     if cfg.train.channels_last and b.is_image:
         g = g.to(memory_format=torch.channels_last)
@@ -59,9 +71,11 @@ def load_generator(path: Path, cfg, bundle, device: torch.device, counts: Sequen
         raise CheckpointError(f"m2m.generator={path}: {exc} {fix}") from exc
     g_counts = obj.get("counts") if isinstance(obj, dict) else None
     if g_counts is not None and list(g_counts) != list(counts):
-        warnings.warn(f"m2m.generator={path} was trained on class counts {list(g_counts)[:5]}... but this run's "
-                      f"are {list(counts)[:5]}...; g may not match this data (check data.ratio / data.n_max).",
-                      stacklevel=2)
+        warnings.warn(
+            f"m2m.generator={path} was trained on class counts {list(g_counts)[:5]}... but this run's "
+            f"are {list(counts)[:5]}...; g may not match this data (check data.ratio / data.n_max).",
+            stacklevel=2,
+        )
     return g
 
 

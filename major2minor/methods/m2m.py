@@ -46,6 +46,7 @@ mode there; f's folded copy is refreshed from its weights every batch), Bernoull
 translated (above), f's statistics computed on accepted samples only, and on a GPU with cuDNN's
 autotuner the translation batch padded with filler rows to a multiple of 32 (rows are independent).
 """
+
 from __future__ import annotations
 
 import time
@@ -60,8 +61,8 @@ import torch.nn.functional as F
 
 from major2minor.config import Check, ConfigError, Interval, OneOf
 from major2minor.data.core import to_float
-from major2minor.models.fold import FoldedMirror, conv_bn_pairs, fold_batchnorm
 from major2minor.methods.base import EpochContext, Rebalancer, RunContext, inverse_frequency
+from major2minor.models.fold import FoldedMirror, conv_bn_pairs, fold_batchnorm
 from major2minor.registry import REBALANCERS
 
 
@@ -69,20 +70,26 @@ from major2minor.registry import REBALANCERS
 class M2mConfig:
     """M2m's knobs (``m2m.*``); defaults of the public CIFAR-10-LT recipe (design section 2)."""
 
-    beta: float = 0.999                 # seed weight p_j = 1 - beta^max(N_yj - N_k, 0)
-    lam: float = 0.5                    # weight of f's seed-class logit in the translation loss
-    gamma: float = 0.9                  # acceptance threshold on g's target-class probability
-    step_size: float = 0.1              # eta, L2-normalised gradient step
-    steps: int = 10                     # T, gradient steps per translation
-    noise: str = "official"             # official | per-sample | none
+    beta: float = 0.999  # seed weight p_j = 1 - beta^max(N_yj - N_k, 0)
+    lam: float = 0.5  # weight of f's seed-class logit in the translation loss
+    gamma: float = 0.9  # acceptance threshold on g's target-class probability
+    step_size: float = 0.1  # eta, L2-normalised gradient step
+    steps: int = 10  # T, gradient steps per translation
+    noise: str = "official"  # official | per-sample | none
     noise_radius: float = 0.5
     generator: List[str] = field(default_factory=list)  # run dirs / checkpoints of g (several = ensemble)
-    self_generator: bool = False        # M2m-Self: f itself plays g
-    reject: bool = True                 # False = M2m-No-Reject (keep every translated sample)
-    translate_rejected: bool = False    # True = also translate slots the Bernoulli draw rejects (slower, same distribution)
-    fold_generator: bool = True         # fold g's BatchNorm into its convolutions (g is frozen; same function up to rounding)
-    pad_multiple: int = 0               # translate batches padded to a multiple of this (0 = 32 if cudnn.benchmark, else none); exact
-    fold_classifier: bool = True        # translate through a BN-folded copy of f, refreshed every batch (same function up to rounding)
+    self_generator: bool = False  # M2m-Self: f itself plays g
+    reject: bool = True  # False = M2m-No-Reject (keep every translated sample)
+    translate_rejected: bool = (
+        False  # True = also translate slots the Bernoulli draw rejects (slower, same distribution)
+    )
+    fold_generator: bool = True  # fold g's BatchNorm into its convolutions (g is frozen; same function up to rounding)
+    pad_multiple: int = (
+        0  # translate batches padded to a multiple of this (0 = 32 if cudnn.benchmark, else none); exact
+    )
+    fold_classifier: bool = (
+        True  # translate through a BN-folded copy of f, refreshed every batch (same function up to rounding)
+    )
 
     # speed options: the same translations up to rounding (each tested), so not part of a result's identity
     neutral: ClassVar[Tuple[str, ...]] = ("translate_rejected", "fold_generator", "pad_multiple", "fold_classifier")
@@ -101,17 +108,18 @@ class M2mConfig:
 # ------------------------------------------------------------------------------------------------
 # statistics
 
+
 @dataclass
 class BatchStats:
     """What one translated batch did (tensors stay on the device until read)."""
 
-    slots: int                              # valid generation slots (weights not all zero)
-    translated: int                         # slots actually translated
-    accepted_per_class: torch.Tensor        # (C,) accepted slots per target class
-    slots_per_class: torch.Tensor           # (C,) valid slots per target class
-    g_target_prob_sum: torch.Tensor         # sum over accepted of softmax(g(x*))_k
-    f_seed_prob_sum: torch.Tensor           # sum over accepted of softmax(f(x*))_{k0}
-    f_target_prob_sum: torch.Tensor         # sum over accepted of softmax(f(x*))_k
+    slots: int  # valid generation slots (weights not all zero)
+    translated: int  # slots actually translated
+    accepted_per_class: torch.Tensor  # (C,) accepted slots per target class
+    slots_per_class: torch.Tensor  # (C,) valid slots per target class
+    g_target_prob_sum: torch.Tensor  # sum over accepted of softmax(g(x*))_k
+    f_seed_prob_sum: torch.Tensor  # sum over accepted of softmax(f(x*))_{k0}
+    f_target_prob_sum: torch.Tensor  # sum over accepted of softmax(f(x*))_k
     seconds: float
 
     @property
@@ -145,11 +153,10 @@ class M2mEpochStats:
         self._sums.append(torch.stack([b.g_target_prob_sum, b.f_seed_prob_sum, b.f_target_prob_sum]).detach())
 
     def as_row(self) -> Dict[str, Any]:
-        acc = (self.accepted_per_class.cpu().tolist() if self.accepted_per_class is not None
-               else [0] * self.num_classes)
+        acc = self.accepted_per_class.cpu().tolist() if self.accepted_per_class is not None else [0] * self.num_classes
         n_acc = int(sum(acc))
         sums = torch.stack(self._sums).sum(0).cpu().tolist() if self._sums else [0.0, 0.0, 0.0]
-        per = (lambda s: s / n_acc if n_acc else None)
+        per = lambda s: s / n_acc if n_acc else None
         return {
             "m2m_slots": self.slots,
             "m2m_translated": self.translated,
@@ -180,7 +187,7 @@ def merge_stat_rows(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
         "m2m_g_target_prob": weighted("m2m_g_target_prob"),
         "m2m_f_seed_prob": weighted("m2m_f_seed_prob"),
         "m2m_f_target_prob": weighted("m2m_f_target_prob"),
-        "m2m_seconds": max(r["m2m_seconds"] for r in rows),   # ranks translate in parallel
+        "m2m_seconds": max(r["m2m_seconds"] for r in rows),  # ranks translate in parallel
         "m2m_accepted_per_class": [sum(v) for v in zip(*(r["m2m_accepted_per_class"] for r in rows))],
     }
 
@@ -188,8 +195,10 @@ def merge_stat_rows(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
 # ------------------------------------------------------------------------------------------------
 # the translator: the public API
 
-def random_start(shape: Tuple[int, ...], mode: str, radius: float, generator: torch.Generator,
-                 device: torch.device) -> torch.Tensor:
+
+def random_start(
+    shape: Tuple[int, ...], mode: str, radius: float, generator: torch.Generator, device: torch.device
+) -> torch.Tensor:
     """Random-start noise for a generation batch of ``shape`` (n, ...).
 
     ``official``: ``(U[-0.5, 0.5]).renorm(p=2, dim=1, maxnorm=radius)`` as the public code, which bounds
@@ -260,21 +269,28 @@ class M2mTranslator:
     Calling ``translator(f, x, y)`` returns ``(x_new, y_new, BatchStats)``; x and y are not modified.
     """
 
-    def __init__(self, g: Union[nn.Module, Sequence[nn.Module], None], counts: Sequence[int],
-                 config: Optional[M2mConfig] = None, bounds: Optional[Tuple[float, float]] = (0.0, 1.0),
-                 generator: Optional[torch.Generator] = None, amp: str = "none", channels_last: bool = False,
-                 f_logit_scale: float = 1.0):
+    def __init__(
+        self,
+        g: Union[nn.Module, Sequence[nn.Module], None],
+        counts: Sequence[int],
+        config: Optional[M2mConfig] = None,
+        bounds: Optional[Tuple[float, float]] = (0.0, 1.0),
+        generator: Optional[torch.Generator] = None,
+        amp: str = "none",
+        channels_last: bool = False,
+        f_logit_scale: float = 1.0,
+    ):
         self.cfg = config or M2mConfig()
         self.generators: Optional[List[nn.Module]] = None
         if g is not None:
             self.generators = list(g) if isinstance(g, (list, tuple)) else [g]
-            for net in self.generators:   # frozen: eval mode, no gradients, never in an optimiser
+            for net in self.generators:  # frozen: eval mode, no gradients, never in an optimiser
                 net.eval()
                 net.requires_grad_(False)
-            if self.cfg.fold_generator:   # one conv kernel instead of conv + BN per layer
+            if self.cfg.fold_generator:  # one conv kernel instead of conv + BN per layer
                 self.generators = [fold_batchnorm(net) for net in self.generators]
         self.channels_last = channels_last
-        self._mirror = None            # BN-folded copy of f (m2m.fold_classifier), built at the first call
+        self._mirror = None  # BN-folded copy of f (m2m.fold_classifier), built at the first call
         self.counts = torch.as_tensor(list(counts), dtype=torch.float32)
         if (self.counts <= 0).any():
             raise ValueError(f"every class needs a positive training count for M2m, got {list(counts)}.")
@@ -294,13 +310,16 @@ class M2mTranslator:
         """
         if not self.cfg.fold_classifier:
             return f
-        net = getattr(f, "_orig_mod", f)            # torch.compile wraps the module
+        net = getattr(f, "_orig_mod", f)  # torch.compile wraps the module
         if self._mirror is None or self._mirror.source is not net:
             try:
                 self._mirror = FoldedMirror(net) if conv_bn_pairs(net) else _Unfolded(net)
-            except Exception as exc:   # fx cannot trace or fold a user model: translate through f itself
-                warnings.warn(f"m2m.fold_classifier: cannot fold {type(net).__name__} ({type(exc).__name__}: "
-                              f"{exc}); translating through f unfolded (slower, same results).", stacklevel=2)
+            except Exception as exc:  # fx cannot trace or fold a user model: translate through f itself
+                warnings.warn(
+                    f"m2m.fold_classifier: cannot fold {type(net).__name__} ({type(exc).__name__}: "
+                    f"{exc}); translating through f unfolded (slower, same results).",
+                    stacklevel=2,
+                )
                 self._mirror = _Unfolded(net)
         return self._mirror.refresh()
 
@@ -323,7 +342,7 @@ class M2mTranslator:
         slot_idx = is_slot.nonzero().view(-1)
         target = y[slot_idx]
         p = seed_weights(counts, y, target, self.cfg.beta)
-        valid = p.sum(1) > 0                                   # a slot with no possible seed is skipped
+        valid = p.sum(1) > 0  # a slot with no possible seed is skipped
         slot_idx, target, p = slot_idx[valid], target[valid], p[valid]
         if len(slot_idx) == 0:
             return slot_idx, target, slot_idx.new_zeros(0), p.new_zeros(0)
@@ -331,8 +350,9 @@ class M2mTranslator:
         p_seed = p.gather(1, seed_idx[:, None]).view(-1)
         return slot_idx, target, seed_idx, p_seed
 
-    def translate(self, f: nn.Module, x0: torch.Tensor, target: torch.Tensor, seed_class: torch.Tensor,
-                  noise: torch.Tensor) -> torch.Tensor:
+    def translate(
+        self, f: nn.Module, x0: torch.Tensor, target: torch.Tensor, seed_class: torch.Tensor, noise: torch.Tensor
+    ) -> torch.Tensor:
         """Step 3: T normalised-gradient steps on CE(g(x), k) + lam * f_{k0}(x) from clamp(x0 + noise)."""
         x = self._clamp(x0 + noise).detach()
         if self.channels_last and x.dim() == 4:
@@ -340,7 +360,7 @@ class M2mTranslator:
         cfg = self.cfg
         for _ in range(cfg.steps):
             x.requires_grad_(True)
-            loss = F.nll_loss(self.g_log_probs(f, x), target, reduction="sum")   # sum_s CE(g(x_s), k_s)
+            loss = F.nll_loss(self.g_log_probs(f, x), target, reduction="sum")  # sum_s CE(g(x_s), k_s)
             if cfg.lam != 0:
                 with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.amp == "bf16"):
                     f_logits = f(x).float()
@@ -363,8 +383,9 @@ class M2mTranslator:
 
     # -- the call ------------------------------------------------------------------------------------
 
-    def __call__(self, f: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                 generator: Optional[torch.Generator] = None) -> Tuple[torch.Tensor, torch.Tensor, BatchStats]:
+    def __call__(
+        self, f: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: Optional[torch.Generator] = None
+    ) -> Tuple[torch.Tensor, torch.Tensor, BatchStats]:
         t0 = time.perf_counter()
         gen = generator if generator is not None else self.generator
         cfg = self.cfg
@@ -375,8 +396,11 @@ class M2mTranslator:
         zeros = torch.zeros(num_classes, dtype=torch.long, device=y.device)
         if n_slots == 0:
             z = torch.zeros((), device=x.device)
-            return x_new, y_new, BatchStats(0, 0, zeros, zeros.clone(), z, z.clone(), z.clone(),
-                                            time.perf_counter() - t0)
+            return (
+                x_new,
+                y_new,
+                BatchStats(0, 0, zeros, zeros.clone(), z, z.clone(), z.clone(), time.perf_counter() - t0),
+            )
         # Draw the Bernoulli(p_seed) acceptance and the noise for every valid slot before translating:
         # neither depends on the translation, so skipping the slots the draw rejects is exact.
         bern = torch.bernoulli(p_seed, generator=gen).bool()
@@ -410,8 +434,7 @@ class M2mTranslator:
             # f's probabilities feed only the statistics of accepted samples: one forward of those alone
             f_prob = x_star.new_zeros((0, num_classes))
             if len(acc_local):
-                with torch.no_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16,
-                                                     enabled=self.amp == "bf16"):
+                with torch.no_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.amp == "bf16"):
                     f_prob = F.softmax(self.f_logit_scale * f_eval(x_star[acc_local]).float(), 1)
         finally:
             for net, mode in zip(nets, modes):
@@ -423,7 +446,8 @@ class M2mTranslator:
 
         acc_t = target[work[acc_local]]
         stats = BatchStats(
-            slots=n_slots, translated=len(work),
+            slots=n_slots,
+            translated=len(work),
             accepted_per_class=torch.bincount(acc_t, minlength=num_classes),
             slots_per_class=torch.bincount(target, minlength=num_classes),
             g_target_prob_sum=g_prob[acc_local].sum(),
@@ -436,6 +460,7 @@ class M2mTranslator:
 
 # ------------------------------------------------------------------------------------------------
 # the engine's re-balancing strategy
+
 
 @REBALANCERS.register("m2m")
 class M2mRebalancer(Rebalancer):
@@ -457,13 +482,17 @@ class M2mRebalancer(Rebalancer):
     def check_config(cls, cfg) -> None:
         m = cfg.m2m
         if m.self_generator and m.generator:
-            raise ConfigError("m2m.self_generator=true (M2m-Self: f plays g) conflicts with m2m.generator="
-                              f"{m.generator}; set one of them.")
-        for g in ([] if m.self_generator else m.generator):
+            raise ConfigError(
+                "m2m.self_generator=true (M2m-Self: f plays g) conflicts with m2m.generator="
+                f"{m.generator}; set one of them."
+            )
+        for g in [] if m.self_generator else m.generator:
             if not Path(g).expanduser().exists():
-                raise ConfigError(f"m2m.generator={g} does not exist; give a finished run directory (its best.pt "
-                                  "is g), a checkpoint file, or an official M2m checkpoint; or leave "
-                                  "m2m.generator empty to train and cache an ERM g first.")
+                raise ConfigError(
+                    f"m2m.generator={g} does not exist; give a finished run directory (its best.pt "
+                    "is g), a checkpoint file, or an official M2m checkpoint; or leave "
+                    "m2m.generator empty to train and cache an ERM g first."
+                )
 
     @classmethod
     def generator_paths(cls, cfg) -> Optional[List[str]]:
@@ -477,10 +506,16 @@ class M2mRebalancer(Rebalancer):
         self.rng = torch.Generator(device=ctx.device).manual_seed(self.cfg.train.seed + 2 + 1000 * ctx.rank)
         # f's probabilities in the statistics as its loss sees them (LDAM: s * cosine)
         scale = self.cfg.loss.ldam_scale if self.cfg.loss.name == "ldam" else 1.0
-        self.translator = M2mTranslator(g, self.counts, self.cfg.m2m, ctx.bundle.bounds, self.rng,
-                                        amp=self.cfg.train.amp,
-                                        channels_last=self.cfg.train.channels_last and ctx.bundle.is_image,
-                                        f_logit_scale=scale)
+        self.translator = M2mTranslator(
+            g,
+            self.counts,
+            self.cfg.m2m,
+            ctx.bundle.bounds,
+            self.rng,
+            amp=self.cfg.train.amp,
+            channels_last=self.cfg.train.channels_last and ctx.bundle.is_image,
+            f_logit_scale=scale,
+        )
         self.log = ctx.log
 
     def sample_weights(self, epoch):
@@ -492,9 +527,13 @@ class M2mRebalancer(Rebalancer):
             return
         self.estimated = True
         train = ctx.train
-        probe = torch.Generator().manual_seed(0)     # a throwaway stream: the run's RNGs are untouched
-        idx = torch.multinomial(torch.as_tensor(inverse_frequency(self.counts))[train.y.cpu()],
-                                min(self.cfg.train.batch_size, len(train)), replacement=True, generator=probe)
+        probe = torch.Generator().manual_seed(0)  # a throwaway stream: the run's RNGs are untouched
+        idx = torch.multinomial(
+            torch.as_tensor(inverse_frequency(self.counts))[train.y.cpu()],
+            min(self.cfg.train.batch_size, len(train)),
+            replacement=True,
+            generator=probe,
+        )
         x = to_float(train.x[idx.to(train.x.device)])
         y = train.y[idx.to(train.y.device)]
         probe_dev = torch.Generator(device=x.device).manual_seed(0)
@@ -503,9 +542,11 @@ class M2mRebalancer(Rebalancer):
         if x.device.type == "cuda":
             torch.cuda.synchronize()
         per_batch = time.perf_counter() - t
-        self.log(f"M2m: translating from epoch {epoch + 1} (T0={self.t0}); one batch's translation takes "
-                 f"{per_batch:.2f}s, so expect about {per_batch * ctx.n_batches:.0f}s of translation per epoch "
-                 f"({ctx.n_batches} batches) on top of the plain training step.")
+        self.log(
+            f"M2m: translating from epoch {epoch + 1} (T0={self.t0}); one batch's translation takes "
+            f"{per_batch:.2f}s, so expect about {per_batch * ctx.n_batches:.0f}s of translation per epoch "
+            f"({ctx.n_batches} batches) on top of the plain training step."
+        )
 
     def transform_batch(self, model, x, y, epoch):
         if not self.active(epoch):
@@ -539,9 +580,14 @@ class M2mRebalancer(Rebalancer):
         rows = [r for r in history if "m2m_slots" in r]
         slots = sum(r["m2m_slots"] for r in rows)
         accepted = sum(r["m2m_accepted"] for r in rows)
-        return {"m2m": {"slots": slots, "accepted": accepted,
-                        "acceptance": accepted / slots if slots else None,
-                        "translation_seconds": sum(r["m2m_seconds"] for r in rows)}}
+        return {
+            "m2m": {
+                "slots": slots,
+                "accepted": accepted,
+                "acceptance": accepted / slots if slots else None,
+                "translation_seconds": sum(r["m2m_seconds"] for r in rows),
+            }
+        }
 
     def state_dict(self) -> Dict[str, Any]:
         return {"rng": self.rng.get_state() if self.rng is not None else None, "estimated": self.estimated}

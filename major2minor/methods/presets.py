@@ -4,6 +4,7 @@ Registered in the order of the paper's tables (baselines first, M2m and its abla
 is the order ``m2m report`` lists rows in.  ``label`` is the name the paper uses (figures, legends);
 ``rebalance_label`` names an ablation in the table's "Re-balancing" column.
 """
+
 from __future__ import annotations
 
 from major2minor.methods.base import Preset
@@ -20,12 +21,32 @@ PRESETS = [
     ("focal", Preset("focal", "none", "Focal loss (gamma 1)", label="Focal")),
     ("ldam", Preset("ldam", "none", "LDAM loss with the cosine head", label="LDAM")),
     ("ldam-drw", Preset("ldam", "drw", "LDAM loss + deferred re-weighting", label="LDAM-DRW")),
-    ("balanced-softmax", Preset("balanced-softmax", "none", "Balanced Softmax / logit-adjusted CE",
-                                label="Balanced Softmax")),
-    ("m2m-self", Preset("ce", "m2m", "M2m-Self: f itself plays g", {"m2m.self_generator": True},
-                        label="M2m-Self", rebalance_label="M2m-Self")),
-    ("m2m-no-reject", Preset("ce", "m2m", "M2m-No-Reject: keep every translated sample", {"m2m.reject": False},
-                             label="M2m-No-Reject", rebalance_label="M2m-No-Reject")),
+    (
+        "balanced-softmax",
+        Preset("balanced-softmax", "none", "Balanced Softmax / logit-adjusted CE", label="Balanced Softmax"),
+    ),
+    (
+        "m2m-self",
+        Preset(
+            "ce",
+            "m2m",
+            "M2m-Self: f itself plays g",
+            {"m2m.self_generator": True},
+            label="M2m-Self",
+            rebalance_label="M2m-Self",
+        ),
+    ),
+    (
+        "m2m-no-reject",
+        Preset(
+            "ce",
+            "m2m",
+            "M2m-No-Reject: keep every translated sample",
+            {"m2m.reject": False},
+            label="M2m-No-Reject",
+            rebalance_label="M2m-No-Reject",
+        ),
+    ),
     ("m2m", Preset("ce", "m2m", "M2m: major-to-minor translation from T0", label="M2m")),
     ("ldam-m2m", Preset("ldam", "m2m", "LDAM loss + M2m", label="LDAM-M2m")),
 ]

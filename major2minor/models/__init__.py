@@ -1,4 +1,5 @@
 """Models with one shared interface; importing this package registers them in ``MODELS``."""
+
 from __future__ import annotations
 
 from major2minor.models import preact_resnet, resnet_cifar, resnet_imagenet, small  # noqa: F401
@@ -15,8 +16,7 @@ def head_for(cfg) -> str:
 
 
 def build_model(cfg, num_classes: int, input_shape, mean=None, std=None) -> Classifier:
-    return MODELS.get(cfg.model.name)(cfg.model, num_classes, tuple(input_shape), mean, std,
-                                      head=head_for(cfg))
+    return MODELS.get(cfg.model.name)(cfg.model, num_classes, tuple(input_shape), mean, std, head=head_for(cfg))
 
 
 __all__ = ["Classifier", "NormedLinear", "build_model", "head_for"]

@@ -4,6 +4,7 @@
 normalisation ``(x - mean) / std`` happens inside, in non-persistent buffers, so state dicts hold
 only the network's own weights (and the official M2m checkpoints load unchanged).
 """
+
 from __future__ import annotations
 
 from typing import Optional, Sequence
@@ -32,8 +33,10 @@ class NormedLinear(nn.Module):
 def require_image(model_name: str, input_shape) -> None:
     """Refuse feature vectors for a convolutional model, naming the model and the shape."""
     if len(input_shape) != 3:
-        raise ValueError(f"model.name={model_name} needs image inputs (C, H, W), got shape {tuple(input_shape)}; "
-                         "use model.name=mlp for feature vectors.")
+        raise ValueError(
+            f"model.name={model_name} needs image inputs (C, H, W), got shape {tuple(input_shape)}; "
+            "use model.name=mlp for feature vectors."
+        )
 
 
 def init_resnet_weights(model: nn.Module) -> None:
@@ -57,8 +60,9 @@ def make_head(kind: str, in_features: int, num_classes: int) -> nn.Module:
 class Classifier(nn.Module):
     """Base class: subclasses define ``body`` (features) and ``linear`` (the head)."""
 
-    def __init__(self, mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
-                 image: bool = True):
+    def __init__(
+        self, mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None, image: bool = True
+    ):
         super().__init__()
         shape = (1, -1, 1, 1) if image else (1, -1)
         m = torch.tensor(mean if mean is not None else [0.0], dtype=torch.float32).view(shape)

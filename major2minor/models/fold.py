@@ -5,6 +5,7 @@ In eval mode ``bn(conv(x)) = conv'(x)`` with ``W' = W * s``, ``b' = beta + (b - 
 two per layer during translation.  The result is the same function up to floating-point rounding
 (of the same order as switching the memory layout, measured in benchmarks/README.md).
 """
+
 from __future__ import annotations
 
 import copy
@@ -24,13 +25,16 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     from torch.fx.experimental.optimization import fuse
 
     if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        return model.eval()      # nothing to fold
+        return model.eval()  # nothing to fold
     frozen = copy.deepcopy(model).eval()
     try:
         folded = fuse(frozen)
     except Exception as exc:  # a user model with data-dependent control flow
-        warnings.warn(f"could not fold BatchNorm of {type(model).__name__} ({type(exc).__name__}: {exc}); "
-                      "using it unfolded (slower, same results).", stacklevel=2)
+        warnings.warn(
+            f"could not fold BatchNorm of {type(model).__name__} ({type(exc).__name__}: {exc}); "
+            "using it unfolded (slower, same results).",
+            stacklevel=2,
+        )
         return frozen
     folded.requires_grad_(False)
     return folded.eval()
@@ -84,10 +88,12 @@ class FoldedMirror:
         expected = {k for k in src_names if k.rsplit(".", 1)[0] not in folded_bn}
         expected |= {f"{conv}.bias" for conv, _ in self.pairs}
         got = set(_tensors(self.net))
-        if got != expected:   # fx folded something else than we would refresh: refuse rather than drift
-            raise RuntimeError(f"cannot mirror {type(source).__name__} with BatchNorm folded: folded "
-                               f"state has {sorted(got ^ expected)[:5]} unlike the source; set "
-                               "m2m.fold_classifier=false.")
+        if got != expected:  # fx folded something else than we would refresh: refuse rather than drift
+            raise RuntimeError(
+                f"cannot mirror {type(source).__name__} with BatchNorm folded: folded "
+                f"state has {sorted(got ^ expected)[:5]} unlike the source; set "
+                "m2m.fold_classifier=false."
+            )
 
     @torch.no_grad()
     def refresh(self) -> nn.Module:
@@ -98,8 +104,15 @@ class FoldedMirror:
         folded = set()
         for conv, bn in self.pairs:
             eps = self.source.get_submodule(bn).eps
-            w, b = fuse_conv_bn_weights(src[f"{conv}.weight"], src.get(f"{conv}.bias"), src[f"{bn}.running_mean"],
-                                        src[f"{bn}.running_var"], eps, src[f"{bn}.weight"], src[f"{bn}.bias"])
+            w, b = fuse_conv_bn_weights(
+                src[f"{conv}.weight"],
+                src.get(f"{conv}.bias"),
+                src[f"{bn}.running_mean"],
+                src[f"{bn}.running_var"],
+                eps,
+                src[f"{bn}.weight"],
+                src[f"{bn}.bias"],
+            )
             dst[f"{conv}.weight"].copy_(w)
             dst[f"{conv}.bias"].copy_(b)
             folded.update((f"{conv}.weight", f"{conv}.bias"))

@@ -8,6 +8,7 @@ Block: ``BN -> ReLU -> conv3x3(stride) -> BN -> ReLU -> conv3x3``, plus the iden
 strided convolution of the pre-activated input when the shape changes.
 State-dict keys: ``conv1``, ``layer{1..4}.{0,1}.{bn1,conv1,bn2,conv2,shortcut.0}``, ``bn``, ``linear``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -32,7 +33,7 @@ class PreActBlock(nn.Module):
             self.shortcut = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(x), inplace=True)      # in place on a fresh BatchNorm output
+        out = F.relu(self.bn1(x), inplace=True)  # in place on a fresh BatchNorm output
         residual = self.shortcut(out) if self.shortcut is not None else x
         out = self.conv1(out)
         out = self.conv2(F.relu(self.bn2(out), inplace=True))
@@ -40,8 +41,16 @@ class PreActBlock(nn.Module):
 
 
 class PreActResNet(Classifier):
-    def __init__(self, blocks=(2, 2, 2, 2), num_classes: int = 10, in_channels: int = 3, width: int = 64,
-                 head: str = "linear", mean=None, std=None):
+    def __init__(
+        self,
+        blocks=(2, 2, 2, 2),
+        num_classes: int = 10,
+        in_channels: int = 3,
+        width: int = 64,
+        head: str = "linear",
+        mean=None,
+        std=None,
+    ):
         super().__init__(mean, std, image=True)
         widths = [width, 2 * width, 4 * width, 8 * width]
         self.conv1 = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)

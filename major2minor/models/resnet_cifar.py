@@ -4,6 +4,7 @@ State-dict keys: ``conv_1_3x3.weight``, ``bn_1.*``, ``stage_{1,2,3}.{0..4}.{conv
 ``linear.{weight,bias}`` (``linear.weight`` only for the normed head), so official checkpoints
 ``{'net': state_dict, ...}`` load with ``load_state_dict(strict=True)``.
 """
+
 from __future__ import annotations
 
 import math
@@ -47,8 +48,7 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(Classifier):
-    def __init__(self, depth: int, num_classes: int, in_channels: int = 3, head: str = "linear",
-                 mean=None, std=None):
+    def __init__(self, depth: int, num_classes: int, in_channels: int = 3, head: str = "linear", mean=None, std=None):
         super().__init__(mean, std, image=True)
         if (depth - 2) % 6:
             raise ValueError(f"CIFAR ResNet depth={depth} must be 6n+2 (20, 32, 44, 56, 110).")
@@ -61,7 +61,7 @@ class CifarResNet(Classifier):
         self.stage_3 = self._stage(64, n, 2)
         self.linear = make_head(head, 64, num_classes)
         self.num_features = 64
-        for m in self.modules():   # the official initialisation
+        for m in self.modules():  # the official initialisation
             if isinstance(m, nn.Conv2d):
                 fan = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
                 m.weight.data.normal_(0, math.sqrt(2.0 / fan))

@@ -8,6 +8,7 @@ global average pooling, 2,048 features.  State-dict keys follow torchvision (``c
 to ``linear.``.  At 128x128 the last feature map is 4x4.  23.5 M parameters without the head
 (25.56 M with a 1,000-class linear head, as torchvision).
 """
+
 from __future__ import annotations
 
 import torch
@@ -44,8 +45,15 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(Classifier):
-    def __init__(self, layers=(3, 4, 6, 3), num_classes: int = 1000, in_channels: int = 3, head: str = "linear",
-                 mean=None, std=None):
+    def __init__(
+        self,
+        layers=(3, 4, 6, 3),
+        num_classes: int = 1000,
+        in_channels: int = 3,
+        head: str = "linear",
+        mean=None,
+        std=None,
+    ):
         super().__init__(mean, std, image=True)
         self.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
@@ -76,6 +84,8 @@ def resnet50(cfg, num_classes: int, input_shape, mean=None, std=None, head: str 
     """ImageNet ResNet-50 (bottlenecks 3/4/6/3, 2,048 features), torchvision key layout; for 128x128 inputs."""
     require_image("resnet50", input_shape)
     if min(input_shape[1:]) < 32:
-        raise ValueError(f"model.name=resnet50 downsamples 32x; inputs of {input_shape[1]}x{input_shape[2]} are too "
-                         "small (use at least 32x32, the paper uses 128x128; resnet32 or preact_resnet18 suit 32x32).")
+        raise ValueError(
+            f"model.name=resnet50 downsamples 32x; inputs of {input_shape[1]}x{input_shape[2]} are too "
+            "small (use at least 32x32, the paper uses 128x128; resnet32 or preact_resnet18 suit 32x32)."
+        )
     return ResNet((3, 4, 6, 3), num_classes, input_shape[0], head, mean, std)

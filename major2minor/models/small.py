@@ -1,4 +1,5 @@
 """Small models: ``mlp`` (features) and ``cnn`` (tiny images such as 8x8 digits)."""
+
 from __future__ import annotations
 
 import math
@@ -14,8 +15,16 @@ from major2minor.registry import MODELS
 class MLP(Classifier):
     """Flatten, then ``Linear -> ReLU`` per hidden size, then the head (paper: one layer of 256)."""
 
-    def __init__(self, in_features: int, num_classes: int, hidden: Sequence[int] = (256,),
-                 head: str = "linear", mean=None, std=None, image: bool = False):
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        hidden: Sequence[int] = (256,),
+        head: str = "linear",
+        mean=None,
+        std=None,
+        image: bool = False,
+    ):
         super().__init__(mean, std, image=image)
         layers, width = [nn.Flatten()], in_features
         for h in hidden:
@@ -32,15 +41,20 @@ class MLP(Classifier):
 class SmallCNN(Classifier):
     """Three 3x3 conv-BN-ReLU layers, one 2x2 max-pool, global average pooling; for 8x8 inputs."""
 
-    def __init__(self, in_channels: int, num_classes: int, width: int = 32, head: str = "linear",
-                 mean=None, std=None):
+    def __init__(self, in_channels: int, num_classes: int, width: int = 32, head: str = "linear", mean=None, std=None):
         super().__init__(mean, std, image=True)
 
         def block(i: int, o: int) -> list:
             return [nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
 
-        self.features = nn.Sequential(*block(in_channels, width), *block(width, width), nn.MaxPool2d(2),
-                                      *block(width, 2 * width), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.features = nn.Sequential(
+            *block(in_channels, width),
+            *block(width, width),
+            nn.MaxPool2d(2),
+            *block(width, 2 * width),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
         self.linear = make_head(head, 2 * width, num_classes)
         self.num_features = 2 * width
         for m in self.modules():
@@ -54,8 +68,7 @@ class SmallCNN(Classifier):
 @MODELS.register("mlp")
 def mlp(cfg, num_classes: int, input_shape, mean=None, std=None, head: str = "linear") -> MLP:
     """MLP over flattened inputs; hidden sizes from model.hidden (paper: [256])."""
-    return MLP(int(math.prod(input_shape)), num_classes, cfg.hidden, head, mean, std,
-               image=len(input_shape) == 3)
+    return MLP(int(math.prod(input_shape)), num_classes, cfg.hidden, head, mean, std, image=len(input_shape) == 3)
 
 
 @MODELS.register("cnn")
