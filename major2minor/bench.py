@@ -21,7 +21,8 @@ import json
 import platform
 import statistics
 import time
-from typing import Callable, Dict, List, Optional
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -152,162 +153,144 @@ def time_batches(fn: Callable[[], None], device: torch.device, warmup: int, repe
     return out
 
 
-def run(
-    device: str = "cpu",
-    batch_size: int = 128,
-    repeats: int = 5,
-    warmup: int = 2,
-    amp: str = "none",
-    compile_model: bool = False,
-    channels_last: bool = True,
-    threads: int = 0,
-    methods=("erm", "drs", "m2m"),
-    translate_rejected: bool = False,
-    steps: int = 10,
-    fold_generator: bool = True,
-    fold_classifier: bool = True,
-    flush_denormal: bool = True,
-) -> Dict:
-    """Time the methods; subnormal floats are flushed to zero while it runs unless ``flush_denormal``
-    is False (first thing: threads started later inherit the mode; see ``major2minor.numerics``)."""
-    with flushing_denormals(flush_denormal) as flushed:
-        return _run(
-            device,
-            batch_size,
-            repeats,
-            warmup,
-            amp,
-            compile_model,
-            channels_last,
-            threads,
-            methods,
-            translate_rejected,
-            steps,
-            fold_generator,
-            fold_classifier,
-            flush_denormal,
-            flushed,
+@dataclass
+class BenchOptions:
+    """What ``m2m bench`` times and how (the command's options)."""
+
+    device: str = "cpu"
+    batch_size: int = 128
+    repeats: int = 5
+    warmup: int = 2
+    amp: str = "none"
+    compile_model: bool = False
+    channels_last: bool = True
+    threads: int = 0
+    methods: Sequence[str] = ("erm", "drs", "m2m")
+    translate_rejected: bool = False
+    steps: int = 10
+    fold_generator: bool = True
+    fold_classifier: bool = True
+    flush_denormal: bool = True
+
+
+def run(**options) -> Dict:
+    """Time the methods (keyword arguments: the fields of :class:`BenchOptions`); returns the JSON dict.
+
+    Subnormal floats are flushed to zero while it runs unless ``flush_denormal`` is False (first thing:
+    threads started later inherit the mode; see ``major2minor.numerics``)."""
+    opts = BenchOptions(**options)
+    with flushing_denormals(opts.flush_denormal) as flushed:
+        if opts.threads > 0:
+            torch.set_num_threads(opts.threads)
+        work = Workload(opts)
+        result = {**work.describe(), "flush_denormal_all_threads": flushed, "methods": {}}
+        for name in opts.methods:
+            result["methods"][name] = work.measure(name, result["matmul_peak_gflops"])
+        return result
+
+
+class Workload:
+    """CIFAR-LT-10-shaped synthetic data on the device, ResNet-32 f and g, and one step function per method."""
+
+    def __init__(self, opts: BenchOptions):
+        self.opts, dev = opts, torch.device(opts.device)
+        self.device = dev
+        self.gen = torch.Generator().manual_seed(0)
+        self.counts = class_counts("longtail", 5000, 10, 100)
+        y_all = torch.cat([torch.full((n,), c) for c, n in enumerate(self.counts)])
+        self.x_all = torch.randint(0, 256, (len(y_all), 3, 32, 32), dtype=torch.uint8, generator=self.gen).to(dev)
+        self.y_all = y_all.to(dev)
+        self.f, g = self.make_model(0), self.make_model(1)
+        self.step_f = torch.compile(self.f) if opts.compile_model else self.f
+        self.fold_generator = opts.fold_generator
+        step_g = g
+        if opts.compile_model:  # fold first (torch.fx cannot trace a compiled module), then compile
+            step_g = torch.compile(fold_batchnorm(g) if opts.fold_generator else g)
+            self.fold_generator = False
+        m2m_cfg = M2mConfig(
+            beta=0.999,
+            lam=0.5,
+            gamma=0.9,
+            step_size=0.1,
+            steps=opts.steps,
+            translate_rejected=opts.translate_rejected,
+            fold_generator=self.fold_generator,
+            fold_classifier=opts.fold_classifier,
         )
+        self.translator = M2mTranslator(
+            step_g,
+            self.counts,
+            m2m_cfg,
+            (0.0, 1.0),
+            torch.Generator(device=dev).manual_seed(2),
+            amp=opts.amp,
+            channels_last=opts.channels_last,
+        )
+        opt = torch.optim.SGD(self.f.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4)
+        self.aug, self.aug_gen = Augment(crop_padding=4, flip=True), torch.Generator(device=dev).manual_seed(1)
+        self.weights = inverse_frequency(self.counts)
+        self.step = train_step(self.step_f, opt, dev, opts.channels_last, opts.amp == "bf16")
+        self.translate_time: List[float] = []
+        self.slots: List[int] = []
+        m2m_step = translated_step(
+            self.translator, self.step_f, self.batch, self.step, dev, self.translate_time, self.slots
+        )
+        self.functions = {
+            "erm": lambda: self.step(*self.batch(False)),
+            "drs": lambda: self.step(*self.batch(True)),
+            "m2m": m2m_step,
+        }
 
-
-def _run(
-    device,
-    batch_size,
-    repeats,
-    warmup,
-    amp,
-    compile_model,
-    channels_last,
-    threads,
-    methods,
-    translate_rejected,
-    steps,
-    fold_generator,
-    fold_classifier,
-    flush_denormal,
-    flushed,
-) -> Dict:
-    dev = torch.device(device)
-    if threads > 0:
-        torch.set_num_threads(threads)
-    gen = torch.Generator().manual_seed(0)
-    counts = class_counts("longtail", 5000, 10, 100)
-    y_all = torch.cat([torch.full((n,), c) for c, n in enumerate(counts)])
-    x_all = torch.randint(0, 256, (len(y_all), 3, 32, 32), dtype=torch.uint8, generator=gen).to(dev)
-    y_all = y_all.to(dev)
-    cfg = Config()
-    cfg.model.name = "resnet32"
-    cfg.train.channels_last = channels_last
-
-    def make(seed: int):
+    def make_model(self, seed: int):
+        cfg = Config()
+        cfg.model.name = "resnet32"
+        cfg.train.channels_last = self.opts.channels_last
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            m = build_model(cfg, 10, (3, 32, 32), CIFAR10_MEAN, CIFAR10_STD).to(dev)
-        return m.to(memory_format=torch.channels_last) if channels_last else m
+            m = build_model(cfg, 10, (3, 32, 32), CIFAR10_MEAN, CIFAR10_STD).to(self.device)
+        return m.to(memory_format=torch.channels_last) if self.opts.channels_last else m
 
-    f, g = make(0), make(1)
-    step_f = torch.compile(f) if compile_model else f
-    if compile_model:  # fold first (torch.fx cannot trace a compiled module), then compile
-        step_g = torch.compile(fold_batchnorm(g) if fold_generator else g)
-        fold_generator = False
-    else:
-        step_g = g
-    opt = torch.optim.SGD(f.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4)
-    aug = Augment(crop_padding=4, flip=True)
-    aug_gen = torch.Generator(device=dev).manual_seed(1)
-    m2m_cfg = M2mConfig(
-        beta=0.999,
-        lam=0.5,
-        gamma=0.9,
-        step_size=0.1,
-        steps=steps,
-        translate_rejected=translate_rejected,
-        fold_generator=fold_generator,
-        fold_classifier=fold_classifier,
-    )
-    translator = M2mTranslator(
-        step_g,
-        counts,
-        m2m_cfg,
-        (0.0, 1.0),
-        torch.Generator(device=dev).manual_seed(2),
-        amp=amp,
-        channels_last=channels_last,
-    )
-    weights = inverse_frequency(counts)
-    use_amp = amp == "bf16"
-    translate_time: List[float] = []
-
-    def batch(oversample: bool):
+    def batch(self, oversample: bool):
         if oversample:
-            idx = oversampled_indices(y_all, weights, batch_size, gen)
+            idx = oversampled_indices(self.y_all, self.weights, self.opts.batch_size, self.gen)
         else:
-            idx = torch.randint(0, len(y_all), (batch_size,), generator=gen)
-        idx = idx.to(dev)
-        return augment_batch(to_float(x_all[idx]), aug, aug_gen), y_all[idx]
+            idx = torch.randint(0, len(self.y_all), (self.opts.batch_size,), generator=self.gen)
+        idx = idx.to(self.device)
+        return augment_batch(to_float(self.x_all[idx]), self.aug, self.aug_gen), self.y_all[idx]
 
-    step = train_step(step_f, opt, dev, channels_last, use_amp)
+    def describe(self) -> Dict:
+        o, dev = self.opts, self.device
+        use_amp = o.amp == "bf16"
+        return {
+            "device": str(dev),
+            "device_name": torch.cuda.get_device_name(dev)
+            if dev.type == "cuda"
+            else platform.processor() or platform.machine(),
+            "dtype": "bf16-autocast" if use_amp else "fp32",
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "batch_size": o.batch_size,
+            "compile": o.compile_model,
+            "channels_last": o.channels_last,
+            "translate_rejected": o.translate_rejected,
+            "m2m_steps": o.steps,
+            "fold_generator": self.fold_generator,
+            "fold_classifier": o.fold_classifier,
+            "flush_denormal": o.flush_denormal,
+            "matmul_peak_gflops": round(matmul_peak_gflops(dev, torch.bfloat16 if use_amp else torch.float32), 1),
+        }
 
-    def erm_step():
-        step(*batch(False))
-
-    def drs_step():
-        step(*batch(True))
-
-    slots: List[int] = []
-    m2m_step = translated_step(translator, step_f, batch, step, dev, translate_time, slots)
-
-    fns = {"erm": erm_step, "drs": drs_step, "m2m": m2m_step}
-    dtype = torch.bfloat16 if use_amp else torch.float32
-    peak = matmul_peak_gflops(dev, dtype)
-    result: Dict = {
-        "device": str(dev),
-        "device_name": torch.cuda.get_device_name(dev)
-        if dev.type == "cuda"
-        else platform.processor() or platform.machine(),
-        "dtype": "bf16-autocast" if use_amp else "fp32",
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "batch_size": batch_size,
-        "compile": compile_model,
-        "channels_last": channels_last,
-        "translate_rejected": translate_rejected,
-        "m2m_steps": steps,
-        "fold_generator": fold_generator,
-        "fold_classifier": fold_classifier,
-        "flush_denormal": flush_denormal,
-        "flush_denormal_all_threads": flushed,
-        "matmul_peak_gflops": round(peak, 1),
-        "methods": {},
-    }
-    for name in methods:
-        translate_time.clear()
-        slots.clear()
-        times = time_batches(fns[name], dev, warmup, repeats)
-        timed_translate, timed_slots = translate_time[-repeats:], slots[-repeats:]  # not the FLOP-count run
-        flops = count_flops(fns[name]) if not compile_model else None
+    def measure(self, name: str, peak: float) -> Dict:
+        """Median seconds per batch of one method, its FLOP rate and (M2m) the translation's share."""
+        o = self.opts
+        self.translate_time.clear()
+        self.slots.clear()
+        fn = self.functions[name]
+        times = time_batches(fn, self.device, o.warmup, o.repeats)
+        timed_translate, timed_slots = self.translate_time[-o.repeats :], self.slots[-o.repeats :]  # not the FLOP run
+        flops = count_flops(fn) if not o.compile_model else None
         med = statistics.median(times)
-        entry = timing_entry(times, batch_size)
+        entry = timing_entry(times, o.batch_size)
         if flops:
             entry["gflop_per_batch"] = round(flops / 1e9, 2)
             entry["achieved_gflops"] = round(flops / 1e9 / med, 1)
@@ -318,8 +301,7 @@ def _run(
             entry["translated_slots"] = timed_slots
             per_slot = [t / n for t, n in zip(timed_translate, timed_slots) if n]
             entry["translation_seconds_per_slot"] = round(statistics.median(per_slot), 5) if per_slot else None
-        result["methods"][name] = entry
-    return result
+        return entry
 
 
 def add_parser(sub) -> None:
@@ -364,20 +346,20 @@ def add_parser(sub) -> None:
 
 def main_from_args(args: argparse.Namespace) -> int:
     out = run(
-        args.device,
-        args.batch_size,
-        args.repeats,
-        args.warmup,
-        args.amp,
-        args.compile,
-        args.channels_last,
-        args.threads,
-        tuple(args.methods.split(",")),
-        args.translate_rejected,
-        args.steps,
-        args.fold_generator,
-        args.fold_classifier,
-        args.flush_denormal,
+        device=args.device,
+        batch_size=args.batch_size,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        amp=args.amp,
+        compile_model=args.compile,
+        channels_last=args.channels_last,
+        threads=args.threads,
+        methods=tuple(args.methods.split(",")),
+        translate_rejected=args.translate_rejected,
+        steps=args.steps,
+        fold_generator=args.fold_generator,
+        fold_classifier=args.fold_classifier,
+        flush_denormal=args.flush_denormal,
     )
     print(json.dumps(out, indent=2))
     return 0

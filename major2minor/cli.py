@@ -11,10 +11,12 @@ m2m bench | m2m demo
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import List, Optional
 
 from major2minor import distributed, pipeline
+from major2minor.argparsing import IntermixedParser
 from major2minor.bench import add_parser as add_bench_parser
 from major2minor.config import ConfigError, all_keys, list_recipes, load_config
 from major2minor.data.commands import add_data_parser
@@ -65,7 +67,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="m2m", description="M2m and baselines for imbalanced classification.")
-    sub = p.add_subparsers(dest="command", required=True)
+    # sub-commands take key=value items and options in any order (--resume anywhere on the line)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=IntermixedParser)
 
     t = sub.add_parser("train", help="train one run: m2m train [RECIPE] [key=value ...]")
     t.add_argument("items", nargs="*", help="an optional recipe name or YAML path, then key=value overrides")
@@ -91,11 +94,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except BrokenPipeError:
+        # the reader of our output went away (m2m list recipes | head): not an error; keep the
+        # interpreter's final flush from failing on the closed pipe too
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ConfigError, KeyError, ValueError, RuntimeError, OSError, ArithmeticError) as exc:
         # (ArithmeticError: NonFiniteLossError; OSError: missing data, unwritable run directory)
         # Known, user-facing errors: one clear line, no traceback.
         print(f"m2m: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # every file is written atomically and the checkpoint holds every random state: nothing is lost
+        print(
+            "m2m: interrupted; run the same command again (m2m train: with --resume) to continue from the last "
+            "finished epoch.",
+            file=sys.stderr,
+        )
+        return 130
     finally:
         distributed.shutdown()  # under torchrun: the process group ends with the command
 

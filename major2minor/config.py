@@ -173,7 +173,7 @@ class DataConfig:
     augment: bool = True  # the data set's training augmentation (crop/flip)
     embeddings: Optional[str] = None  # word-vector text file (twitter-pos)
     image_size: Optional[int] = None  # resize target for image data sets that resize
-    cache: Optional[str] = None  # where decoded arrays are cached (default: ROOT/.m2m-cache)
+    cache: Optional[str] = None  # decoded-array cache (default: $M2M_CACHE, else the user cache dir)
     workers: int = 4  # DataLoader workers (per process) for streamed data sets (imagenet-lt)
     seed: Optional[int] = None  # seed of seeded splits/selection; None = train.seed (M2m's g reuses f's)
     stream: bool = False  # decode + augment images in DataLoader workers each epoch (imagenet-lt)
@@ -272,9 +272,7 @@ class TrainConfig:
     channels_last: bool = True  # NHWC memory layout for image models (faster convolutions on CPU and GPU)
     amp: str = "none"  # none | bf16 (autocast)
     compile: bool = False  # torch.compile the model
-    flush_denormal: bool = (
-        True  # CPU: flush subnormal floats to zero (2-3x faster when gradients underflow; see numerics.py)
-    )
+    flush_denormal: bool = True  # CPU: flush subnormal floats to zero (faster once gradients underflow)
     progress: str = "auto"  # auto (bar only on a terminal) | bar | none
 
     # where and how fast it runs, how progress shows: the same numbers up to rounding

@@ -27,6 +27,7 @@ import math
 import platform
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -47,7 +48,14 @@ from major2minor.metrics import classification_metrics
 from major2minor.models import build_model
 from major2minor.numerics import ProcessSettings
 from major2minor.registry import REBALANCERS
-from major2minor.rundir import check_resume_config, default_run_dir, environment, prepare_run_dir, write_csv
+from major2minor.rundir import (
+    RunLock,
+    check_resume_config,
+    default_run_dir,
+    environment,
+    prepare_run_dir,
+    write_csv,
+)
 from major2minor.tblog import NullTBLogger, TBLogger
 
 Log = Callable[[str], None]
@@ -190,6 +198,18 @@ class EpochTotals:
     correct: torch.Tensor
 
 
+def check_splits(bundle: DataBundle) -> None:
+    """Model selection needs a validation split and the result a test split: refuse empty ones now,
+    before any training (an empty split would only fail at the first evaluation)."""
+    for split, key in (("val", "val_per_class"), ("test", "test_per_class")):
+        if len(getattr(bundle, split)) == 0:
+            raise ValueError(
+                f"the {'validation' if split == 'val' else 'test'} split of {bundle.name} is empty; it needs samples "
+                f"of every class: set data.{key}=N (N >= 1) or leave it null for the data set's default, or give "
+                f"the data set a {split} file."
+            )
+
+
 def _kept(run_dir: Path, epoch: int) -> str:
     if epoch == 0:
         return "no checkpoint was written (the first epoch did not finish)."
@@ -225,7 +245,7 @@ class Trainer:
     def fit(self, resume: bool = False) -> Dict[str, Any]:
         """Open, set up, restore, train epoch by epoch, finish; process-wide settings restored after."""
         self.t_start = time.time()
-        with ProcessSettings(self.cfg.train) as settings:
+        with ProcessSettings(self.cfg.train) as settings, ExitStack() as held:
             self.dist, self.device = dist_utils.setup(self.cfg.train.device)
             settings.for_device(self.device, self.dist.enabled)
             if not self.dist.is_main:  # one voice: rank 0 logs, writes files and draws figures
@@ -237,7 +257,7 @@ class Trainer:
                     "this run); results are unaffected but speed may be lower: call "
                     "major2minor.numerics.flush_denormals() at the start of the program."
                 )
-            status = self.open_run_dir(resume)
+            status = self.open_run_dir(resume, held)
             if status == "done":
                 return self.reuse_finished()
             checkpoint = self.read_resume_checkpoint() if status == "resume" else None
@@ -254,9 +274,13 @@ class Trainer:
 
     # -- phase: open the run directory ----------------------------------------------------------
 
-    def open_run_dir(self, resume: bool) -> str:
-        """'new', 'resume' or 'done' (decided on rank 0, shared with every rank)."""
-        status = prepare_run_dir(self.run_dir, resume) if self.dist.is_main else None
+    def open_run_dir(self, resume: bool, held: ExitStack) -> str:
+        """'new', 'resume' or 'done' (decided on rank 0, shared with every rank).  Rank 0, the only writer,
+        holds the directory's lock until the run ends: a second writer is refused before it touches a file."""
+        status = None
+        if self.dist.is_main:
+            held.enter_context(RunLock(self.run_dir))
+            status = prepare_run_dir(self.run_dir, resume)
         return dist_utils.broadcast_object(status, self.dist)
 
     def reuse_finished(self) -> Dict[str, Any]:
@@ -266,6 +290,8 @@ class Trainer:
             self.run_dir, read_yaml(saved, "run configuration") if saved.exists() else None, self.cfg.to_dict()
         )
         self.log(f"{self.run_dir}: finished already; reusing its summary")
+        if self.dist.is_main and not (self.run_dir / "curves.png").exists():  # killed after its summary
+            write_run_figures(self.run_dir, log=self.log)
         return json.loads((self.run_dir / "summary.json").read_text())
 
     def read_resume_checkpoint(self) -> Dict[str, Any]:
@@ -281,6 +307,7 @@ class Trainer:
         cfg, device, seed = self.cfg, self.device, self.cfg.train.seed
         self.tb = TBLogger.from_config(cfg, self.run_dir) if self.dist.is_main else NullTBLogger()
         self.bundle = build_dataset(cfg.data, seed if cfg.data.seed is None else cfg.data.seed)
+        check_splits(self.bundle)
         self.counts = self.bundle.train_counts
         method_cls = REBALANCERS.get(cfg.rebalance.name)
         self.method: Rebalancer = method_cls(cfg, self.counts)

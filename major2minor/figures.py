@@ -174,13 +174,29 @@ def plot_per_class_recall(
 
 
 def read_log(path: PathLike) -> LogRows:
-    """Read a run's ``log.csv``: numbers become floats, empty cells None, space-separated lists stay text."""
+    """Read a run's ``log.csv``: numbers become floats, empty cells None, space-separated lists stay text.
+
+    The engine rewrites log.csv whole and atomically after every epoch, so an empty file, a header
+    without rows or a row with the wrong number of fields means a copy was cut short or the run was
+    interrupted: refused here naming the file, rather than a vague "no rows" from a figure later.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; a run writes log.csv after its first epoch.")
+    hint = "the run may have been interrupted: resume it with --resume (or re-copy the file)."
     rows: LogRows = []
     with open(path, newline="") as fh:
-        for rec in csv.DictReader(fh):
+        reader = csv.DictReader(fh)
+        if not reader.fieldnames:
+            raise ValueError(f"{path}: the per-epoch log is empty (no header, no rows); {hint}")
+        for rec in reader:
+            if None in rec or None in rec.values():  # csv puts extra fields under None, fills missing ones with None
+                got = sum(rec.get(k) is not None for k in reader.fieldnames) + len(rec.get(None) or ())
+                line = reader.line_num
+                what = "a half-written last line" if next(reader, None) is None else "a malformed row"
+                raise ValueError(
+                    f"{path}, line {line}: {what} ({got} fields, the header has {len(reader.fieldnames)}); {hint}"
+                )
             row: Dict[str, Any] = {}
             for k, v in rec.items():
                 if v is None or v == "":
@@ -191,6 +207,8 @@ def read_log(path: PathLike) -> LogRows:
                 except ValueError:
                     row[k] = v
             rows.append(row)
+    if not rows:
+        raise ValueError(f"{path}: the per-epoch log has a header but no rows; {hint}")
     return rows
 
 

@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, List, Optional
 from major2minor import engine
 from major2minor.config import Config, result_settings
 from major2minor.registry import REBALANCERS
-from major2minor.rundir import default_run_dir
+from major2minor.rundir import RunLock, default_run_dir
 
 Log = Callable[[str], None]
 
@@ -61,11 +61,16 @@ def ensure_generator(cfg: Config, log: Log) -> Path:
     """The run directory of ``cfg``'s cached ERM g, trained first if it is not there (or unfinished)."""
     g_cfg = generator_config(cfg)
     run_dir = Path(g_cfg.run.dir)
-    if (run_dir / "summary.json").exists():
-        log(f"M2m: using cached ERM generator g from {run_dir}")
-    else:
-        log(f"M2m: no m2m.generator given; training the ERM generator g first (seed {g_cfg.train.seed}) into {run_dir}")
-        engine.fit(g_cfg, resume=True, log=None, run_dir=run_dir)
+    # grids sharing a run root: one process trains a given g, the others wait and then reuse it
+    with RunLock(run_dir, wait=True, log=log):
+        if (run_dir / "summary.json").exists():
+            log(f"M2m: using cached ERM generator g from {run_dir}")
+        else:
+            log(
+                f"M2m: no m2m.generator given; training the ERM generator g first (seed {g_cfg.train.seed}) "
+                f"into {run_dir}"
+            )
+            engine.fit(g_cfg, resume=True, log=None, run_dir=run_dir)
     return run_dir
 
 

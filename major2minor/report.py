@@ -342,69 +342,71 @@ def summarize_runs(
     for run in runs:
         key = (run.recipe, run.method, run.loss, run.rebalance, config_signature(run.config))
         groups.setdefault(key, []).append(run)
-
-    # Rows of one (recipe, method) with different configs: name the keys that differ.
-    variants: Dict[tuple, str] = {}
-    by_method: Dict[tuple, List[tuple]] = {}
-    for key in groups:
-        by_method.setdefault(key[:4], []).append(key)
-    for keys in by_method.values():
-        if len(keys) == 1:
-            variants[keys[0]] = ""
-            continue
-        dicts = [dict(k[4]) for k in keys]
-        all_keys = sorted(set().union(*dicts))
-        differing = [k for k in all_keys if len({d.get(k) for d in dicts}) > 1]
-        for key, d in zip(keys, dicts):
-            variants[key] = ", ".join(f"{k}={json.loads(d[k]) if k in d else 'unset'}" for k in differing)
-
-    rows: List[ResultRow] = []
-    for key, members in groups.items():
-        recipe, method, loss, rebalance, _ = key
-        members = sorted(members, key=lambda r: (str(r.seed), str(r.run_dir)))
-        seen: Dict[Any, Path] = {}
-        for r in members:
-            if r.seed in seen:
-                raise ReportError(
-                    f"two runs of {method} on {recipe} with the same config and seed {r.seed}: {seen[r.seed]} and "
-                    f"{r.run_dir}; averaging them would count one seed twice. Pass only one of them to the report."
-                )
-            seen[r.seed] = r.run_dir
-        metrics = [r.metrics(at) for r in members]
-        mean, std = {}, {}
-        for name in ROW_METRICS:
-            vals = [m.get(name) for m in metrics]
-            vals = [None if v is None else 100.0 * float(v) for v in vals]
-            mean[name], std[name] = mean_std(vals, ddof)
-        pcr = _mean_per_class([m.get("per_class_recall") for m in metrics])
-        counts = members[0].summary.get("train_counts") or []
-        loss_label, rebalance_label = _display(method, loss, rebalance)
-        walls = [r.summary.get("wall_seconds") for r in members if r.summary.get("wall_seconds") is not None]
-        rows.append(
-            ResultRow(
-                recipe=recipe,
-                dataset=str(members[0].summary.get("dataset", recipe)),
-                method=method,
-                loss=loss,
-                rebalance=rebalance,
-                loss_label=loss_label,
-                rebalance_label=rebalance_label,
-                variant=variants[key],
-                seeds=[r.seed for r in members],
-                at=at,
-                ddof=ddof,
-                mean=mean,
-                std=std,
-                per_class_recall=pcr,
-                train_counts=[int(c) for c in counts],
-                class_names=_class_names(members[0]),
-                run_dirs=[str(r.run_dir) for r in members],
-                wall_seconds_mean=float(np.mean(walls)) if walls else float("nan"),
-            )
-        )
+    variants = _variant_names(list(groups))
+    rows = [_row(key, members, variants[key], at, ddof) for key, members in groups.items()]
     rows.sort(key=lambda r: (r.recipe, _order_key(r.method, list(order)), r.variant))
     _apply_reference(rows, reference)
     return rows
+
+
+def _variant_names(keys: List[tuple]) -> Dict[tuple, str]:
+    """For rows of one (recipe, method) with different configs, the settings that tell them apart
+    (``"m2m.beta=0.99"``); ``""`` for a method with a single row."""
+    variants: Dict[tuple, str] = {}
+    by_method: Dict[tuple, List[tuple]] = {}
+    for key in keys:
+        by_method.setdefault(key[:4], []).append(key)
+    for same in by_method.values():
+        if len(same) == 1:
+            variants[same[0]] = ""
+            continue
+        dicts = [dict(k[4]) for k in same]
+        all_keys = sorted(set().union(*dicts))
+        differing = [k for k in all_keys if len({d.get(k) for d in dicts}) > 1]
+        for key, d in zip(same, dicts):
+            variants[key] = ", ".join(f"{k}={json.loads(d[k]) if k in d else 'unset'}" for k in differing)
+    return variants
+
+
+def _row(key: tuple, members: List[RunResult], variant: str, at: str, ddof: int) -> ResultRow:
+    """One table row: the metrics of a group's seeds as mean and std, in %."""
+    recipe, method, loss, rebalance, _ = key
+    members = sorted(members, key=lambda r: (str(r.seed), str(r.run_dir)))
+    seen: Dict[Any, Path] = {}
+    for r in members:
+        if r.seed in seen:
+            raise ReportError(
+                f"two runs of {method} on {recipe} with the same config and seed {r.seed}: {seen[r.seed]} and "
+                f"{r.run_dir}; averaging them would count one seed twice. Pass only one of them to the report."
+            )
+        seen[r.seed] = r.run_dir
+    metrics = [r.metrics(at) for r in members]
+    mean, std = {}, {}
+    for name in ROW_METRICS:
+        vals = [None if m.get(name) is None else 100.0 * float(m[name]) for m in metrics]
+        mean[name], std[name] = mean_std(vals, ddof)
+    loss_label, rebalance_label = _display(method, loss, rebalance)
+    walls = [r.summary.get("wall_seconds") for r in members if r.summary.get("wall_seconds") is not None]
+    return ResultRow(
+        recipe=recipe,
+        dataset=str(members[0].summary.get("dataset", recipe)),
+        method=method,
+        loss=loss,
+        rebalance=rebalance,
+        loss_label=loss_label,
+        rebalance_label=rebalance_label,
+        variant=variant,
+        seeds=[r.seed for r in members],
+        at=at,
+        ddof=ddof,
+        mean=mean,
+        std=std,
+        per_class_recall=_mean_per_class([m.get("per_class_recall") for m in metrics]),
+        train_counts=[int(c) for c in members[0].summary.get("train_counts") or []],
+        class_names=_class_names(members[0]),
+        run_dirs=[str(r.run_dir) for r in members],
+        wall_seconds_mean=float(np.mean(walls)) if walls else float("nan"),
+    )
 
 
 def _mean_per_class(recalls: List[Optional[List[Optional[float]]]]) -> List[float]:
@@ -644,7 +646,10 @@ def write_report(
     Args:
         paths_or_runs: directories to walk for ``summary.json``, or :class:`RunResult` objects.
         out: the report directory (created).
-        at, ddof, reference, order: see :func:`summarize_runs`.
+        at: as in :func:`summarize_runs`.
+        ddof: as in :func:`summarize_runs`.
+        reference: as in :func:`summarize_runs`.
+        order: as in :func:`summarize_runs`.
         figures: True = write the PNG figures (error without matplotlib), False = none,
             None = write them when matplotlib is installed.
         command: the command line that produced the runs, recorded in ``results.md``.

@@ -22,3 +22,9 @@ def tiny_cfg(tmp_path):
         )
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _private_decode_cache(tmp_path_factory, monkeypatch):
+    """No test writes the decoded-array cache into the real per-user cache directory."""
+    monkeypatch.setenv("M2M_CACHE", str(tmp_path_factory.mktemp("m2m-cache")))

@@ -12,6 +12,14 @@ from major2minor.data.profiles import longtail_counts
 Image = pytest.importorskip("PIL.Image")
 
 
+@pytest.fixture(autouse=True)
+def user_cache(tmp_path_factory, monkeypatch):
+    """The decoded-array cache defaults to a per-user folder: point it at a temporary one, never ~/.cache."""
+    folder = tmp_path_factory.mktemp("m2m-user-cache")
+    monkeypatch.setenv("M2M_CACHE", str(folder))
+    return folder
+
+
 def write_image(path, size=(22, 18), color=None, seed=0, mode="RGB", fmt=None):
     """A small image; ``color`` fills it, else random pixels."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,7 +64,7 @@ def make_celeba(root, list_dir="etc"):
         (root / list_dir / f"celebA_{split}_orig.txt").write_text("".join(rows))
 
 
-def test_celeba5_lists_images_cache(tmp_path, monkeypatch):
+def test_celeba5_lists_images_cache(tmp_path, monkeypatch, user_cache):
     make_celeba(tmp_path)
     cfg = DataConfig(name="celeba5", root=str(tmp_path), profile="natural", workers=1)
     b = build_dataset(cfg, seed=0)
@@ -64,8 +72,8 @@ def test_celeba5_lists_images_cache(tmp_path, monkeypatch):
     assert torch.bincount(b.val.y).tolist() == [2] * 5 and torch.bincount(b.test.y).tolist() == [2] * 5
     assert b.train.x.shape == (20, 3, 32, 32) and b.train.x.dtype == torch.uint8
     assert b.bounds == (0.0, 1.0) and b.mean is None and b.augment.crop_padding == 4
-    caches = list((tmp_path / ".m2m-cache").glob("celeba5-32-*.npz"))
-    assert len(caches) == 1
+    caches = list(user_cache.glob("celeba5-32-*.npz"))  # the per-user cache ($M2M_CACHE), not the data folder
+    assert len(caches) == 1 and not (tmp_path / ".m2m-cache").exists()
     # the second build reads the cache: decoding must not happen again
     from major2minor.data.datasets import celeba
 

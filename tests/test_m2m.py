@@ -139,9 +139,11 @@ def test_g_is_frozen_and_never_changes_while_f_trains():
     g, f = Linear(seed=1), Linear(seed=2)
     before = {k: v.clone() for k, v in g.state_dict().items()}
     t = M2mTranslator(g, [200, 100, 5], M2mConfig(beta=0.5, gamma=0.0), generator=torch.Generator().manual_seed(0))
-    assert not any(p.requires_grad for p in g.parameters()) and not g.training
+    frozen = t.generators[0]  # the translator's own copy: the caller's g is left as it was
+    assert not any(p.requires_grad for p in frozen.parameters()) and not frozen.training
+    assert all(p.requires_grad for p in g.parameters()) and g.training
     opt = torch.optim.SGD(f.parameters(), lr=0.5)
-    assert not {id(p) for p in g.parameters()} & {id(p) for grp in opt.param_groups for p in grp["params"]}
+    assert not {id(p) for p in frozen.parameters()} & {id(p) for grp in opt.param_groups for p in grp["params"]}
     f.train()
     for _ in range(3):
         x, y = _batch(64)

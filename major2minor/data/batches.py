@@ -22,6 +22,7 @@ slicing it (``x[rank::world]``) gives a lazy view, and indexing it with indices 
 works unchanged.  Evaluation of a streamed split (:func:`iter_uint8_batches`) goes through a
 ``DataLoader`` over the rank's strided shard, gathered like the in-memory path.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -41,6 +42,7 @@ Batch = Tuple[torch.Tensor, torch.Tensor]
 # ----------------------------------------------------------------------------------------------
 # a split's images as files
 
+
 class StreamedImages:
     """Stands for a uint8 (N, C, H, W) image tensor whose images are decoded on access.
 
@@ -52,9 +54,16 @@ class StreamedImages:
 
     dtype = torch.uint8
 
-    def __init__(self, dataset: Dataset, item_shape: Sequence[int], train_dataset: Optional[Dataset] = None,
-                 workers: int = 0, fingerprint: bytes = b"", device: torch.device | str = "cpu",
-                 rows: Optional[range] = None):
+    def __init__(
+        self,
+        dataset: Dataset,
+        item_shape: Sequence[int],
+        train_dataset: Optional[Dataset] = None,
+        workers: int = 0,
+        fingerprint: bytes = b"",
+        device: torch.device | str = "cpu",
+        rows: Optional[range] = None,
+    ):
         self.dataset = dataset
         self.train_dataset = train_dataset if train_dataset is not None else dataset
         self.item_shape = tuple(int(s) for s in item_shape)
@@ -63,9 +72,16 @@ class StreamedImages:
         self.device = torch.device(device)
         self.rows = rows if rows is not None else range(len(dataset))
 
-    def _view(self, rows: range, device=None) -> "StreamedImages":
-        return StreamedImages(self.dataset, self.item_shape, self.train_dataset, self.workers, self._fingerprint,
-                              self.device if device is None else device, rows)
+    def _view(self, rows: range, device=None) -> StreamedImages:
+        return StreamedImages(
+            self.dataset,
+            self.item_shape,
+            self.train_dataset,
+            self.workers,
+            self._fingerprint,
+            self.device if device is None else device,
+            rows,
+        )
 
     # the tensor-like surface the rest of the package uses
     def __len__(self) -> int:
@@ -78,16 +94,17 @@ class StreamedImages:
     def dim(self) -> int:
         return 1 + len(self.item_shape)
 
-    def to(self, device, non_blocking: bool = False) -> "StreamedImages":
+    def to(self, device, non_blocking: bool = False) -> StreamedImages:
         return self._view(self.rows, torch.device(device))
 
-    def cpu(self) -> "StreamedImages":
+    def cpu(self) -> StreamedImages:
         return self.to("cpu")
 
     def fingerprint(self) -> bytes:
         """What identifies the images (e.g. a digest of their file list) for the run's manifest."""
-        return hashlib.sha256(self._fingerprint + repr((self.rows.start, self.rows.stop, self.rows.step)).encode()
-                              ).digest()
+        return hashlib.sha256(
+            self._fingerprint + repr((self.rows.start, self.rows.stop, self.rows.step)).encode()
+        ).digest()
 
     def __getitem__(self, key):
         """A slice gives a lazy view; an int, a list or an index tensor decodes those images."""
@@ -112,8 +129,7 @@ class StreamedImages:
         an evaluation (persistent workers that end up in a garbage cycle take seconds each to stop).
         """
         subset = torch.utils.data.Subset(self.dataset, list(self.rows))
-        return DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=self.workers,
-                          pin_memory=pin_memory)
+        return DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=self.workers, pin_memory=pin_memory)
 
 
 def is_streamed(split: Split) -> bool:
@@ -127,11 +143,12 @@ def iter_uint8_batches(x, batch_size: int, device: torch.device) -> Iterator[tor
             yield xb.to(device, non_blocking=True)
         return
     for start in range(0, len(x), batch_size):
-        yield x[start:start + batch_size].to(device, non_blocking=True)
+        yield x[start : start + batch_size].to(device, non_blocking=True)
 
 
 # ----------------------------------------------------------------------------------------------
 # the training batches of one epoch
+
 
 def _local_batches(indices: torch.Tensor, batch_size: int, dist: dist_utils.DistInfo) -> Iterator[torch.Tensor]:
     """Positions in the global stream of this rank's share of each global batch.
@@ -151,8 +168,14 @@ class InMemoryBatches:
 
     streamed = False
 
-    def __init__(self, split: Split, augment: Augment, generator: torch.Generator,
-                 dist: Optional[dist_utils.DistInfo] = None, device: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        split: Split,
+        augment: Augment,
+        generator: torch.Generator,
+        dist: Optional[dist_utils.DistInfo] = None,
+        device: torch.device | str = "cpu",
+    ):
         self.split, self.augment, self.generator = split, augment, generator
         self.dist = dist or dist_utils.DistInfo()
         self.device = torch.device(device)
@@ -183,7 +206,7 @@ def augmentation_seeds(seed: int, epoch: int, n: int) -> torch.Tensor:
     """One seed per position of epoch ``epoch``'s global stream, from ``(seed, epoch)`` only."""
     state = np.random.SeedSequence([int(seed), 0x5EED, int(epoch)]).generate_state(1, np.uint64)[0]
     gen = torch.Generator().manual_seed(int(state))
-    return torch.randint(0, 2 ** 62, (n,), generator=gen)
+    return torch.randint(0, 2**62, (n,), generator=gen)
 
 
 class StreamingBatches:
@@ -198,9 +221,15 @@ class StreamingBatches:
 
     streamed = True
 
-    def __init__(self, split: Split, seed: int, dist: Optional[dist_utils.DistInfo] = None,
-                 device: torch.device | str = "cpu", pin_memory: Optional[bool] = None,
-                 prefetch_factor: int = 4):
+    def __init__(
+        self,
+        split: Split,
+        seed: int,
+        dist: Optional[dist_utils.DistInfo] = None,
+        device: torch.device | str = "cpu",
+        pin_memory: Optional[bool] = None,
+        prefetch_factor: int = 4,
+    ):
         if not is_streamed(split):
             raise TypeError("StreamingBatches needs a split whose x is StreamedImages")
         images: StreamedImages = split.x
@@ -212,15 +241,18 @@ class StreamingBatches:
         pin = self.device.type == "cuda" if pin_memory is None else pin_memory
         self.sampler = _PlannedBatches()
         extra = dict(prefetch_factor=prefetch_factor) if images.workers > 0 else {}
-        self.loader = DataLoader(images.train_dataset, batch_sampler=self.sampler, num_workers=images.workers,
-                                 pin_memory=pin, **extra)
+        self.loader = DataLoader(
+            images.train_dataset, batch_sampler=self.sampler, num_workers=images.workers, pin_memory=pin, **extra
+        )
 
     def plan(self, indices: torch.Tensor, batch_size: int, epoch: int) -> List[List[Tuple[int, int]]]:
         """This rank's batches of the epoch as ``(index, augmentation seed)`` keys."""
         indices = indices.cpu()
         seeds = augmentation_seeds(self.seed, epoch, len(indices))
-        return [list(zip(indices[pos].tolist(), seeds[pos].tolist()))
-                for pos in _local_batches(indices, batch_size, self.dist)]
+        return [
+            list(zip(indices[pos].tolist(), seeds[pos].tolist()))
+            for pos in _local_batches(indices, batch_size, self.dist)
+        ]
 
     def batches(self, indices: torch.Tensor, batch_size: int, epoch: int) -> Iterator[Batch]:
         self.sampler.plan = self.plan(indices, batch_size, epoch)
@@ -228,8 +260,14 @@ class StreamingBatches:
             yield to_float(x.to(self.device, non_blocking=True)), y.to(self.device, non_blocking=True)
 
 
-def batch_source(split: Split, augment: Augment, generator: torch.Generator, seed: int,
-                 dist: Optional[dist_utils.DistInfo] = None, device: torch.device | str = "cpu"):
+def batch_source(
+    split: Split,
+    augment: Augment,
+    generator: torch.Generator,
+    seed: int,
+    dist: Optional[dist_utils.DistInfo] = None,
+    device: torch.device | str = "cpu",
+):
     """The source that fits ``split``: streamed (files) or in memory."""
     if is_streamed(split):
         return StreamingBatches(split, seed, dist, device)

@@ -7,14 +7,17 @@
 are missing (the only data sets with a stable public URL), verifies MD5 checksums of the archive
 and of every pickle, and unpacks it; for CelebA-5 it regenerates the split lists from
 ``list_attr_celeba.txt`` when they are missing; for every image data set it decodes the images once
-into the decoded-array cache (``--cache`` or ``ROOT/.m2m-cache``).  Data sets without a public URL
-(CelebA, SUN397, ImageNet, R52, Twitter POS) must be put in place by hand: the error says where.
+into the decoded-array cache (``--cache``, else ``$M2M_CACHE``, else ``~/.cache/major2minor``).
+Data sets without a public URL (CelebA, SUN397, ImageNet, R52, Twitter POS) must be put in place by
+hand: the error says where.  Each data set owns its first-time step (the ``prepare`` metadata of its
+registration), so this command names none.
 
 ``info`` builds the data set as a run would (starting from the built-in recipe of the same name
 when there is one, then ``key=value`` overrides; bare keys mean ``data.KEY``) and prints the class
 counts, imbalance ratio, split sizes and the manifest a run directory records (long index lists
 are summarised; ``--manifest FILE`` writes the full manifest as JSON).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,35 +27,34 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
-from major2minor.data.io import DataFormatError, download, md5sum, safe_extract
+from major2minor.argparsing import IntermixedParser
+from major2minor.config import (
+    RECIPE_DIR,
+    Config,
+    DataConfig,
+    list_recipes,
+    load_config,
+    parse_override,
+    set_key,
+    validate,
+)
+from major2minor.data import build_dataset
+from major2minor.registry import DATASETS
 
 LONG_KEYS = ("indices", "vocabulary", "class_names")
-
-
-class _IntermixedParser(argparse.ArgumentParser):
-    """Lets ``key=value`` overrides come before or after options (``info NAME --root D ratio=50``)."""
-
-    _inner = False
-
-    def parse_known_args(self, args=None, namespace=None):
-        if self._inner:
-            return super().parse_known_args(args, namespace)
-        self._inner = True
-        try:
-            return self.parse_known_intermixed_args(args, namespace)
-        finally:
-            self._inner = False
 
 
 def add_data_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``data prepare`` / ``data info`` to the ``m2m`` sub-command parsers."""
     data = subparsers.add_parser("data", help="prepare data sets (download, verify, decode) and inspect them")
-    sub = data.add_subparsers(dest="data_command", required=True, parser_class=_IntermixedParser)
+    sub = data.add_subparsers(dest="data_command", required=True, parser_class=IntermixedParser)
 
     prep = sub.add_parser("prepare", help="download (CIFAR), verify checksums, decode once into the cache")
     prep.add_argument("name", help="data set name (see `m2m list datasets`)")
     prep.add_argument("--root", required=True, help="folder that holds (or will hold) the data set's files")
-    prep.add_argument("--cache", default=None, help="decoded-array cache folder (default: ROOT/.m2m-cache)")
+    prep.add_argument(
+        "--cache", default=None, help="decoded-array cache folder (default: $M2M_CACHE, else ~/.cache/major2minor)"
+    )
     prep.add_argument("--no-verify", action="store_true", help="skip the MD5 check of existing CIFAR pickles")
     prep.add_argument("items", nargs="*", help="data key=value overrides, e.g. image_size=32")
     prep.set_defaults(func=cmd_prepare)
@@ -69,9 +71,10 @@ def add_data_parser(subparsers) -> argparse.ArgumentParser:
 
 # ----------------------------------------------------------------------------------------------
 
+
 def recipe_for(name: str) -> Optional[str]:
     """The built-in recipe named ``name``, or the first whose ``data.name`` is ``name``."""
-    from major2minor.config import RECIPE_DIR, list_recipes
+
     recipes = list_recipes()
     if name in recipes:
         with open(RECIPE_DIR / f"{name}.yaml") as fh:
@@ -86,10 +89,8 @@ def recipe_for(name: str) -> Optional[str]:
 
 def data_config(name: str, items: List[str], root: Optional[str] = None, cache: Optional[str] = None):
     """The DataConfig ``m2m data`` works on: recipe defaults (if any), then overrides, then --root/--cache."""
-    from major2minor.config import Config, DataConfig, load_config, parse_override, set_key, validate
-    from major2minor.registry import DATASETS
 
-    DATASETS.get(name)   # unknown name -> error listing the valid ones
+    DATASETS.get(name)  # unknown name -> error listing the valid ones
     fields = set(DataConfig.__dataclass_fields__)
     overrides = []
     for item in items:
@@ -134,13 +135,15 @@ def describe(bundle) -> str:
     ]
     if "file_train_counts" in m:
         fc = m["file_train_counts"]
-        lines.append(f"training file before the validation hold-out: {sum(fc)} samples, max {max(fc)}, "
-                     f"min {min(fc)}, imbalance ratio {m['file_imbalance_ratio']:.1f}")
+        lines.append(
+            f"training file before the validation hold-out: {sum(fc)} samples, max {max(fc)}, "
+            f"min {min(fc)}, imbalance ratio {m['file_imbalance_ratio']:.1f}"
+        )
     return "\n".join(lines)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from major2minor.data import build_dataset
+
     cfg = data_config(args.name, args.items, root=args.root)
     bundle = build_dataset(cfg, 0)
     manifest = bundle.manifest()
@@ -159,49 +162,15 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------------------------
 
-def prepare_cifar(name: str, root: Path, verify: bool, say=print) -> None:
-    from major2minor.data.datasets.cifar import SPECS
-    spec = SPECS[name]
-    root.mkdir(parents=True, exist_ok=True)
-    folder = root / spec.folder
-    files = list(spec.train_files) + list(spec.test_files)
-    if not all((folder / f).exists() for f, _ in files):
-        archive = download(spec.url, root / spec.archive, spec.archive_md5, progress=say)
-        say(f"extracting {archive} into {root}")
-        safe_extract(archive, root)
-        verify = True
-    if verify:
-        for f, md5 in files:
-            got = md5sum(folder / f)
-            if got != md5:
-                raise DataFormatError(f"{folder / f}: MD5 {got} does not match the official {md5}; the file is corrupt "
-                                      f"or not the official CIFAR pickle. Delete {folder} and run `m2m data prepare "
-                                      f"{name} --root {root}` again (or pass --no-verify to use it anyway).")
-        say(f"{folder}: {len(files)} pickles, checksums OK")
-
-
-def prepare_celeba5(root: Path, say=print) -> None:
-    from major2minor.data.datasets import celeba
-    if celeba.find_lists(root) is not None:
-        return
-    attr = next((root / a for a in celeba.ATTR_FILES if (root / a).exists()), None)
-    if attr is None:
-        return          # the build below raises the error that says what is missing
-    out = root / "celeba5-splits"
-    counts = celeba.regenerate_splits(attr, out)
-    say(f"regenerated the CelebA-5 split lists from {attr} into {out} (rule: exactly one hair attribute; per class "
-        f"first 50 -> val, next 100 -> test, every 20th of the rest -> train): {counts}")
-
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from major2minor.data import build_dataset
+
     root = Path(args.root).expanduser()
-    if args.name in ("cifar10-lt", "cifar100-lt"):
-        prepare_cifar(args.name, root, verify=not args.no_verify)
-    elif args.name == "celeba5" and root.exists():
-        prepare_celeba5(root)
+    prepare = DATASETS.entry(args.name).meta.get("prepare")  # a data set's own first-time step, if any
+    if prepare is not None:
+        prepare(root, verify=not args.no_verify, say=print)
     cfg = data_config(args.name, args.items, root=str(root), cache=args.cache)
-    bundle = build_dataset(cfg, 0)        # decodes images into the cache where the data set has one
+    bundle = build_dataset(cfg, 0)  # decodes images into the cache where the data set has one
     print(describe(bundle))
     print(f"{args.name}: ready (data.root={root})")
     return 0

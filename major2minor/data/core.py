@@ -5,6 +5,7 @@ compute device; feature data are float32 (N, D).  Inputs stay in the data's natu
 normalisation (mean/std) happens inside the model, so M2m's translation and its clamp to the input
 bounds work on pixels in [0, 1].
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,8 +20,8 @@ from major2minor.data.profiles import counts_of
 
 @dataclass
 class Split:
-    x: torch.Tensor   # uint8 (N, C, H, W) images or float32 (N, D) features
-    y: torch.Tensor   # int64 (N,)
+    x: torch.Tensor  # uint8 (N, C, H, W) images or float32 (N, D) features
+    y: torch.Tensor  # int64 (N,)
 
     def __post_init__(self) -> None:
         if len(self.x) != len(self.y):
@@ -29,14 +30,14 @@ class Split:
     def __len__(self) -> int:
         return len(self.y)
 
-    def to(self, device: torch.device | str) -> "Split":
+    def to(self, device: torch.device | str) -> Split:
         return Split(self.x.to(device), self.y.to(device))
 
 
 @dataclass
 class Augment:
-    crop_padding: int = 0     # random crop of the original size after zero-padding by this much
-    flip: bool = False        # random horizontal flip
+    crop_padding: int = 0  # random crop of the original size after zero-padding by this much
+    flip: bool = False  # random horizontal flip
 
     @property
     def active(self) -> bool:
@@ -53,7 +54,7 @@ class DataBundle:
     test: Split
     num_classes: int
     class_names: List[str]
-    bounds: Optional[Tuple[float, float]]   # input bounds for M2m's clamp; None = unbounded
+    bounds: Optional[Tuple[float, float]]  # input bounds for M2m's clamp; None = unbounded
     mean: Optional[Tuple[float, ...]] = None  # per-channel normalisation inside the model
     std: Optional[Tuple[float, ...]] = None
     augment: Augment = field(default_factory=Augment)
@@ -64,13 +65,17 @@ class DataBundle:
             split = getattr(self, split_name)
             if len(split) and (int(split.y.min()) < 0 or int(split.y.max()) >= self.num_classes):
                 bad = int(split.y.max()) if int(split.y.max()) >= self.num_classes else int(split.y.min())
-                raise ValueError(f"{self.name}: {split_name} label {bad} is outside [0, {self.num_classes}); "
-                                 "check the label column / class list of the data files.")
+                raise ValueError(
+                    f"{self.name}: {split_name} label {bad} is outside [0, {self.num_classes}); "
+                    "check the label column / class list of the data files."
+                )
         empty = [c for c, n in enumerate(self.train_counts) if n == 0]
         if empty:
             names = [self.class_names[c] for c in empty[:5]]
-            raise ValueError(f"{self.name}: classes {empty[:5]} ({names}) have no training samples; "
-                             "every class needs at least one (drop the class or lower data.ratio).")
+            raise ValueError(
+                f"{self.name}: classes {empty[:5]} ({names}) have no training samples; "
+                "every class needs at least one (drop the class or lower data.ratio)."
+            )
 
     @property
     def train_counts(self) -> List[int]:
@@ -89,7 +94,7 @@ class DataBundle:
         digest = hashlib.sha256()
         for split in (self.train, self.val, self.test):
             digest.update(split.y.cpu().numpy().astype(np.int64).tobytes())
-            if hasattr(split.x, "fingerprint"):        # streamed images: their file list, nothing decoded
+            if hasattr(split.x, "fingerprint"):  # streamed images: their file list, nothing decoded
                 digest.update(split.x.fingerprint())
             else:
                 digest.update(np.ascontiguousarray(split.x[: min(len(split), 64)].cpu().numpy()).tobytes())
@@ -130,8 +135,8 @@ def augment_batch(x: torch.Tensor, spec: Augment, generator: torch.Generator) ->
         padded = torch.nn.functional.pad(x, (p, p, p, p))
         dy = torch.randint(0, 2 * p + 1, (b,), generator=generator, device=device)
         dx = torch.randint(0, 2 * p + 1, (b,), generator=generator, device=device)
-        rows = (dy[:, None] + torch.arange(h, device=device)[None, :])            # (B, H)
-        cols = (dx[:, None] + torch.arange(w, device=device)[None, :])            # (B, W)
+        rows = dy[:, None] + torch.arange(h, device=device)[None, :]  # (B, H)
+        cols = dx[:, None] + torch.arange(w, device=device)[None, :]  # (B, W)
         batch_idx = torch.arange(b, device=device)[:, None, None]
         # gather (B, C, H, W) via advanced indexing: index [b, :, rows, cols]
         x = padded.permute(0, 2, 3, 1)[batch_idx, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)

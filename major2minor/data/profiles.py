@@ -8,6 +8,7 @@ Long tail (the paper, and the public code's ``make_longtailed_imb``)::
 Step (LDAM-DRW): the first ``C - round(C * fraction)`` classes keep ``n_max``, the rest get
 ``int(n_max / rho)``.
 """
+
 from __future__ import annotations
 
 from typing import List, Sequence
@@ -29,8 +30,7 @@ def step_counts(n_max: int, num_classes: int, ratio: float, minor_fraction: floa
     return [int(n_max)] * n_major + [int(n_max * (1.0 / ratio))] * n_minor
 
 
-def class_counts(profile: str, n_max: int, num_classes: int, ratio: float,
-                 minor_fraction: float = 0.5) -> List[int]:
+def class_counts(profile: str, n_max: int, num_classes: int, ratio: float, minor_fraction: float = 0.5) -> List[int]:
     """Target training count per class for ``profile`` in {longtail, step}."""
     if ratio < 1:
         raise ValueError(f"data.ratio={ratio} must be >= 1 (N_max / N_min).")
@@ -45,12 +45,12 @@ def class_counts(profile: str, n_max: int, num_classes: int, ratio: float,
     if min(counts) < 1:
         raise ValueError(
             f"data.ratio={ratio} with n_max={n_max} leaves a class with {min(counts)} training samples; "
-            f"lower data.ratio to at most {n_max} or raise data.n_max.")
+            f"lower data.ratio to at most {n_max} or raise data.n_max."
+        )
     return counts
 
 
-def select_per_class(labels: np.ndarray, counts: Sequence[int], selection: str = "first",
-                     seed: int = 0) -> np.ndarray:
+def select_per_class(labels: np.ndarray, counts: Sequence[int], selection: str = "first", seed: int = 0) -> np.ndarray:
     """Indices of ``counts[c]`` samples of each class c.
 
     ``first`` keeps the first n_c of each class in file order (the paper); ``random`` draws them
@@ -62,8 +62,9 @@ def select_per_class(labels: np.ndarray, counts: Sequence[int], selection: str =
     for c, n in enumerate(counts):
         idx = np.flatnonzero(labels == c)
         if len(idx) < n:
-            raise ValueError(f"class {c} has {len(idx)} samples but the profile asks for {n}; "
-                             f"lower data.n_max or data.ratio.")
+            raise ValueError(
+                f"class {c} has {len(idx)} samples but the profile asks for {n}; lower data.n_max or data.ratio."
+            )
         if selection == "random":
             idx = np.sort(rng.choice(idx, size=n, replace=False))
         elif selection != "first":

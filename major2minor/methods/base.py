@@ -165,10 +165,11 @@ class Rebalancer:
     # -- resume ---------------------------------------------------------------------------------
 
     def state_dict(self) -> Dict[str, Any]:
+        """What a resumed run needs to continue exactly (random states as tensors, plain types only)."""
         return {}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
-        pass
+        """Restore :meth:`state_dict`'s output (called once, after :meth:`setup`, when resuming)."""
 
 
 @dataclass

@@ -49,6 +49,7 @@ autotuner the translation batch padded with filler rows to a multiple of 32 (row
 
 from __future__ import annotations
 
+import copy
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -80,16 +81,11 @@ class M2mConfig:
     generator: List[str] = field(default_factory=list)  # run dirs / checkpoints of g (several = ensemble)
     self_generator: bool = False  # M2m-Self: f itself plays g
     reject: bool = True  # False = M2m-No-Reject (keep every translated sample)
-    translate_rejected: bool = (
-        False  # True = also translate slots the Bernoulli draw rejects (slower, same distribution)
-    )
-    fold_generator: bool = True  # fold g's BatchNorm into its convolutions (g is frozen; same function up to rounding)
-    pad_multiple: int = (
-        0  # translate batches padded to a multiple of this (0 = 32 if cudnn.benchmark, else none); exact
-    )
-    fold_classifier: bool = (
-        True  # translate through a BN-folded copy of f, refreshed every batch (same function up to rounding)
-    )
+    # speed options (same results up to rounding):
+    translate_rejected: bool = False  # also translate slots the Bernoulli draw rejects (slower)
+    fold_generator: bool = True  # fold g's BatchNorm into its convolutions (g is frozen)
+    pad_multiple: int = 0  # pad translation batches to a multiple (0 = 32 with cudnn.benchmark, else none)
+    fold_classifier: bool = True  # translate through a BN-folded copy of f, refreshed every batch
 
     # speed options: the same translations up to rounding (each tested), so not part of a result's identity
     neutral: ClassVar[Tuple[str, ...]] = ("translate_rejected", "fold_generator", "pad_multiple", "fold_classifier")
@@ -196,6 +192,19 @@ def merge_stat_rows(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
 # the translator: the public API
 
 
+@dataclass
+class SlotPlan:
+    """One batch's generation slots and the draws made for them before translating (steps 1-2)."""
+
+    slot_idx: torch.Tensor  # (S,) batch positions that are valid slots
+    target: torch.Tensor  # (S,) target class k of each slot (= the slot's own label)
+    seed_idx: torch.Tensor  # (S,) batch position of each slot's seed
+    seed_class: torch.Tensor  # (S,) the seed's class k0
+    bern: torch.Tensor  # (S,) the Bernoulli(p_seed) acceptance draw
+    noise: torch.Tensor  # (S, ...) the random start
+    work: torch.Tensor  # indices into the slots that are translated (Bernoulli-accepted, unless told otherwise)
+
+
 def random_start(
     shape: Tuple[int, ...], mode: str, radius: float, generator: torch.Generator, device: torch.device
 ) -> torch.Tensor:
@@ -255,7 +264,10 @@ class M2mTranslator:
     Args:
         g: the frozen classifier(s) trained with ERM; a list means M2m-Ensemble (mean of softmax
             probabilities for the loss, -log of the mean, and for the gamma test); None means M2m-Self
-            (f plays g).
+            (f plays g).  The translator works on its own frozen copy of each g (``copy.deepcopy``,
+            then eval mode and ``requires_grad_(False)``; BatchNorm folded when ``fold_generator``), so
+            the caller's g is left as it was (training mode, gradient flags); this costs the memory
+            of one copy of g.
         counts: training count per class N_c.
         config: the knobs (beta, lam, gamma, step_size, steps, noise, noise_radius, reject,
             translate_rejected); see :class:`M2mConfig`.
@@ -283,10 +295,10 @@ class M2mTranslator:
         self.cfg = config or M2mConfig()
         self.generators: Optional[List[nn.Module]] = None
         if g is not None:
-            self.generators = list(g) if isinstance(g, (list, tuple)) else [g]
-            for net in self.generators:  # frozen: eval mode, no gradients, never in an optimiser
-                net.eval()
-                net.requires_grad_(False)
+            nets = list(g) if isinstance(g, (list, tuple)) else [g]
+            # the translator's own frozen copies (eval mode, no gradients, never in an optimiser): the
+            # caller's g keeps its training mode and requires_grad flags, and is never translated with
+            self.generators = [copy.deepcopy(net).eval().requires_grad_(False) for net in nets]
             if self.cfg.fold_generator:  # one conv kernel instead of conv + BN per layer
                 self.generators = [fold_batchnorm(net) for net in self.generators]
         self.channels_last = channels_last
@@ -383,37 +395,27 @@ class M2mTranslator:
 
     # -- the call ------------------------------------------------------------------------------------
 
-    def __call__(
-        self, f: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: Optional[torch.Generator] = None
-    ) -> Tuple[torch.Tensor, torch.Tensor, BatchStats]:
-        t0 = time.perf_counter()
-        gen = generator if generator is not None else self.generator
+    def plan(self, x: torch.Tensor, y: torch.Tensor, gen: Optional[torch.Generator]) -> Optional[SlotPlan]:
+        """Steps 1-2 and every draw that does not depend on the translation, in the order they are drawn;
+        None when the batch has no valid slot.
+
+        The Bernoulli(p_seed) acceptance and the random start are drawn for every valid slot before
+        translating: neither depends on the translation, so skipping the slots the draw rejects is exact.
+        """
         cfg = self.cfg
-        num_classes = len(self.counts)
         slot_idx, target, seed_idx, p_seed = self.slot_and_seed(y, gen)
-        n_slots = len(slot_idx)
-        x_new, y_new = x.clone(), y.clone()
-        zeros = torch.zeros(num_classes, dtype=torch.long, device=y.device)
-        if n_slots == 0:
-            z = torch.zeros((), device=x.device)
-            return (
-                x_new,
-                y_new,
-                BatchStats(0, 0, zeros, zeros.clone(), z, z.clone(), z.clone(), time.perf_counter() - t0),
-            )
-        # Draw the Bernoulli(p_seed) acceptance and the noise for every valid slot before translating:
-        # neither depends on the translation, so skipping the slots the draw rejects is exact.
+        if len(slot_idx) == 0:
+            return None
         bern = torch.bernoulli(p_seed, generator=gen).bool()
         noise = random_start(tuple(x[seed_idx].shape), cfg.noise, cfg.noise_radius, gen, x.device)
-        if not cfg.reject:
-            todo = torch.ones_like(bern)
-        elif cfg.translate_rejected:
-            todo = torch.ones_like(bern)
-        else:
-            todo = bern
-        work = todo.nonzero().view(-1)
-        seed_class = y[seed_idx]
+        todo = bern if cfg.reject and not cfg.translate_rejected else torch.ones_like(bern)
+        return SlotPlan(slot_idx, target, seed_idx, y[seed_idx], bern, noise, todo.nonzero().view(-1))
 
+    def translate_and_judge(self, f: nn.Module, x: torch.Tensor, plan: SlotPlan):
+        """Steps 3-4 for the planned slots, f and g in eval mode (restored after): the translated inputs,
+        g's target-class probability, the accepted rows (indices into ``plan.work``) and f's class
+        probabilities on the accepted rows (for the statistics)."""
+        cfg, work = self.cfg, plan.work
         nets = [f] + (self.generators or [])
         modes = _eval_mode(nets)
         try:
@@ -421,37 +423,55 @@ class M2mTranslator:
             # padded to a few distinct sizes (GPU): every row is translated independently of the others
             # (eval mode, summed loss, per-row step), so filler rows change nothing and are dropped after
             n_work, pad = len(work), self.padding(len(work), x.device)
-            src, tgt, cls = (_pad(t, pad) for t in (seed_idx[work], target[work], seed_class[work]))
-            x_star = self.translate(f_eval, x[src], tgt, cls, _pad(noise[work], pad))
+            src, tgt, cls = (_pad(t, pad) for t in (plan.seed_idx[work], plan.target[work], plan.seed_class[work]))
+            x_star = self.translate(f_eval, x[src], tgt, cls, _pad(plan.noise[work], pad))
             with torch.no_grad():
                 g_prob = self.g_log_probs(f_eval, x_star).exp().gather(1, tgt[:, None]).view(-1)[:n_work]
             x_star = x_star[:n_work]
             if cfg.reject:
-                accept = (g_prob >= cfg.gamma) & bern[work]
+                accept = (g_prob >= cfg.gamma) & plan.bern[work]
             else:
                 accept = torch.ones_like(g_prob, dtype=torch.bool)
-            acc_local = accept.nonzero().view(-1)
+            accepted = accept.nonzero().view(-1)
             # f's probabilities feed only the statistics of accepted samples: one forward of those alone
-            f_prob = x_star.new_zeros((0, num_classes))
-            if len(acc_local):
+            f_prob = x_star.new_zeros((0, len(self.counts)))
+            if len(accepted):
                 with torch.no_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.amp == "bf16"):
-                    f_prob = F.softmax(self.f_logit_scale * f_eval(x_star[acc_local]).float(), 1)
+                    f_prob = F.softmax(self.f_logit_scale * f_eval(x_star[accepted]).float(), 1)
         finally:
             for net, mode in zip(nets, modes):
                 net.train(mode)
+        return x_star, g_prob, accepted, f_prob
 
-        dest = slot_idx[work[acc_local]]
-        x_new[dest] = x_star[acc_local].to(x_new.dtype)
-        y_new[dest] = target[work[acc_local]]
-
-        acc_t = target[work[acc_local]]
+    def __call__(
+        self, f: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: Optional[torch.Generator] = None
+    ) -> Tuple[torch.Tensor, torch.Tensor, BatchStats]:
+        """Translate one batch: ``(x_new, y_new, stats)``; accepted slots get x* and their target class,
+        the others keep their sample.  ``x`` and ``y`` are not modified."""
+        t0 = time.perf_counter()
+        gen = generator if generator is not None else self.generator
+        num_classes = len(self.counts)
+        x_new, y_new = x.clone(), y.clone()
+        plan = self.plan(x, y, gen)
+        if plan is None:
+            zeros, z = torch.zeros(num_classes, dtype=torch.long, device=y.device), torch.zeros((), device=x.device)
+            return (
+                x_new,
+                y_new,
+                BatchStats(0, 0, zeros, zeros.clone(), z, z.clone(), z.clone(), time.perf_counter() - t0),
+            )
+        x_star, g_prob, accepted, f_prob = self.translate_and_judge(f, x, plan)
+        rows = plan.work[accepted]
+        dest, acc_t = plan.slot_idx[rows], plan.target[rows]
+        x_new[dest] = x_star[accepted].to(x_new.dtype)
+        y_new[dest] = acc_t
         stats = BatchStats(
-            slots=n_slots,
-            translated=len(work),
+            slots=len(plan.slot_idx),
+            translated=len(plan.work),
             accepted_per_class=torch.bincount(acc_t, minlength=num_classes),
-            slots_per_class=torch.bincount(target, minlength=num_classes),
-            g_target_prob_sum=g_prob[acc_local].sum(),
-            f_seed_prob_sum=f_prob.gather(1, seed_class[work[acc_local]][:, None]).sum(),
+            slots_per_class=torch.bincount(plan.target, minlength=num_classes),
+            g_target_prob_sum=g_prob[accepted].sum(),
+            f_seed_prob_sum=f_prob.gather(1, plan.seed_class[rows][:, None]).sum(),
             f_target_prob_sum=f_prob.gather(1, acc_t[:, None]).sum(),
             seconds=time.perf_counter() - t0,
         )

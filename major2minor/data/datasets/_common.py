@@ -1,4 +1,5 @@
 """Helpers shared by the data-set modules: the training profile, per-class hold-outs, split assembly."""
+
 from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence
@@ -14,12 +15,13 @@ def feasible_n_max(available: Sequence[int], profile: str, ratio: float, minor_f
     """The largest n_max whose profile counts fit in ``available`` (0 when none does)."""
     available = np.asarray(available)
     lo, hi = 0, int(available.max()) if len(available) else 0
-    while lo < hi:                      # counts grow monotonically with n_max: binary search
+    while lo < hi:  # counts grow monotonically with n_max: binary search
         mid = (lo + hi + 1) // 2
         try:
-            ok = bool(np.all(np.asarray(class_counts(profile, mid, len(available), ratio, minor_fraction))
-                             <= available))
-        except ValueError:              # some class would get 0 samples at this n_max
+            ok = bool(
+                np.all(np.asarray(class_counts(profile, mid, len(available), ratio, minor_fraction)) <= available)
+            )
+        except ValueError:  # some class would get 0 samples at this n_max
             ok = False
         if ok:
             lo = mid
@@ -28,8 +30,15 @@ def feasible_n_max(available: Sequence[int], profile: str, ratio: float, minor_f
     return lo
 
 
-def select_train(labels: np.ndarray, num_classes: int, cfg, seed: int, dataset: str,
-                 default_n_max: Optional[int] = None, class_names: Optional[List[str]] = None) -> np.ndarray:
+def select_train(
+    labels: np.ndarray,
+    num_classes: int,
+    cfg,
+    seed: int,
+    dataset: str,
+    default_n_max: Optional[int] = None,
+    class_names: Optional[List[str]] = None,
+) -> np.ndarray:
     """Indices (into ``labels``) of the training samples the profile keeps, in file order.
 
     ``natural`` keeps everything.  ``longtail``/``step`` keep n_i samples of class i (first in file
@@ -43,9 +52,11 @@ def select_train(labels: np.ndarray, num_classes: int, cfg, seed: int, dataset: 
     fit = feasible_n_max(available, cfg.profile, cfg.ratio, cfg.step_minor_fraction)
     n_max = cfg.n_max or default_n_max or fit
     if n_max < 1:
-        raise ValueError(f"data.profile={cfg.profile} with data.ratio={cfg.ratio} does not fit {dataset}'s "
-                         f"training counts (smallest class: {int(available.min())}); lower data.ratio or "
-                         "use data.profile=natural.")
+        raise ValueError(
+            f"data.profile={cfg.profile} with data.ratio={cfg.ratio} does not fit {dataset}'s "
+            f"training counts (smallest class: {int(available.min())}); lower data.ratio or "
+            "use data.profile=natural."
+        )
     counts = class_counts(cfg.profile, n_max, num_classes, cfg.ratio, cfg.step_minor_fraction)
     short = [c for c in range(num_classes) if counts[c] > available[c]]
     if short:
@@ -54,9 +65,13 @@ def select_train(labels: np.ndarray, num_classes: int, cfg, seed: int, dataset: 
         raise ValueError(
             f"data.n_max={n_max} with data.profile={cfg.profile}, data.ratio={cfg.ratio} asks {dataset} class "
             f"{c}{name} for {counts[c]} training samples but only {int(available[c])} are available; "
-            + (f"lower data.n_max (at most {fit} fits) or data.ratio, or use data.profile=natural." if fit else
-               f"no data.n_max fits data.ratio={cfg.ratio} with these counts (max {int(available.max())} a class); "
-               "lower data.ratio, or use data.profile=natural."))
+            + (
+                f"lower data.n_max (at most {fit} fits) or data.ratio, or use data.profile=natural."
+                if fit
+                else f"no data.n_max fits data.ratio={cfg.ratio} with these counts (max {int(available.max())} "
+                "a class); lower data.ratio, or use data.profile=natural."
+            )
+        )
     return select_per_class(labels, counts, cfg.selection, seed)
 
 
@@ -114,8 +129,9 @@ USER_VAL_FRACTION = 0.1
 USER_TEST_FRACTION = 0.2
 
 
-def user_holdout(labels: np.ndarray, cfg, num_classes: int, need_val: bool, need_test: bool, dataset: str,
-                 class_names: Sequence[str]) -> tuple:
+def user_holdout(
+    labels: np.ndarray, cfg, num_classes: int, need_val: bool, need_test: bool, dataset: str, class_names: Sequence[str]
+) -> tuple:
     """(pool, val, test) index arrays into ``labels`` for user data without separate val/test files.
 
     Per class, in file order: the first ``data.test_per_class`` samples (else round(20%) of the class)
@@ -140,7 +156,8 @@ def user_holdout(labels: np.ndarray, cfg, num_classes: int, need_val: bool, need
             raise ValueError(
                 f"{dataset}: class {c} ({class_names[c]}) has {counts[c]} samples; holding out {test_sizes[c]} test "
                 f"and {val_sizes[c]} validation leaves none for training. Lower data.test_per_class / "
-                "data.val_per_class, or give separate validation/test files.")
+                "data.val_per_class, or give separate validation/test files."
+            )
     test_idx, rest = first_per_class(labels, test_sizes, num_classes) if need_test else (empty, np.arange(len(labels)))
     if need_val:
         v, p = first_per_class(labels[rest], val_sizes, num_classes)

@@ -27,6 +27,7 @@ Two ways to read it, chosen by ``data.stream``:
 Both use ImageNet's normalisation constants (inside the model), bounds [0, 1], and the list files'
 natural long tail (``data.profile=natural``; longtail/step subsample the training list).
 """
+
 from __future__ import annotations
 
 import math
@@ -41,17 +42,32 @@ from torch.utils.data import DataLoader, Dataset
 from major2minor.data.batches import StreamedImages
 from major2minor.data.core import Augment, DataBundle, Split
 from major2minor.data.datasets._common import indices_info, select_train, split_of
-from major2minor.data.io import (DataFormatError, bilinear, cache_dir, cache_key, cached_arrays, decode_images,
-                                 file_signature, first_existing, image_to_chw, missing, open_image,
-                                 pil, require_root, resize_center_crop)
+from major2minor.data.io import (
+    DataFormatError,
+    bilinear,
+    cache_dir,
+    cache_key,
+    cached_arrays,
+    decode_images,
+    file_signature,
+    first_existing,
+    image_to_chw,
+    missing,
+    open_image,
+    pil,
+    require_root,
+    resize_center_crop,
+)
 from major2minor.data.profiles import counts_of
 from major2minor.registry import DATASETS
 
 LIST_FILES = {"train": "ImageNet_LT_train.txt", "val": "ImageNet_LT_val.txt", "test": "ImageNet_LT_test.txt"}
 LIST_DIRS = (".", "ImageNet_LT", "lists")
-HOW = ("Put ImageNet (train/, val/) in data.root and the ImageNet-LT list files (ImageNet_LT_{train,val,test}.txt, "
-       "from the OLTR repository github.com/zhmiao/OpenLongTailRecognition-OLTR) in data.root or "
-       "data.root/ImageNet_LT.")
+HOW = (
+    "Put ImageNet (train/, val/) in data.root and the ImageNet-LT list files (ImageNet_LT_{train,val,test}.txt, "
+    "from the OLTR repository github.com/zhmiao/OpenLongTailRecognition-OLTR) in data.root or "
+    "data.root/ImageNet_LT."
+)
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 DEFAULT_SIZE = 128
@@ -60,8 +76,11 @@ DEFAULT_SIZE = 128
 def find_lists(root: Path) -> Path:
     found = first_existing([root / d for d in LIST_DIRS if (root / d / LIST_FILES["train"]).exists()])
     if found is None:
-        raise missing(root / LIST_FILES["train"], "the ImageNet-LT list files "
-                      f"({', '.join(LIST_FILES.values())}) in one of {', '.join(LIST_DIRS)}", HOW)
+        raise missing(
+            root / LIST_FILES["train"],
+            f"the ImageNet-LT list files ({', '.join(LIST_FILES.values())}) in one of {', '.join(LIST_DIRS)}",
+            HOW,
+        )
     return found
 
 
@@ -75,8 +94,10 @@ def read_list(path: Path) -> Tuple[List[str], np.ndarray]:
             if not parts:
                 continue
             if len(parts) != 2 or not parts[1].isdigit():
-                raise DataFormatError(f"{path}, line {lineno}: expected `relative/path label` "
-                                      f"(e.g. `train/n01440764/n01440764_190.JPEG 0`), got {line.strip()!r}. " + HOW)
+                raise DataFormatError(
+                    f"{path}, line {lineno}: expected `relative/path label` "
+                    f"(e.g. `train/n01440764/n01440764_190.JPEG 0`), got {line.strip()!r}. " + HOW
+                )
             rel.append(parts[0])
             labels.append(int(parts[1]))
     if not rel:
@@ -103,20 +124,24 @@ def load_lists(root: Path) -> ImageNetLTLists:
     names = [""] * num_classes
     for rel, y in zip(paths["train"], labels["train"]):
         if not names[y]:
-            names[y] = Path(rel).parent.name       # the WordNet id folder, e.g. n01440764
+            names[y] = Path(rel).parent.name  # the WordNet id folder, e.g. n01440764
     missing_classes = [c for c in range(num_classes) if not names[c]]
     if missing_classes:
-        raise DataFormatError(f"{list_dir / LIST_FILES['train']}: classes {missing_classes[:5]} have no training "
-                              "images; every label in the val/test lists needs training images. " + HOW)
+        raise DataFormatError(
+            f"{list_dir / LIST_FILES['train']}: classes {missing_classes[:5]} have no training "
+            "images; every label in the val/test lists needs training images. " + HOW
+        )
     first = root / paths["train"][0]
     if not first.exists():
-        raise missing(first, "the ImageNet image named first in the training list (paths are relative to "
-                      "data.root)", HOW)
+        raise missing(
+            first, "the ImageNet image named first in the training list (paths are relative to data.root)", HOW
+        )
     return ImageNetLTLists(root, list_dir, paths, labels, num_classes, names)
 
 
 # ----------------------------------------------------------------------------------------------
 # streaming
+
 
 class RandomResizedCropFlip:
     """Random-resized crop to ``size`` (area scale 0.08-1, log-uniform aspect 3/4-4/3, 10 tries, then a
@@ -213,8 +238,9 @@ def _decode(path: Path, prepare=None):
     except FileNotFoundError:
         raise missing(Path(path), "an image file", "Check the data set's root folder and its list files.") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise DataFormatError(f"{path}: cannot decode the image ({exc}); expected a readable JPEG/PNG file. "
-                              "Re-download or remove it.") from None
+        raise DataFormatError(
+            f"{path}: cannot decode the image ({exc}); expected a readable JPEG/PNG file. Re-download or remove it."
+        ) from None
 
 
 class SeededIndices(torch.utils.data.Sampler):
@@ -229,7 +255,7 @@ class SeededIndices(torch.utils.data.Sampler):
 
     def __iter__(self):
         order = list(self.base) if self.base is not None else torch.randperm(self.n, generator=self.generator).tolist()
-        seeds = torch.randint(0, 2 ** 62, (len(order),), generator=self.generator).tolist()
+        seeds = torch.randint(0, 2**62, (len(order),), generator=self.generator).tolist()
         return iter(zip(order, seeds))
 
 
@@ -285,20 +311,27 @@ def imagenet_lt_datasets(cfg, seed: int = 0) -> Tuple[Dict[str, ImageListDataset
     root = require_root(cfg.root, "imagenet-lt", "ImageNet (train/, val/) and the ImageNet-LT list files", HOW)
     lists = load_lists(root)
     size = cfg.image_size or DEFAULT_SIZE
-    train_idx = select_train(lists.labels["train"], lists.num_classes, cfg, seed, "imagenet-lt",
-                             class_names=lists.class_names)
+    train_idx = select_train(
+        lists.labels["train"], lists.num_classes, cfg, seed, "imagenet-lt", class_names=lists.class_names
+    )
     train_tf = RandomResizedCropFlip(size, flip=True) if cfg.augment else ResizeCenterCrop(size)
     datasets = {
-        "train": ImageListDataset(root, [lists.paths["train"][i] for i in train_idx],
-                                  lists.labels["train"][train_idx], train_tf),
+        "train": ImageListDataset(
+            root, [lists.paths["train"][i] for i in train_idx], lists.labels["train"][train_idx], train_tf
+        ),
         "val": ImageListDataset(root, lists.paths["val"], lists.labels["val"], ResizeCenterCrop(size)),
         "test": ImageListDataset(root, lists.paths["test"], lists.labels["test"], ResizeCenterCrop(size)),
     }
     return datasets, lists, train_idx
 
 
-def imagenet_lt_loaders(cfg, batch_size: int = 256, seed: int = 0, eval_batch_size: Optional[int] = None,
-                        sampler: Optional[torch.utils.data.Sampler] = None) -> StreamingData:
+def imagenet_lt_loaders(
+    cfg,
+    batch_size: int = 256,
+    seed: int = 0,
+    eval_batch_size: Optional[int] = None,
+    sampler: Optional[torch.utils.data.Sampler] = None,
+) -> StreamingData:
     """Streaming ImageNet-LT: DataLoaders with ``cfg.workers`` worker processes.
 
     ``cfg`` is a :class:`~major2minor.config.DataConfig`.  The training loader shuffles with a
@@ -311,24 +344,43 @@ def imagenet_lt_loaders(cfg, batch_size: int = 256, seed: int = 0, eval_batch_si
     workers = max(int(cfg.workers), 0)
     common = dict(num_workers=workers, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)
     gen = torch.Generator().manual_seed(seed)
-    train = DataLoader(datasets["train"], batch_size=batch_size,
-                       sampler=SeededIndices(len(datasets["train"]), gen, sampler), generator=gen, **common)
+    train = DataLoader(
+        datasets["train"],
+        batch_size=batch_size,
+        sampler=SeededIndices(len(datasets["train"]), gen, sampler),
+        generator=gen,
+        **common,
+    )
     val = DataLoader(datasets["val"], batch_size=eval_batch_size or batch_size, shuffle=False, **common)
     test = DataLoader(datasets["test"], batch_size=eval_batch_size or batch_size, shuffle=False, **common)
     size = cfg.image_size or DEFAULT_SIZE
     return StreamingData(
-        name="imagenet-lt", train=train, val=val, test=test, num_classes=lists.num_classes,
-        class_names=lists.class_names, train_counts=counts_of(datasets["train"].labels, lists.num_classes),
+        name="imagenet-lt",
+        train=train,
+        val=val,
+        test=test,
+        num_classes=lists.num_classes,
+        class_names=lists.class_names,
+        train_counts=counts_of(datasets["train"].labels, lists.num_classes),
         input_shape=(3, size, size),
-        info={"source": str(lists.root), "lists": str(lists.list_dir), "image_size": size, "streaming": True,
-              "profile": cfg.profile, "indices": indices_info(train=train_idx)})
+        info={
+            "source": str(lists.root),
+            "lists": str(lists.list_dir),
+            "image_size": size,
+            "streaming": True,
+            "profile": cfg.profile,
+            "indices": indices_info(train=train_idx),
+        },
+    )
 
 
 # ----------------------------------------------------------------------------------------------
 # in memory
 
+
 def _list_digest(root: Path, paths: Sequence[str], labels: np.ndarray) -> bytes:
     import hashlib
+
     digest = hashlib.sha256(str(root).encode())
     digest.update("\n".join(paths).encode())
     digest.update(np.asarray(labels, dtype=np.int64).tobytes())
@@ -345,19 +397,38 @@ def build_imagenet_lt_streamed(cfg, seed: int = 0) -> DataBundle:
     def split(name: str, train_dataset=None) -> Split:
         ds = datasets[name]
         plain = ds if train_dataset is None else ImageListDataset(ds.root, ds.paths, ds.labels, ResizeCenterCrop(size))
-        images = StreamedImages(plain, shape, train_dataset=train_dataset, workers=workers,
-                                fingerprint=_list_digest(ds.root, ds.paths, ds.labels))
+        images = StreamedImages(
+            plain,
+            shape,
+            train_dataset=train_dataset,
+            workers=workers,
+            fingerprint=_list_digest(ds.root, ds.paths, ds.labels),
+        )
         return Split(images, torch.as_tensor(ds.labels, dtype=torch.long))
 
     return DataBundle(
-        name="imagenet-lt", train=split("train", datasets["train"]), val=split("val"), test=split("test"),
-        num_classes=lists.num_classes, class_names=lists.class_names, bounds=(0.0, 1.0), mean=MEAN, std=STD,
-        augment=Augment(),      # the random-resized crop and flip happen per sample in the loader
-        info={"source": str(lists.root), "lists": str(lists.list_dir), "image_size": size, "streaming": True,
-              "train_transform": "random-resized-crop 0.08-1, 3/4-4/3, flip" if cfg.augment else
-              "resize-center-crop", "eval_transform": f"resize {int(round(size / 0.875))}, centre crop {size}",
-              "workers": workers, "profile": cfg.profile, "indices": indices_info(train=train_idx),
-              "indices_refer_to": "train: lines of ImageNet_LT_train.txt (val/test lists are used whole)"},
+        name="imagenet-lt",
+        train=split("train", datasets["train"]),
+        val=split("val"),
+        test=split("test"),
+        num_classes=lists.num_classes,
+        class_names=lists.class_names,
+        bounds=(0.0, 1.0),
+        mean=MEAN,
+        std=STD,
+        augment=Augment(),  # the random-resized crop and flip happen per sample in the loader
+        info={
+            "source": str(lists.root),
+            "lists": str(lists.list_dir),
+            "image_size": size,
+            "streaming": True,
+            "train_transform": "random-resized-crop 0.08-1, 3/4-4/3, flip" if cfg.augment else "resize-center-crop",
+            "eval_transform": f"resize {int(round(size / 0.875))}, centre crop {size}",
+            "workers": workers,
+            "profile": cfg.profile,
+            "indices": indices_info(train=train_idx),
+            "indices_refer_to": "train: lines of ImageNet_LT_train.txt (val/test lists are used whole)",
+        },
     )
 
 
@@ -372,23 +443,38 @@ def build_imagenet_lt(cfg, seed: int = 0) -> DataBundle:
     arrays = {}
     for split in ("train", "val", "test"):
         paths = [root / p for p in lists.paths[split]]
-        key = cache_key(dataset="imagenet-lt", split=split, size=size, rule="resize-center-crop",
-                        files=file_signature(paths))
+        key = cache_key(
+            dataset="imagenet-lt", split=split, size=size, rule="resize-center-crop", files=file_signature(paths)
+        )
         arrays[split] = cached_arrays(
-            cache_dir(cfg.cache, root), f"imagenet-lt-{split}-{size}", key,
-            lambda paths=paths: {"x": decode_images(paths, size, "resize-center-crop", workers=cfg.workers)})["x"]
+            cache_dir(cfg.cache),
+            f"imagenet-lt-{split}-{size}",
+            key,
+            lambda paths=paths: {"x": decode_images(paths, size, "resize-center-crop", workers=cfg.workers)},
+        )["x"]
     y = lists.labels
     train_idx = select_train(y["train"], lists.num_classes, cfg, seed, "imagenet-lt", class_names=lists.class_names)
     return DataBundle(
         name="imagenet-lt",
         train=split_of(arrays["train"], y["train"], train_idx),
-        val=split_of(arrays["val"], y["val"]), test=split_of(arrays["test"], y["test"]),
-        num_classes=lists.num_classes, class_names=lists.class_names, bounds=(0.0, 1.0), mean=MEAN, std=STD,
+        val=split_of(arrays["val"], y["val"]),
+        test=split_of(arrays["test"], y["test"]),
+        num_classes=lists.num_classes,
+        class_names=lists.class_names,
+        bounds=(0.0, 1.0),
+        mean=MEAN,
+        std=STD,
         augment=Augment(crop_padding=max(size // 8, 1), flip=True) if cfg.augment else Augment(),
-        info={"source": str(root), "lists": str(lists.list_dir), "image_size": size, "streaming": False,
-              "profile": cfg.profile, "indices": indices_info(train=train_idx),
-              "indices_refer_to": "train: lines of ImageNet_LT_train.txt (val/test lists are used whole)"},
+        info={
+            "source": str(root),
+            "lists": str(lists.list_dir),
+            "image_size": size,
+            "streaming": False,
+            "profile": cfg.profile,
+            "indices": indices_info(train=train_idx),
+            "indices_refer_to": "train: lines of ImageNet_LT_train.txt (val/test lists are used whole)",
+        },
     )
 
 
-build_imagenet_lt.streams = True     # data.stream=true is supported (config.validate checks this)
+build_imagenet_lt.streams = True  # data.stream=true is supported (config.validate checks this)

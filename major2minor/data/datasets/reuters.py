@@ -16,6 +16,7 @@ Files under ``data.root``: ``r52-train.txt`` and ``r52-test.txt`` (Cardoso-Cacho
   file is the test split.  ``info['file_train_counts']`` holds the counts before the hold-out
   (6,436 documents, imbalance ratio 2,840 / 4 = 710 on the real files).
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -30,10 +31,12 @@ from major2minor.data.io import DataFormatError, first_existing, missing, requir
 from major2minor.registry import DATASETS
 
 FILES = {"train": ("r52-train.txt", "r52-train-all-terms.txt"), "test": ("r52-test.txt", "r52-test-all-terms.txt")}
-HOW = ("Get the R52 files (Ana Cardoso-Cachopo's Reuters-21578 R52 preparation, or "
-       "github.com/hendrycks/error-detection NLP/Categorization/data) and set data.root to their folder.")
+HOW = (
+    "Get the R52 files (Ana Cardoso-Cachopo's Reuters-21578 R52 preparation, or "
+    "github.com/hendrycks/error-detection NLP/Categorization/data) and set data.root to their folder."
+)
 MIN_TEST_DOCS = 5
-VOCAB_SIZE = 1000          # 999 words + 1 slot for every other word
+VOCAB_SIZE = 1000  # 999 words + 1 slot for every other word
 VAL_FRACTION = 0.1
 
 
@@ -65,8 +68,9 @@ def build_vocabulary(docs: Sequence[Sequence[str]], stop_words, size: int = VOCA
     return {w: i for i, (w, _) in enumerate(ranked)}
 
 
-def bag_of_words(docs: Sequence[Sequence[str]], vocab: Dict[str, int], stop_words,
-                 dims: int = VOCAB_SIZE) -> np.ndarray:
+def bag_of_words(
+    docs: Sequence[Sequence[str]], vocab: Dict[str, int], stop_words, dims: int = VOCAB_SIZE
+) -> np.ndarray:
     """Binary (N, dims) vectors: slot vocab[w] for a vocabulary word, slot dims-1 for any other non-stop word
     (a vocabulary smaller than dims-1 words leaves the slots in between at 0)."""
     other = dims - 1
@@ -102,8 +106,10 @@ def build_reuters(cfg, seed: int = 0) -> DataBundle:
     train_set = set(train_topics)
     classes = sorted(t for t, n in test_counts.items() if n >= MIN_TEST_DOCS and t in train_set)
     if len(classes) < 2:
-        raise DataFormatError(f"{files['test']}: fewer than 2 topics have >= {MIN_TEST_DOCS} test documents "
-                              "and training documents. " + HOW)
+        raise DataFormatError(
+            f"{files['test']}: fewer than 2 topics have >= {MIN_TEST_DOCS} test documents "
+            "and training documents. " + HOW
+        )
     class_id = {t: i for i, t in enumerate(classes)}
     keep_train = [i for i, t in enumerate(train_topics) if t in class_id]
     keep_test = [i for i, t in enumerate(test_topics) if t in class_id]
@@ -121,16 +127,26 @@ def build_reuters(cfg, seed: int = 0) -> DataBundle:
     file_counts = np.bincount(y_file, minlength=len(classes)).tolist()
     return DataBundle(
         name="reuters",
-        train=split_of(x_file, y_file, train_idx), val=split_of(x_file, y_file, val_idx),
+        train=split_of(x_file, y_file, train_idx),
+        val=split_of(x_file, y_file, val_idx),
         test=split_of(x_test, y_test),
-        num_classes=len(classes), class_names=classes, bounds=(0.0, 1.0), mean=None, std=None,
+        num_classes=len(classes),
+        class_names=classes,
+        bounds=(0.0, 1.0),
+        mean=None,
+        std=None,
         augment=Augment(),
-        info={"source": str(root), "files": {k: str(v) for k, v in files.items()},
-              "vocabulary": [w for w, _ in sorted(vocab.items(), key=lambda kv: kv[1])],
-              "dropped_topics": sorted((set(train_topics) | set(test_topics)) - set(classes)),
-              "file_train_documents": int(len(y_file)), "file_train_counts": file_counts,
-              "file_imbalance_ratio": max(file_counts) / max(min(file_counts), 1),
-              "val_fraction": frac, "profile": cfg.profile,
-              "indices": indices_info(train=np.asarray(keep_train)[train_idx], val=np.asarray(keep_train)[val_idx]),
-              "indices_refer_to": "lines of the training file (non-empty lines, 0-based)"},
+        info={
+            "source": str(root),
+            "files": {k: str(v) for k, v in files.items()},
+            "vocabulary": [w for w, _ in sorted(vocab.items(), key=lambda kv: kv[1])],
+            "dropped_topics": sorted((set(train_topics) | set(test_topics)) - set(classes)),
+            "file_train_documents": int(len(y_file)),
+            "file_train_counts": file_counts,
+            "file_imbalance_ratio": max(file_counts) / max(min(file_counts), 1),
+            "val_fraction": frac,
+            "profile": cfg.profile,
+            "indices": indices_info(train=np.asarray(keep_train)[train_idx], val=np.asarray(keep_train)[val_idx]),
+            "indices_refer_to": "lines of the training file (non-empty lines, 0-based)",
+        },
     )

@@ -13,6 +13,7 @@ test, the next ``data.val_per_class`` (default 10) validation, the rest training
 reduced DCT scale, at least twice the target size, which is much faster).  Normalisation: the
 training split's per-channel mean/std.  Augmentation: 4-pixel padded random crop and flip.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,12 +24,24 @@ import numpy as np
 
 from major2minor.data.core import Augment, DataBundle
 from major2minor.data.datasets._common import check_positive, first_per_class, indices_info, select_train, split_of
-from major2minor.data.io import (IMAGE_EXTENSIONS, DataFormatError, cache_dir, cache_key, cached_arrays,
-                                 channel_stats, decode_images, file_signature, missing, require_root)
+from major2minor.data.io import (
+    IMAGE_EXTENSIONS,
+    DataFormatError,
+    cache_dir,
+    cache_key,
+    cached_arrays,
+    channel_stats,
+    decode_images,
+    file_signature,
+    missing,
+    require_root,
+)
 from major2minor.registry import DATASETS
 
-HOW = ("Download SUN397.tar.gz from vision.princeton.edu/projects/2010/SUN/, extract it and set "
-       "data.root to the SUN397 folder.")
+HOW = (
+    "Download SUN397.tar.gz from vision.princeton.edu/projects/2010/SUN/, extract it and set "
+    "data.root to the SUN397 folder."
+)
 DEFAULT_VAL, DEFAULT_TEST = 10, 40
 
 
@@ -44,8 +57,11 @@ def scan_tree(root: Path) -> Tuple[List[str], List[Path], np.ndarray]:
     classes.sort(key=lambda c: c[0])
     names = [c[0] for c in classes]
     paths = [p for _, ps in classes for p in ps]
-    labels = np.concatenate([np.full(len(ps), k, dtype=np.int64) for k, (_, ps) in enumerate(classes)]) \
-        if classes else np.zeros(0, dtype=np.int64)
+    labels = (
+        np.concatenate([np.full(len(ps), k, dtype=np.int64) for k, (_, ps) in enumerate(classes)])
+        if classes
+        else np.zeros(0, dtype=np.int64)
+    )
     return names, paths, labels
 
 
@@ -63,20 +79,29 @@ def build_sun397(cfg, seed: int = 0) -> DataBundle:
     n_test = DEFAULT_TEST if cfg.test_per_class is None else cfg.test_per_class
     names, paths, labels = scan_tree(root)
     if len(names) < 2:
-        raise missing(root / "a" / "abbey", "the SUN397 tree: one folder of images per scene class "
-                      f"(found {len(names)} class folders)", HOW)
+        raise missing(
+            root / "a" / "abbey",
+            f"the SUN397 tree: one folder of images per scene class (found {len(names)} class folders)",
+            HOW,
+        )
     num_classes = len(names)
     counts = np.bincount(labels, minlength=num_classes)
     small = [c for c in range(num_classes) if counts[c] < n_val + n_test + 1]
     if small:
         c = small[0]
-        raise DataFormatError(f"{root / names[c]}: class '{names[c]}' has {counts[c]} images, but "
-                              f"data.test_per_class={n_test} + data.val_per_class={n_val} + 1 training image are "
-                              "needed; lower them or remove the class folder.")
+        raise DataFormatError(
+            f"{root / names[c]}: class '{names[c]}' has {counts[c]} images, but "
+            f"data.test_per_class={n_test} + data.val_per_class={n_val} + 1 training image are "
+            "needed; lower them or remove the class folder."
+        )
     size = cfg.image_size or 32
     key = cache_key(dataset="sun397", size=size, rule="center-square", files=file_signature(paths))
-    x = cached_arrays(cache_dir(cfg.cache, root), f"sun397-{size}", key,
-                      lambda: {"x": decode_images(paths, size, "center-square", workers=cfg.workers)})["x"]
+    x = cached_arrays(
+        cache_dir(cfg.cache),
+        f"sun397-{size}",
+        key,
+        lambda: {"x": decode_images(paths, size, "center-square", workers=cfg.workers)},
+    )["x"]
     test_idx, rest = first_per_class(labels, n_test, num_classes)
     val_local, pool_local = first_per_class(labels[rest], n_val, num_classes)
     val_idx, pool = rest[val_local], rest[pool_local]
@@ -84,10 +109,20 @@ def build_sun397(cfg, seed: int = 0) -> DataBundle:
     mean, std = channel_stats(x[train_idx])
     return DataBundle(
         name="sun397",
-        train=split_of(x, labels, train_idx), val=split_of(x, labels, val_idx), test=split_of(x, labels, test_idx),
-        num_classes=num_classes, class_names=names, bounds=(0.0, 1.0), mean=mean, std=std,
+        train=split_of(x, labels, train_idx),
+        val=split_of(x, labels, val_idx),
+        test=split_of(x, labels, test_idx),
+        num_classes=num_classes,
+        class_names=names,
+        bounds=(0.0, 1.0),
+        mean=mean,
+        std=std,
         augment=Augment(crop_padding=4, flip=True) if cfg.augment else Augment(),
-        info={"source": str(root), "image_size": size, "profile": cfg.profile,
-              "indices": indices_info(train=train_idx, val=val_idx, test=test_idx),
-              "indices_refer_to": "images sorted by class path, then file name"},
+        info={
+            "source": str(root),
+            "image_size": size,
+            "profile": cfg.profile,
+            "indices": indices_info(train=train_idx, val=val_idx, test=test_idx),
+            "indices_refer_to": "images sorted by class path, then file name",
+        },
     )

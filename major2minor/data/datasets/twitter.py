@@ -2,15 +2,18 @@
 
 Files under ``data.root`` (or ``ROOT/Tweets``): ``tweets-train.txt``, ``tweets-dev.txt`` and
 ``tweets-devtest.txt`` (the CMU ARK names ``oct27.train``/``oct27.dev``/``oct27.test`` also work),
-one ``token<TAB>tag`` a line, a blank line between tweets.  Splits: train file -> train, dev file ->
+UTF-8 text, one ``token<TAB>tag`` a line, a blank line between tweets (a file that is not UTF-8 is
+refused, naming the line and byte offset of the first bad byte).  Splits: train file -> train, dev file ->
 validation, devtest file -> test.  Classes: the tags that occur in both the training and the test
 file (the two tags without test tokens, ``M`` and ``Y``, are dropped with their tokens: 23 classes,
 14,614 training tokens on the real files), sorted by tag.
 
 Inputs: one 50-dimensional vector per token, no bounds (M2m's translation is not clamped).
 
-* ``data.embeddings=FILE``: a ``word v1 ... vD`` text file (GloVe/word2vec text format; a leading
-  ``count dim`` line is skipped).  A token is looked up as is, then lower-cased; a token found in
+* ``data.embeddings=FILE``: a ``word v1 ... vD`` UTF-8 text file (GloVe/word2vec text format; a
+  leading ``count dim`` line is skipped).  A stray non-UTF-8 byte inside a word is tolerated (that word
+  then matches no token); a UTF-16/32 file or one whose numbers are not text (a binary word2vec
+  ``.bin``) is refused, naming the line.  A token is looked up as is, then lower-cased; a token found in
   neither way gets the file's unknown-word vector (``UUUNKKK``, ``<unk>``, ``<UNK>``, ``UNK`` or
   ``unk``) if it has one, else zeros.  The file's coverage is recorded in the manifest.
 * Without a file, a deterministic fallback computed from the training split only:
@@ -28,6 +31,7 @@ Inputs: one 50-dimensional vector per token, no bounds (M2m's translation is not
 Unlike the reference code (Hendrycks & Gimpel), which concatenates the vectors of a window of
 three tokens (150 dims), each token is one 50-d vector, as the M2m paper describes.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -43,18 +47,53 @@ from major2minor.data.datasets._common import indices_info, select_train, split_
 from major2minor.data.io import DataFormatError, first_existing, missing, require_root
 from major2minor.registry import DATASETS
 
-FILES = {"train": ("tweets-train.txt", "oct27.train"),
-         "val": ("tweets-dev.txt", "oct27.dev"),
-         "test": ("tweets-devtest.txt", "oct27.test")}
-HOW = ("Get the Twitter POS data (CMU ARK TweetNLP twpos-data-v0.3, oct27 portion, or the copy in "
-       "github.com/hendrycks/error-detection NLP/POS/data/Tweets) and set data.root to its folder.")
+FILES = {
+    "train": ("tweets-train.txt", "oct27.train"),
+    "val": ("tweets-dev.txt", "oct27.dev"),
+    "test": ("tweets-devtest.txt", "oct27.test"),
+}
+HOW = (
+    "Get the Twitter POS data (CMU ARK TweetNLP twpos-data-v0.3, oct27 portion, or the copy in "
+    "github.com/hendrycks/error-detection NLP/POS/data/Tweets) and set data.root to its folder."
+)
+FORMAT = "UTF-8 text, one `token<TAB>tag` a line, a blank line between tweets"
 DIM = 50
 FALLBACK_SVD_DIMS = 40
 FALLBACK_CONTEXTS = 1000
 FALLBACK_WINDOW = 2
 UNKNOWN_KEYS = ("UUUNKKK", "<unk>", "<UNK>", "UNK", "unk")
+EMBEDDINGS_FORMAT = (
+    "data.embeddings must be a UTF-8 text word-vector file, `word v1 ... vD` a line (GloVe / word2vec text format)"
+)
+BOMS = (
+    (b"\xff\xfe\x00\x00", "UTF-32"),
+    (b"\x00\x00\xfe\xff", "UTF-32"),
+    (b"\xff\xfe", "UTF-16"),
+    (b"\xfe\xff", "UTF-16"),
+)
 
 Tweet = List[Tuple[str, str]]
+
+
+def not_utf8(path: Path, exc: UnicodeDecodeError, expected: str, how: str) -> DataFormatError:
+    """The error for a file that is not UTF-8 text, with the line and byte offset of the first bad byte.
+
+    Called only once decoding has failed, so reading the file again as bytes costs nothing on good files;
+    the position lets the user look at the damage (``xxd -s OFFSET``) instead of guessing.
+    """
+    where = ""
+    try:
+        data = Path(path).read_bytes()
+        data.decode("utf-8")
+    except UnicodeDecodeError as again:
+        bad, line = data[again.start : again.start + 4], data.count(b"\n", 0, again.start) + 1
+        where = f", line {line} (byte offset {again.start}: {bad!r})"
+    except OSError:
+        pass
+    return DataFormatError(
+        f"{path}{where}: not UTF-8 text ({exc.reason}); expected {expected}. The file is "
+        f"garbled or in another encoding: re-save it as UTF-8 or fetch the original again. {how}"
+    )
 
 
 def read_tweets(path: Path) -> List[Tweet]:
@@ -62,17 +101,20 @@ def read_tweets(path: Path) -> List[Tweet]:
     tweets: List[Tweet] = []
     current: Tweet = []
     with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            line = line.rstrip("\n").rstrip("\r")
-            if not line.strip():
-                if current:
-                    tweets.append(current)
-                    current = []
-                continue
-            parts = line.split("\t")
-            if len(parts) != 2 or not parts[0] or not parts[1]:
-                raise DataFormatError(f"{path}, line {lineno}: expected `token<TAB>tag`, got {line!r}. " + HOW)
-            current.append((parts[0], parts[1]))
+        try:
+            for lineno, line in enumerate(fh, 1):
+                line = line.rstrip("\n").rstrip("\r")
+                if not line.strip():
+                    if current:
+                        tweets.append(current)
+                        current = []
+                    continue
+                parts = line.split("\t")
+                if len(parts) != 2 or not parts[0] or not parts[1]:
+                    raise DataFormatError(f"{path}, line {lineno}: expected `token<TAB>tag`, got {line!r}. " + HOW)
+                current.append((parts[0], parts[1]))
+        except UnicodeDecodeError as exc:
+            raise not_utf8(path, exc, f"the Twitter POS format ({FORMAT})", HOW) from None
     if current:
         tweets.append(current)
     if not tweets:
@@ -86,8 +128,12 @@ def find_files(root: Path) -> Dict[str, Path]:
     for split, names in FILES.items():
         path = first_existing([base / n for n in names])
         if path is None:
-            raise missing(base / names[0], f"the Twitter POS {split} file ({' or '.join(names)}: "
-                          "`token<TAB>tag` lines, a blank line between tweets)", HOW)
+            raise missing(
+                base / names[0],
+                f"the Twitter POS {split} file ({' or '.join(names)}: "
+                "`token<TAB>tag` lines, a blank line between tweets)",
+                HOW,
+            )
         found[split] = path
     return found
 
@@ -95,33 +141,64 @@ def find_files(root: Path) -> Dict[str, Path]:
 # ----------------------------------------------------------------------------------------------
 # embeddings
 
+
 def read_embeddings(path: Path) -> Tuple[Dict[str, np.ndarray], int]:
     """``word v1 ... vD`` lines -> ({word: vector}, D); a leading ``count dim`` header is skipped."""
     path = Path(path).expanduser()
     if not path.exists():
-        raise missing(path, "a word-vector text file (`word v1 ... v50` per line)",
-                      "Fix data.embeddings, or unset it to use the built-in fallback embeddings.")
+        raise missing(
+            path,
+            "a word-vector text file (`word v1 ... v50` per line)",
+            "Fix data.embeddings, or unset it to use the built-in fallback embeddings.",
+        )
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    bom = next(((mark, name) for mark, name in BOMS if head.startswith(mark)), None)
+    if bom:
+        raise DataFormatError(
+            f"{path}: a {bom[1]} text file (it starts with the byte-order mark {bom[0]!r}); "
+            f"{EMBEDDINGS_FORMAT}. Re-save it as UTF-8."
+        )
     vectors: Dict[str, np.ndarray] = {}
     dim = None
+    garbled = 0
+    # errors="replace": a stray non-UTF-8 byte inside a word (common in web-crawled vector files) only
+    # makes that word unmatchable; bytes that are not text where numbers belong are refused below.
     with open(path, encoding="utf-8", errors="replace") as fh:
         for lineno, line in enumerate(fh, 1):
+            bad_bytes = "\ufffd" in line or "\x00" in line
+            garbled += bad_bytes
             parts = line.rstrip("\n").rstrip(" ").split(" ")
             if len(parts) <= 1 or (lineno == 1 and len(parts) == 2 and all(p.isdigit() for p in parts)):
                 continue
             try:
                 vec = np.asarray(parts[1:], dtype=np.float32)
             except ValueError:
-                raise DataFormatError(f"{path}, line {lineno}: expected `word v1 ... vD` with numbers after the "
-                                      f"word, got {line[:60]!r}. data.embeddings must be a text word-vector "
-                                      "file (GloVe / word2vec text format).") from None
+                if bad_bytes:
+                    raise DataFormatError(
+                        f"{path}, line {lineno}: not UTF-8 text (bytes that do not decode where "
+                        f"the numbers belong); {EMBEDDINGS_FORMAT}. A binary file (word2vec .bin) "
+                        "must be converted to text first."
+                    ) from None
+                raise DataFormatError(
+                    f"{path}, line {lineno}: expected `word v1 ... vD` with numbers after the "
+                    f"word, got {line[:60]!r}. data.embeddings must be a text word-vector "
+                    "file (GloVe / word2vec text format)."
+                ) from None
             if dim is None:
                 dim = len(vec)
             elif len(vec) != dim:
-                raise DataFormatError(f"{path}, line {lineno}: {len(vec)} values, but earlier lines have {dim}; "
-                                      "every line must have the same number of values.")
+                raise DataFormatError(
+                    f"{path}, line {lineno}: {len(vec)} values, but earlier lines have {dim}; "
+                    "every line must have the same number of values."
+                )
             vectors.setdefault(parts[0], vec)
     if not vectors:
-        raise DataFormatError(f"{path}: no `word v1 ... vD` lines found.")
+        raise DataFormatError(
+            f"{path}: no `word v1 ... vD` lines found"
+            + (f" ({garbled} line(s) are not UTF-8 text)" if garbled else "")
+            + f"; {EMBEDDINGS_FORMAT}."
+        )
     return vectors, int(dim)
 
 
@@ -148,18 +225,21 @@ _EMOTICON = re.compile(r"^[:;=8xX][-o^']?[()\[\]dDpP/\\|3*oO]+$|^<3+$|^[()\[\]dD
 def shape_features(token: str) -> np.ndarray:
     """The 10 orthographic indicators of the fallback embedding (see the module docstring)."""
     t = token
-    return np.asarray([
-        t.startswith("@") or t.startswith("<@"),
-        t.startswith("#") and len(t) > 1,
-        t.lower().startswith(("http", "www.", "<url")),
-        bool(re.fullmatch(r"[+-]?[\d.,:/]*\d[\d.,:/]*", t)),
-        bool(re.fullmatch(r"[^\w\s]+", t)),
-        any(ch.isdigit() for ch in t),
-        "'" in t or "\u2019" in t,
-        bool(_EMOTICON.match(t)),
-        any(ord(ch) > 127 for ch in t),
-        len(t) > 6,
-    ], dtype=np.float32)
+    return np.asarray(
+        [
+            t.startswith("@") or t.startswith("<@"),
+            t.startswith("#") and len(t) > 1,
+            t.lower().startswith(("http", "www.", "<url")),
+            bool(re.fullmatch(r"[+-]?[\d.,:/]*\d[\d.,:/]*", t)),
+            bool(re.fullmatch(r"[^\w\s]+", t)),
+            any(ch.isdigit() for ch in t),
+            "'" in t or "\u2019" in t,
+            bool(_EMOTICON.match(t)),
+            any(ord(ch) > 127 for ch in t),
+            len(t) > 6,
+        ],
+        dtype=np.float32,
+    )
 
 
 def fallback_embeddings(train_tweets: Sequence[Sequence[str]]) -> Dict[str, np.ndarray]:
@@ -191,7 +271,7 @@ def fallback_embeddings(train_tweets: Sequence[Sequence[str]]) -> Dict[str, np.n
     # U sqrt(S) = M V S^(-1/2).  Much cheaper than a full SVD of the (vocabulary x contexts) matrix.
     gram = (ppmi.T @ ppmi).toarray()
     k = min(FALLBACK_SVD_DIMS, gram.shape[0])
-    with threadpool_limits(1):      # a small matrix: one BLAS thread is fastest and never oversubscribes
+    with threadpool_limits(1):  # a small matrix: one BLAS thread is fastest and never oversubscribes
         evals, evecs = linalg.eigh(gram, subset_by_index=[gram.shape[0] - k, gram.shape[0] - 1])
     order = np.argsort(evals)[::-1]
     evals, evecs = np.clip(evals[order], 0.0, None), evecs[:, order]
@@ -219,6 +299,7 @@ def embed_fallback(tokens: Sequence[str], table: Dict[str, np.ndarray]) -> Tuple
 
 # ----------------------------------------------------------------------------------------------
 
+
 @DATASETS.register("twitter-pos")
 def build_twitter_pos(cfg, seed: int = 0) -> DataBundle:
     """Twitter POS tokens (23 tags); 50-d word vectors from data.embeddings or a training-split fallback."""
@@ -228,8 +309,9 @@ def build_twitter_pos(cfg, seed: int = 0) -> DataBundle:
     tag_counts = {s: Counter(tag for tw in t for _, tag in tw) for s, t in tweets.items()}
     tags = sorted(t for t in tag_counts["train"] if t in tag_counts["test"])
     if len(tags) < 2:
-        raise DataFormatError(f"{files['train']}: fewer than 2 tags occur in both the training and the test "
-                              "file. " + HOW)
+        raise DataFormatError(
+            f"{files['train']}: fewer than 2 tags occur in both the training and the test file. " + HOW
+        )
     dropped = sorted((set(tag_counts["train"]) | set(tag_counts["val"]) | set(tag_counts["test"])) - set(tags))
     tag_id = {t: i for i, t in enumerate(tags)}
 
@@ -260,12 +342,23 @@ def build_twitter_pos(cfg, seed: int = 0) -> DataBundle:
         train=split_of(x_train, y_train, train_idx),
         val=split_of(*arrays["val"]),
         test=split_of(*arrays["test"]),
-        num_classes=len(tags), class_names=tags, bounds=None, mean=None, std=None, augment=Augment(),
-        info={"source": str(root), "files": {k: str(v) for k, v in files.items()}, "embeddings": source,
-              "embedding_dim": int(x_train.shape[1]), "embedding_checksum": digest,
-              "coverage": {k: round(v, 4) for k, v in coverage.items()}, "dropped_tags": dropped,
-              "dropped_tokens": {s: int(sum(c[t] for t in dropped)) for s, c in tag_counts.items()},
-              "profile": cfg.profile,
-              "indices": indices_info(train=kept_positions["train"][train_idx]),
-              "indices_refer_to": "train: token positions in the training file, blank lines not counted"},
+        num_classes=len(tags),
+        class_names=tags,
+        bounds=None,
+        mean=None,
+        std=None,
+        augment=Augment(),
+        info={
+            "source": str(root),
+            "files": {k: str(v) for k, v in files.items()},
+            "embeddings": source,
+            "embedding_dim": int(x_train.shape[1]),
+            "embedding_checksum": digest,
+            "coverage": {k: round(v, 4) for k, v in coverage.items()},
+            "dropped_tags": dropped,
+            "dropped_tokens": {s: int(sum(c[t] for t in dropped)) for s, c in tag_counts.items()},
+            "profile": cfg.profile,
+            "indices": indices_info(train=kept_positions["train"][train_idx]),
+            "indices_refer_to": "train: token positions in the training file, blank lines not counted",
+        },
     )
