@@ -49,6 +49,7 @@ from major2minor.models import build_model
 from major2minor.numerics import ProcessSettings
 from major2minor.registry import REBALANCERS
 from major2minor.rundir import (
+    RunDirError,
     RunLock,
     check_resume_config,
     default_run_dir,
@@ -57,6 +58,7 @@ from major2minor.rundir import (
     write_csv,
 )
 from major2minor.tblog import NullTBLogger, TBLogger
+from major2minor.units import duration
 
 Log = Callable[[str], None]
 
@@ -121,15 +123,6 @@ def evaluate(
     return metrics
 
 
-def _duration(seconds: float) -> str:
-    seconds = max(float(seconds), 0.0)
-    if seconds < 120:
-        return f"{seconds:.1f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
 class EpochEstimate:
     """Times the first training steps of the first epoch this process runs and tells how long an epoch
     and the rest of the run will take.
@@ -168,8 +161,8 @@ class EpochEstimate:
         epoch = per_batch * self.n_batches
         return (
             f"time estimate: {per_batch:.3f}s per training step ({self.batch_size / max(per_batch, 1e-9):.0f} "
-            f"images/s, {b + 1 - self.warmup} steps timed) -> about {_duration(epoch)} per epoch of "
-            f"{self.n_batches} steps and {_duration(epoch * self.epochs_left)} for the "
+            f"images/s, {b + 1 - self.warmup} steps timed) -> about {duration(epoch)} per epoch of "
+            f"{self.n_batches} steps and {duration(epoch * self.epochs_left)} for the "
             f"{self.epochs_left} epoch(s) left, plus evaluation"
         )
 
@@ -208,6 +201,25 @@ def check_splits(bundle: DataBundle) -> None:
                 f"of every class: set data.{key}=N (N >= 1) or leave it null for the data set's default, or give "
                 f"the data set a {split} file."
             )
+
+
+def check_same_data(run_dir: Path, manifest: Dict[str, Any]) -> None:
+    """A run resumes only on the data it started with: its manifest's checksum (labels of every split and
+    the first inputs) and class names must match the ones ``manifest.json`` recorded at the start."""
+    path = run_dir / "manifest.json"
+    if not path.exists():
+        return
+    before = json.loads(path.read_text())
+    changes = []
+    if before.get("checksum") != manifest["checksum"]:
+        changes.append(f"data checksum {str(before.get('checksum'))[:12]}... there, {manifest['checksum'][:12]}... now")
+    if before.get("class_names") != manifest["class_names"]:
+        changes.append(f"class names {before.get('class_names')!r:.80} there, {manifest['class_names']!r:.80} now")
+    if changes:
+        raise RunDirError(
+            f"cannot resume {run_dir}: its data changed since the run started ({'; '.join(changes)}). Resume it "
+            "on the data it started with (see its manifest.json), or start a new run with run.dir=PATH."
+        )
 
 
 def _kept(run_dir: Path, epoch: int) -> str:
@@ -281,7 +293,8 @@ class Trainer:
         if self.dist.is_main:
             held.enter_context(RunLock(self.run_dir))
             status = prepare_run_dir(self.run_dir, resume)
-        return dist_utils.broadcast_object(status, self.dist)
+        self.status = dist_utils.broadcast_object(status, self.dist)
+        return self.status
 
     def reuse_finished(self) -> Dict[str, Any]:
         """A finished run is reused only if it was run with these very settings."""
@@ -308,6 +321,9 @@ class Trainer:
         self.tb = TBLogger.from_config(cfg, self.run_dir) if self.dist.is_main else NullTBLogger()
         self.bundle = build_dataset(cfg.data, seed if cfg.data.seed is None else cfg.data.seed)
         check_splits(self.bundle)
+        manifest = self.bundle.manifest()
+        if self.status == "resume":
+            check_same_data(self.run_dir, manifest)
         self.counts = self.bundle.train_counts
         method_cls = REBALANCERS.get(cfg.rebalance.name)
         self.method: Rebalancer = method_cls(cfg, self.counts)
@@ -337,7 +353,7 @@ class Trainer:
         self.source = batch_source(self.train_split, self.bundle.augment, self.aug_gen, seed, self.dist, device)
         if self.dist.is_main:
             atomic_write_text(self.run_dir / "config.yaml", cfg.to_yaml())
-            atomic_write_json(self.run_dir / "manifest.json", self.bundle.manifest())
+            atomic_write_json(self.run_dir / "manifest.json", manifest)
             atomic_write_json(self.run_dir / "environment.json", {**environment(), "world_size": self.dist.world_size})
 
     def frozen_generator_paths(self, method_cls: type) -> List[str]:

@@ -227,3 +227,43 @@ def test_yaml_syntax_errors_name_the_file_and_the_line(tmp_path, capsys):
     assert f"run configuration {run / 'config.yaml'} is not valid YAML at line" in capsys.readouterr().err
     assert main(["report", str(run), "--no-figures"]) == 2
     assert f"run configuration {run / 'config.yaml'} is not valid YAML at line" in capsys.readouterr().err
+
+
+def test_resume_refuses_data_that_changed_since_the_run_started(tmp_path, monkeypatch, capsys):
+    """A CSV whose labels were swapped after a kill: the resume is refused, the run's files untouched."""
+    from helpers import crash_at_epoch
+
+    table = tmp_path / "table.csv"
+    rows = [(i / 10, (i * 7 % 13) / 13, "cat" if i < 60 else "dog" if i < 80 else "eel") for i in range(90)]
+    table.write_text("a,b,label\n" + "".join(f"{a},{b},{lab}\n" for a, b, lab in rows))
+    run = tmp_path / "run"
+    args = ["train", "csv", f"data.root={table}", *FAST, "train.epochs=3", "train.batch_size=16", f"run.dir={run}"]
+    crash_at_epoch(monkeypatch, 2)
+    assert main(args) == 130  # killed in its second epoch
+    monkeypatch.undo()
+    manifest = (run / "manifest.json").read_text()
+    swapped = {"cat": "dog", "dog": "cat", "eel": "eel"}
+    table.write_text("a,b,label\n" + "".join(f"{a},{b},{swapped[lab]}\n" for a, b, lab in rows))
+    assert main([*args, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot resume {run}: its data changed since the run started (data checksum " in err
+    assert (run / "manifest.json").read_text() == manifest  # the record of the original data is kept
+
+
+def test_the_translation_cost_is_estimated_before_training_and_warned_when_huge(tmp_path):
+    import warnings
+
+    from major2minor.config import load_config
+    from major2minor.pipeline import train
+
+    cfg = load_config(
+        "digits-lt", ["method=m2m-self", *FAST, "train.epochs=3", "m2m.steps=1000", f"run.dir={tmp_path / 'r'}"]
+    )
+    messages = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # stop the run at the warning
+        with pytest.raises(RuntimeWarning, match=r"translation will cost \d+x a plain training step .*m2m\.steps=1000"):
+            train(cfg, log=messages.append)
+    estimate = [m for m in messages if m.startswith("M2m: translating from epoch 2 (T0=1)")]
+    assert estimate and "m2m.steps=1000" in estimate[0]
+    assert not any(m.startswith("epoch 1/") for m in messages)  # before the first epoch was trained

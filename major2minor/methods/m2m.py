@@ -65,6 +65,7 @@ from major2minor.data.core import to_float
 from major2minor.methods.base import EpochContext, Rebalancer, RunContext, inverse_frequency
 from major2minor.models.fold import FoldedMirror, conv_bn_pairs, fold_batchnorm
 from major2minor.registry import REBALANCERS
+from major2minor.units import duration
 
 
 @dataclass
@@ -481,6 +482,30 @@ class M2mTranslator:
 # ------------------------------------------------------------------------------------------------
 # the engine's re-balancing strategy
 
+#: A translation costing more than this many plain training steps gets a warning before training
+#: (the paper's T = 10 costs about 5-25x on a CPU or GPU; see benchmarks/README.md).
+SLOW_TRANSLATION_RATIO = 100
+
+
+def _timed(fn, device: torch.device) -> float:
+    t = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t
+
+
+def _plain_step_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Forward and backward of a copy of f on a batch (the copy, so f's weights, gradients and BatchNorm
+    statistics are untouched); the second of two runs, the first one pays the start-up."""
+    net = copy.deepcopy(getattr(model, "_orig_mod", model)).train()
+
+    def step():
+        F.cross_entropy(net(x).float(), y).backward()
+
+    step()
+    return _timed(step, x.device)
+
 
 @REBALANCERS.register("m2m")
 class M2mRebalancer(Rebalancer):
@@ -542,31 +567,39 @@ class M2mRebalancer(Rebalancer):
         return inverse_frequency(self.counts) if self.active(epoch) else None
 
     def on_epoch_start(self, epoch: int, ctx: EpochContext) -> None:
-        """Before the first translating epoch: time one translated batch and print an estimate."""
-        if not self.active(epoch) or self.estimated:
+        """At the first epoch this process runs, while translating epochs lie ahead: time one translated
+        batch against a plain training step and say what the translation will cost, before any of it is
+        spent (a warning when it is far beyond the paper's recipe, e.g. a very large ``m2m.steps``)."""
+        first = max(epoch, self.t0)
+        left = self.cfg.train.epochs - first
+        if self.estimated or left <= 0:
             return
         self.estimated = True
-        train = ctx.train
-        probe = torch.Generator().manual_seed(0)  # a throwaway stream: the run's RNGs are untouched
-        idx = torch.multinomial(
-            torch.as_tensor(inverse_frequency(self.counts))[train.y.cpu()],
-            min(self.cfg.train.batch_size, len(train)),
-            replacement=True,
-            generator=probe,
-        )
-        x = to_float(train.x[idx.to(train.x.device)])
-        y = train.y[idx.to(train.y.device)]
-        probe_dev = torch.Generator(device=x.device).manual_seed(0)
-        t = time.perf_counter()
-        self.translator(ctx.model, x, y, generator=probe_dev)
-        if x.device.type == "cuda":
-            torch.cuda.synchronize()
-        per_batch = time.perf_counter() - t
+        x, y = self._probe_batch(ctx.train)
+        probe = torch.Generator(device=x.device).manual_seed(0)  # a throwaway stream: the run's are untouched
+        translate = _timed(lambda: self.translator(ctx.model, x, y, generator=probe), x.device)
+        step = _plain_step_seconds(ctx.model, x, y)
+        per_epoch, ratio = translate * ctx.n_batches, translate / max(step, 1e-9)
         self.log(
-            f"M2m: translating from epoch {epoch + 1} (T0={self.t0}); one batch's translation takes "
-            f"{per_batch:.2f}s, so expect about {per_batch * ctx.n_batches:.0f}s of translation per epoch "
-            f"({ctx.n_batches} batches) on top of the plain training step."
+            f"M2m: translating from epoch {first + 1} (T0={self.t0}): one batch's translation takes {translate:.2f}s "
+            f"({ratio:.0f}x a plain training step; m2m.steps={self.cfg.m2m.steps}), about {duration(per_epoch)} per "
+            f"epoch of {ctx.n_batches} batches and {duration(per_epoch * left)} for the {left} translating "
+            "epoch(s), on top of the plain training."
         )
+        if ratio > SLOW_TRANSLATION_RATIO:
+            msg = (
+                f"WARNING: M2m's translation will cost {ratio:.0f}x a plain training step (about "
+                f"{duration(per_epoch * left)} in all), far beyond the paper's recipe (m2m.steps=10: about 5-25x). "
+                f"Lower m2m.steps={self.cfg.m2m.steps} (and raise m2m.step_size to keep the distance travelled)."
+            )
+            warnings.warn(msg, RuntimeWarning, stacklevel=2)
+
+    def _probe_batch(self, train):
+        """An over-sampled batch drawn from a throwaway stream (the run's random streams are untouched)."""
+        probe = torch.Generator().manual_seed(0)
+        weights = torch.as_tensor(inverse_frequency(self.counts))[train.y.cpu()]
+        idx = torch.multinomial(weights, min(self.cfg.train.batch_size, len(train)), replacement=True, generator=probe)
+        return to_float(train.x[idx.to(train.x.device)]), train.y[idx.to(train.y.device)]
 
     def transform_batch(self, model, x, y, epoch):
         if not self.active(epoch):
