@@ -58,7 +58,7 @@ from major2minor.rundir import (
     write_csv,
 )
 from major2minor.tblog import NullTBLogger, TBLogger
-from major2minor.units import duration
+from major2minor.units import duration, percent
 
 Log = Callable[[str], None]
 
@@ -318,8 +318,10 @@ class Trainer:
     def setup(self) -> None:
         """Data, f, the method and its frozen g, the training split, loss, optimiser, random streams."""
         cfg, device, seed = self.cfg, self.device, self.cfg.train.seed
-        self.tb = TBLogger.from_config(cfg, self.run_dir) if self.dist.is_main else NullTBLogger()
         self.bundle = build_dataset(cfg.data, seed if cfg.data.seed is None else cfg.data.seed)
+        self.tb = (
+            TBLogger.from_config(cfg, self.run_dir, self.bundle.class_names) if self.dist.is_main else NullTBLogger()
+        )
         check_splits(self.bundle)
         manifest = self.bundle.manifest()
         if self.status == "resume":
@@ -524,13 +526,16 @@ class Trainer:
         self.state.train_seconds += row["epoch_seconds"]
         self.state.epoch = epoch + 1
         self.save(epoch, row, improved)
-        extra = "".join(f" {k}={v:.3g}" for k, v in self.method.progress_fields(row).items())
-        self.bar.set_postfix_str(f"val bACC {val['bacc']:.3f}")
+        fields = self.method.progress_fields(row)
+        extra = (" | " + ", ".join(f"{k} {v}" for k, v in fields.items())) if fields else ""
+        self.bar.set_postfix_str(f"val bACC {percent(val['bacc'])}")
         self.say(
             f"epoch {epoch + 1}/{self.cfg.train.epochs} lr {totals.lr:.4g} loss {row['train_loss']:.4f} "
-            f"val bACC {val['bacc']:.4f} GM {val['gm']:.4f}{' *' if improved else ''}{extra} "
+            f"val bACC {percent(val['bacc'])} GM {percent(val['gm'])}{' *' if improved else ''}{extra} "
             f"({row['epoch_seconds']:.1f}s)"
         )
+        for warning in self.method.epoch_warnings(row):
+            self.say(f"WARNING: {warning}")
 
     def evaluate(self, split: Split) -> Dict[str, Any]:
         return evaluate(
@@ -548,7 +553,7 @@ class Trainer:
         """The epoch's log.csv row: training and validation figures, then the method's statistics."""
         n_seen, st = int(totals.seen.sum()), self.state
         row: Dict[str, Any] = {
-            "epoch": epoch,
+            "epoch": epoch + 1,  # epochs are numbered from 1 in every file and on screen
             "lr": totals.lr,
             "train_loss": float(totals.loss_sum) / max(n_seen, 1),
             "train_acc": float(totals.correct) / max(n_seen, 1),
@@ -556,7 +561,7 @@ class Trainer:
             "val_acc": val["acc"],
             "val_bacc": val["bacc"],
             "val_gm": val["gm"],
-            "best_epoch": st.best_epoch,
+            "best_epoch": st.best_epoch + 1,
             "test_bacc_at_best": st.test_at_best.get("bacc"),
             "test_gm_at_best": st.test_at_best.get("gm"),
             "seen_per_class": totals.seen.tolist(),
@@ -573,7 +578,7 @@ class Trainer:
         if not self.dist.is_main:
             return
         write_csv(self.run_dir / "log.csv", self.state.history)
-        self.tb.log_row(epoch, row)
+        self.tb.log_row(row["epoch"], row)
         ckpt = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -614,7 +619,7 @@ class Trainer:
             "seed": cfg.train.seed,
             "dataset": self.bundle.name,
             "train_counts": self.counts,
-            "best_epoch": st.best_epoch,
+            "best_epoch": st.best_epoch + 1,
             "val_at_best": st.val_at_best,
             "test_at_best": st.test_at_best,
             "test_at_last": test_last,
@@ -634,9 +639,11 @@ class Trainer:
             self.tb.close()
             write_run_figures(self.run_dir, log=self.log)
         dist_utils.barrier(self.dist)  # no rank reads this run's files (e.g. as M2m's g) before they exist
+        for warning in summary.get("warnings", []):
+            self.log(f"WARNING: {warning}")
         self.log(
-            f"done: test bACC {st.test_at_best['bacc']:.4f} GM {st.test_at_best['gm']:.4f} "
-            f"at best-val epoch {st.best_epoch + 1}; last epoch bACC {test_last['bacc']:.4f}; {self.run_dir}"
+            f"done: test bACC {percent(st.test_at_best['bacc'])} GM {percent(st.test_at_best['gm'])} "
+            f"at best-val epoch {st.best_epoch + 1}; last epoch bACC {percent(test_last['bacc'])}; {self.run_dir}"
         )
         return summary
 

@@ -225,7 +225,7 @@ def _series(logs: Sequence[LogRows], key: str):
     if not per_log or not all(per_log):
         return [], []
     epochs = sorted(set.intersection(*(set(d) for d in per_log)))
-    return [e + 1 for e in epochs], [float(np.mean([d[e] for d in per_log])) for e in epochs]
+    return epochs, [float(np.mean([d[e] for d in per_log])) for e in epochs]  # numbered from 1, as in log.csv
 
 
 def plot_training_curves(

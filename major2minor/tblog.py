@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import numbers
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from major2minor.figures import MissingDependencyError
 
@@ -62,6 +62,8 @@ class TBLogger:
         per_class_limit: per-class lists are logged only for at most this many classes.
         writer_factory: a ``SummaryWriter``-like class (``add_scalar``, ``flush``, ``close``); default
             torch's ``SummaryWriter``. For tests and other backends.
+        class_names: the data set's class names, used in the tags of per-class values
+            (``seen_per_class/003_cat``); default: the class index alone.
     """
 
     enabled = True
@@ -72,6 +74,7 @@ class TBLogger:
         subdir: str = "tb",
         per_class_limit: int = 20,
         writer_factory: Optional[Callable[..., Any]] = None,
+        class_names: Optional[Sequence[str]] = None,
     ):
         if per_class_limit < 0:
             raise ValueError(f"per_class_limit={per_class_limit} must be >= 0 (0 = never log per-class lists).")
@@ -79,17 +82,19 @@ class TBLogger:
         self.log_dir = Path(run_dir) / subdir
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.per_class_limit = per_class_limit
+        self.class_names = list(class_names) if class_names is not None else None
         self.writer = factory(log_dir=str(self.log_dir))
 
     @classmethod
-    def from_config(cls, cfg: Any, run_dir: Union[str, Path]) -> TBLogger:
+    def from_config(cls, cfg: Any, run_dir: Union[str, Path], class_names: Optional[Sequence[str]] = None) -> TBLogger:
         """A real logger when ``cfg.run.tensorboard`` is true, else a :class:`NullTBLogger`."""
         if getattr(getattr(cfg, "run", None), "tensorboard", False):
-            return cls(run_dir)
+            return cls(run_dir, class_names=class_names)
         return NullTBLogger()
 
     def log_row(self, epoch: int, row: Mapping[str, Any]) -> int:
-        """Log every number of ``row`` at step ``epoch`` (0-based, as in log.csv); returns how many scalars."""
+        """Log every number of ``row`` at step ``epoch`` (numbered from 1, as in log.csv and on screen);
+        returns how many scalars."""
         n = 0
         for key, value in row.items():
             if key == "epoch" or value is None or isinstance(value, (str, bytes, bool)):
@@ -107,10 +112,17 @@ class TBLogger:
                 width = max(3, len(str(len(value) - 1)))
                 for c, v in enumerate(value):
                     if not (isinstance(v, float) and math.isnan(v)):
-                        self.writer.add_scalar(f"{base}/class_{c:0{width}d}", float(v), int(epoch))
+                        self.writer.add_scalar(f"{base}/{self._class_tag(c, width, len(value))}", float(v), int(epoch))
                         n += 1
         self.writer.flush()
         return n
+
+    def _class_tag(self, c: int, width: int, n: int) -> str:
+        """``class_007``, or ``007_cat`` when the class names are known (TensorBoard sorts tags as text)."""
+        if self.class_names is None or len(self.class_names) != n:
+            return f"class_{c:0{width}d}"
+        name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(self.class_names[c]))
+        return f"{c:0{width}d}_{name}"
 
     def close(self) -> None:
         self.writer.close()

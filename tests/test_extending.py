@@ -61,7 +61,7 @@ class ToyUpweighting(Rebalancer):
 
     @classmethod
     def progress_fields(cls, row):
-        return {"batches": row["toy_batches"]}
+        return {"batches": str(row["toy_batches"])}
 
     def run_summary(self, history: List[Dict[str, Any]]) -> Dict[str, Any]:
         return {"toy": {"batches": sum(r["toy_batches"] for r in history)}}
@@ -120,7 +120,7 @@ def test_a_toy_method_and_data_set_train_through_the_cli(toy_parts, tmp_path, ca
     run = tmp_path / "toy"
     assert main(["train", *TOY_RUN, "toy.strength=0.5", f"run.dir={run}"]) == 0
     out = capsys.readouterr().out
-    assert "batches=" in out  # the method's progress field on the epoch line
+    assert "| batches 6" in out  # the method's progress field on the epoch line
 
     summary = json.loads((run / "summary.json").read_text())
     assert (summary["method"], summary["rebalance"], summary["dataset"]) == ("toy-rw", "toy-rw", "toy-blobs")

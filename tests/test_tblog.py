@@ -81,3 +81,11 @@ def test_real_tensorboard_writes_events(tmp_path):
     tb.log_row(0, ROW)
     tb.close()
     assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "tb").iterdir())
+
+
+def test_per_class_tags_use_the_data_sets_class_names(tmp_path):
+    tb = TBLogger(tmp_path, writer_factory=FakeWriter, class_names=["cat", "dog", "sea lion"])
+    tb.log_row(3, ROW)
+    tags = {t for t, _, _ in tb.writer.scalars}
+    assert {"misc/seen_per_class/000_cat", "misc/seen_per_class/001_dog", "misc/seen_per_class/002_sea_lion"} <= tags
+    assert not any("class_00" in t for t in tags)

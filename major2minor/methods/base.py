@@ -12,7 +12,8 @@ never asks a method what it is.  In the order the engine calls them:
   None = a plain shuffle), ``class_weights(epoch)`` (per-class loss weights, None = unweighted);
 * per batch: ``transform_batch(f, x, y, epoch)`` (M2m translates here);
 * after the epoch: ``epoch_stats()`` (a row of statistics for log.csv), ``merge_epoch_stats`` (the
-  rows of all torchrun processes into one), ``progress_fields(row)`` (the few shown on screen);
+  rows of all torchrun processes into one), ``progress_fields(row)`` (the few shown on screen),
+  ``epoch_warnings(row)`` (e.g. M2m accepting almost nothing);
 * at the end: ``run_summary(history)`` (entries added to summary.json);
 * ``state_dict()`` / ``load_state_dict()``: what a resumed run needs to continue exactly.
 
@@ -154,12 +155,18 @@ class Rebalancer:
         return rows[0] if rows else {}
 
     @classmethod
-    def progress_fields(cls, row: Dict[str, Any]) -> Dict[str, float]:
-        """The few statistics of an epoch row printed on the epoch's line (name -> number)."""
+    def progress_fields(cls, row: Dict[str, Any]) -> Dict[str, str]:
+        """The few statistics of an epoch row printed on the epoch's line (name -> formatted value)."""
         return {}
 
+    @classmethod
+    def epoch_warnings(cls, row: Dict[str, Any]) -> List[str]:
+        """Warnings about the epoch just trained (printed after its line), e.g. a method doing nothing."""
+        return []
+
     def run_summary(self, history: List[Dict[str, Any]]) -> Dict[str, Any]:
-        """Entries added to summary.json at the end of the run (from the per-epoch rows)."""
+        """Entries added to summary.json at the end of the run (from the per-epoch rows); a ``warnings``
+        list there is printed at the end of the run."""
         return {}
 
     # -- resume ---------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ from major2minor.data.core import to_float
 from major2minor.methods.base import EpochContext, Rebalancer, RunContext, inverse_frequency
 from major2minor.models.fold import FoldedMirror, conv_bn_pairs, fold_batchnorm
 from major2minor.registry import REBALANCERS
-from major2minor.units import duration
+from major2minor.units import duration, percent
 
 
 @dataclass
@@ -482,6 +482,15 @@ class M2mTranslator:
 # ------------------------------------------------------------------------------------------------
 # the engine's re-balancing strategy
 
+#: Below this acceptance rate M2m changes almost no batch entry: the run is effectively DRS.
+LOW_ACCEPTANCE = 0.02
+LOW_ACCEPTANCE_ADVICE = (
+    "the run is effectively DRS (over-sampling alone). To accept more: lower m2m.beta (seed weights "
+    "1 - beta^(N_seed - N_target) are tiny when classes differ by few samples: try 0.99 or 0.9), raise "
+    "m2m.step_size (eta: how far the T steps move an input), or lower m2m.gamma (the confidence g needs); "
+    "`m2m tune RECIPE` searches them on the validation split."
+)
+
 #: A translation costing more than this many plain training steps gets a warning before training
 #: (the paper's T = 10 costs about 5-25x on a CPU or GPU; see benchmarks/README.md).
 SLOW_TRANSLATION_RATIO = 100
@@ -522,6 +531,7 @@ class M2mRebalancer(Rebalancer):
         self.epoch_acc = M2mEpochStats(self.num_classes)
         self.rng: Optional[torch.Generator] = None
         self.estimated = False
+        self.warned = False
 
     @classmethod
     def check_config(cls, cfg) -> None:
@@ -623,24 +633,46 @@ class M2mRebalancer(Rebalancer):
         return merge_stat_rows(rows)
 
     @classmethod
-    def progress_fields(cls, row: Dict[str, Any]) -> Dict[str, float]:
-        if "m2m_acceptance" not in row:
+    def progress_fields(cls, row: Dict[str, Any]) -> Dict[str, str]:
+        if row.get("m2m_acceptance") is None:
             return {}
-        brief = {"accept": row["m2m_acceptance"], "g_p": row["m2m_g_target_prob"], "tr_s": row["m2m_seconds"]}
-        return {k: v for k, v in brief.items() if v is not None}
+        fields = {"accepted": f"{percent(row['m2m_acceptance'])} of {row['m2m_slots']} slots"}
+        if row.get("m2m_g_target_prob") is not None:
+            fields["g's target prob"] = percent(row["m2m_g_target_prob"])
+        fields["translating"] = f"{row['m2m_seconds']:.1f}s"
+        return fields
+
+    def epoch_warnings(self, row: Dict[str, Any]) -> List[str]:
+        """M2m that accepts almost nothing is DRS: say so after every such epoch (in full the first time)."""
+        acceptance = row.get("m2m_acceptance")
+        if acceptance is None or acceptance >= LOW_ACCEPTANCE:
+            return []
+        slots = row["m2m_slots"]
+        short = f"M2m accepted {percent(acceptance)} of {slots} slots this epoch (under {percent(LOW_ACCEPTANCE)})"
+        if self.warned:
+            return [f"{short}: effectively DRS (see the first warning)."]
+        self.warned = True
+        return [f"{short}: {LOW_ACCEPTANCE_ADVICE}"]
 
     def run_summary(self, history: List[Dict[str, Any]]) -> Dict[str, Any]:
         rows = [r for r in history if "m2m_slots" in r]
         slots = sum(r["m2m_slots"] for r in rows)
         accepted = sum(r["m2m_accepted"] for r in rows)
-        return {
+        acceptance = accepted / slots if slots else None
+        summary: Dict[str, Any] = {
             "m2m": {
                 "slots": slots,
                 "accepted": accepted,
-                "acceptance": accepted / slots if slots else None,
+                "acceptance": acceptance,
                 "translation_seconds": sum(r["m2m_seconds"] for r in rows),
             }
         }
+        if acceptance is not None and acceptance < LOW_ACCEPTANCE:
+            summary["warnings"] = [
+                f"M2m accepted {percent(acceptance)} of {slots} slots over the run (under {percent(LOW_ACCEPTANCE)}): "
+                + LOW_ACCEPTANCE_ADVICE
+            ]
+        return summary
 
     def state_dict(self) -> Dict[str, Any]:
         return {"rng": self.rng.get_state() if self.rng is not None else None, "estimated": self.estimated}
