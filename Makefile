@@ -10,7 +10,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(PY) pyproject.toml constraints.txt
-	$(PY) -m pip install -q -c constraints.txt -e ".[test,plots,images]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -16,6 +16,7 @@ import sys
 from typing import List, Optional
 
 from major2minor import distributed, pipeline
+from major2minor._version import __version__
 from major2minor.argparsing import IntermixedParser
 from major2minor.bench import add_parser as add_bench_parser
 from major2minor.config import ConfigError, all_keys, list_recipes, load_config
@@ -23,6 +24,7 @@ from major2minor.data.commands import add_data_parser
 from major2minor.demo import run_demo
 from major2minor.experiments import add_parsers as add_experiment_parsers
 from major2minor.registry import REGISTRIES
+from major2minor.tune import add_parser as add_tune_parser
 
 
 def _split_recipe(items: List[str]) -> tuple:
@@ -67,6 +69,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="m2m", description="M2m and baselines for imbalanced classification.")
+    p.add_argument("--version", action="version", version=f"major2minor {__version__}")
     # sub-commands take key=value items and options in any order (--resume anywhere on the line)
     sub = p.add_subparsers(dest="command", required=True, parser_class=IntermixedParser)
 
@@ -87,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_parser(sub)  # m2m data prepare|info
     add_experiment_parsers(sub)  # m2m reproduce, m2m report
     add_bench_parser(sub)  # m2m bench
+    add_tune_parser(sub)  # m2m tune
     return p
 
 

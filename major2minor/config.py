@@ -28,6 +28,7 @@ import json
 import math
 import re
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Union
@@ -262,12 +263,13 @@ class RebalanceConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 200
+    schedule_scale: float = 1.0  # scales epochs, T0, lr milestones and warm-up together (0.2: 200 -> 40 epochs)
     batch_size: int = 128
     eval_batch_size: int = 1024
     deferred_epoch: int = 160  # T0: re-balancing (DRS/DRW/M2m) switches on at this epoch
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: int = 0  # torch intra-op threads; 0 = leave torch's default
+    threads: int = 0  # torch intra-op threads; 0 = automatic (1 for small models, else torch's default)
     deterministic: bool = True  # GPU: cuDNN's deterministic algorithms, autotuner off (false leaves torch's defaults)
     channels_last: bool = True  # NHWC memory layout for image models (faster convolutions on CPU and GPU)
     amp: str = "none"  # none | bf16 (autocast)
@@ -288,6 +290,7 @@ class TrainConfig:
     )
     checks: ClassVar[Dict[str, Check]] = {
         "epochs": Interval(1, None),
+        "schedule_scale": Interval(0, None, closed="neither", hint="0.2 turns the 200-epoch recipes into 40 epochs"),
         "batch_size": Interval(1, None, hint="the paper uses 128"),
         "eval_batch_size": Interval(1, None),
         "deferred_epoch": Interval(0, None, hint="the epoch re-balancing switches on (T0); the paper uses 160 of 200"),
@@ -638,8 +641,40 @@ def load_config(recipe: Optional[str] = None, overrides: Sequence[str] = ()) -> 
         if k not in ("method", "recipe"):
             set_key(cfg, k, v)
     cfg.method = method_label(cfg)
+    scale_schedule(cfg)
     validate(cfg)
+    warn_about_schedule(cfg)
     return cfg
+
+
+def scale_schedule(cfg: Config) -> None:
+    """Apply ``train.schedule_scale`` s: epochs, T0, every lr milestone and the warm-up are multiplied by s
+    and rounded (at least one epoch; T0 stays inside the run; a warm-up stays at least one epoch), so one
+    override shortens a recipe without breaking it: ``cifar10-lt train.schedule_scale=0.2`` runs 40 epochs,
+    T0 = 32, lr x0.01 at 32 and 36.  The resolved configuration (config.yaml) records the schedule that runs,
+    with the scale applied (1.0)."""
+    s, t, o = cfg.train.schedule_scale, cfg.train, cfg.optim
+    if s == 1.0:
+        return
+    t.epochs = max(1, round(t.epochs * s))
+    t.deferred_epoch = min(round(t.deferred_epoch * s), t.epochs - 1)
+    o.milestones = sorted(round(m * s) for m in o.milestones)  # two milestones may meet: both decays apply
+    o.warmup_epochs = max(1, round(o.warmup_epochs * s)) if o.warmup_epochs else 0
+    t.schedule_scale = 1.0
+
+
+def warn_about_schedule(cfg: Config) -> None:
+    """Milestones past the end are silently without effect (a shortened run keeps the large lr): say so."""
+    t, o = cfg.train, cfg.optim
+    late = [m for m in o.milestones if m >= t.epochs]
+    if late:
+        warnings.warn(
+            f"optim.milestones={o.milestones}: {late} lie at or past train.epochs={t.epochs}, so the lr never "
+            "decays there. Shorten the recipe's whole schedule instead with train.schedule_scale=FRACTION (epochs, "
+            "T0, milestones and warm-up scaled alike; 0.2 turns 200 epochs into 40), or set optim.milestones.",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def method_label(cfg: Config) -> str:

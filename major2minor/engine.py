@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import shutil
 import sys
 import time
 from contextlib import ExitStack
@@ -47,7 +48,7 @@ from major2minor.methods.generator import load_generators
 from major2minor.metrics import classification_metrics
 from major2minor.models import build_model
 from major2minor.numerics import ProcessSettings
-from major2minor.registry import REBALANCERS
+from major2minor.registry import MODELS, REBALANCERS
 from major2minor.rundir import (
     RunDirError,
     RunLock,
@@ -191,6 +192,15 @@ class EpochTotals:
     correct: torch.Tensor
 
 
+def resolved_threads(cfg: Config) -> int:
+    """``train.threads``, or for 0 (automatic): one thread for a light model (``mlp``, ``cnn``: an op's work is
+    too small to split, and threads that wait for each other on a shared machine made a small run 8x slower),
+    else 0, torch's default (one per core).  Measured in benchmarks/README.md."""
+    if cfg.train.threads > 0:
+        return cfg.train.threads
+    return 1 if MODELS.entry(cfg.model.name).meta.get("light") else 0
+
+
 def check_splits(bundle: DataBundle) -> None:
     """Model selection needs a validation split and the result a test split: refuse empty ones now,
     before any training (an empty split would only fail at the first evaluation)."""
@@ -228,11 +238,23 @@ def _kept(run_dir: Path, epoch: int) -> str:
     return f"the last good checkpoint {run_dir / 'last.pt'} (end of epoch {epoch}) is kept."
 
 
-def _progress(mode: str, total: int, initial: int):
+def _progress(mode: str, total: int, initial: int, desc: str = ""):
+    """The run's progress bar (with ETA) on a terminal; a terminal that reports zero columns (some IDE and
+    CI consoles) gets a fixed 100-column bar instead of an invisible one."""
     from tqdm.auto import tqdm
 
     disable = mode == "none" or (mode == "auto" and not sys.stderr.isatty())
-    return tqdm(total=total, initial=initial, disable=disable, unit="batch", dynamic_ncols=True, leave=False)
+    width_known = shutil.get_terminal_size((0, 0)).columns > 0
+    return tqdm(
+        total=total,
+        initial=initial,
+        disable=disable,
+        unit="batch",
+        desc=desc or None,
+        dynamic_ncols=width_known,
+        ncols=None if width_known else 100,
+        leave=False,
+    )
 
 
 class Trainer:
@@ -247,9 +269,15 @@ class Trainer:
     """
 
     def __init__(
-        self, cfg: Config, run_dir: Optional[Path] = None, log: Optional[Log] = print, generators: Sequence[str] = ()
+        self,
+        cfg: Config,
+        run_dir: Optional[Path] = None,
+        log: Optional[Log] = print,
+        generators: Sequence[str] = (),
+        progress_label: str = "",
     ):
         self.cfg = cfg
+        self.progress_label = progress_label  # the progress bar's name (the pipeline's g: "g (ERM)")
         self.run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
         self.log = log or (lambda s: None)
         self.generator_paths = list(generators)
@@ -257,7 +285,7 @@ class Trainer:
     def fit(self, resume: bool = False) -> Dict[str, Any]:
         """Open, set up, restore, train epoch by epoch, finish; process-wide settings restored after."""
         self.t_start = time.time()
-        with ProcessSettings(self.cfg.train) as settings, ExitStack() as held:
+        with ProcessSettings(self.cfg.train, threads=resolved_threads(self.cfg)) as settings, ExitStack() as held:
             self.dist, self.device = dist_utils.setup(self.cfg.train.device)
             settings.for_device(self.device, self.dist.enabled)
             if not self.dist.is_main:  # one voice: rank 0 logs, writes files and draws figures
@@ -416,6 +444,7 @@ class Trainer:
             cfg.train.progress if dist.is_main else "none",
             cfg.train.epochs * self.n_batches,
             self.state.epoch * self.n_batches,
+            desc=self.progress_label,
         )
         counts, b = self.counts, self.bundle
         self.log(
@@ -636,6 +665,7 @@ class Trainer:
         if self.dist.is_main:
             summary["world_size"] = self.dist.world_size
             atomic_write_json(self.run_dir / "summary.json", summary)
+            (self.run_dir / "last.prev.pt").unlink(missing_ok=True)  # a finished run resumes from nothing
             self.tb.close()
             write_run_figures(self.run_dir, log=self.log)
         dist_utils.barrier(self.dist)  # no rank reads this run's files (e.g. as M2m's g) before they exist
@@ -654,10 +684,11 @@ def fit(
     log: Optional[Log] = print,
     run_dir: Optional[Path] = None,
     generators: Sequence[str] = (),
+    progress_label: str = "",
 ) -> Dict[str, Any]:
     """Train one run as configured; returns (and writes) its summary.  See :class:`Trainer`.
 
     The engine does not train M2m's frozen g: give it ``generators`` (or ``m2m.generator``), or use
     :func:`major2minor.pipeline.train`, which trains and caches an ERM g first.
     """
-    return Trainer(cfg, run_dir, log, generators).fit(resume)
+    return Trainer(cfg, run_dir, log, generators, progress_label).fit(resume)

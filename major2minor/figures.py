@@ -7,10 +7,26 @@ module never touches pyplot's global state or the user's chosen backend (safe in
 worker processes), and each PNG is written atomically.
 
 * :func:`plot_class_counts` - training samples per class, sorted, log-scale y (supplement, Figure 1)
-* :func:`plot_per_class_recall` - recall per class from head to tail, one line per method
+* :func:`plot_per_class_recall` - recall per class (%) from head to tail, one line per method
 * :func:`plot_training_curves` - train loss, validation bACC (and GM), M2m acceptance rate per epoch
 * :func:`translation_gallery` - seeds and their translations with g's confidence and accepted yes/no
 * :func:`write_run_figures` - the per-run figures, written into a run directory after training
+
+:func:`per_class_recall_figure` and :func:`training_curves_figure` return the drawn
+:class:`~matplotlib.figure.Figure` without writing it (for notebooks and tests).
+
+How the figures read:
+
+* Everything shown is in percent (log files hold fractions); axes with a log scale show plain
+  numbers (``5 10 20 50``), never ``2×10¹``.
+* Training curves: the best-validation epoch is a star on the validation curve (the engine's rule:
+  the *last* epoch with the highest validation bACC); T0 is a dotted line between epochs T0 and T0+1
+  (``train.deferred_epoch`` is 0-based, the first re-balanced epoch is T0+1); several seeds are drawn
+  as their per-epoch mean with a shaded ± 1 std band (sample std, divisor n-1).
+* Lines that would hide each other: when a method's drawn series equals an earlier method's (DRS and
+  M2m equal ERM until T0; LDAM-DRW equals LDAM when every best epoch is before T0), its identical
+  stretch is drawn dashed over the other line, dashes offset so each colour stays visible, and the
+  legend says so: ``DRS (= ERM to epoch 45)`` or ``LDAM-DRW (= LDAM)``.
 """
 
 from __future__ import annotations
@@ -19,17 +35,20 @@ import csv
 import io
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import yaml
 
 from major2minor.checkpoint import atomic_write_bytes
-from major2minor.registry import REBALANCERS
+from major2minor.registry import LOSSES, METHODS, REBALANCERS
+from major2minor.units import percent as fmt_percent
 
 PathLike = Union[str, Path]
 LogRows = List[Dict[str, Any]]
+Series = Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]  # epochs, mean, std over seeds (None for one)
 
 
 class MissingDependencyError(ImportError, RuntimeError):
@@ -68,15 +87,56 @@ def _save(fig, path: PathLike, dpi: int = 120) -> Path:
     return path
 
 
+def _check_png(path: PathLike) -> None:
+    """Refuse a wrong suffix before anything is drawn."""
+    if Path(path).suffix.lower() != ".png":
+        raise ValueError(f"path='{path}' must end in .png; figures are written as PNG files.")
+
+
 def _tick_labels(ax, positions: Sequence[int], labels: Sequence[str], max_labels: int = 30) -> None:
     if len(labels) <= max_labels:
         ax.set_xticks(list(positions))
-        ax.set_xticklabels(list(labels), rotation=90 if max(len(s) for s in labels) > 3 else 0, fontsize=8)
+        long = max(len(s.split("\n")[0]) for s in labels) > 3
+        ax.set_xticklabels(list(labels), rotation=90 if long else 0, fontsize=8)
 
 
 def _order_head_to_tail(counts: Sequence[int]) -> np.ndarray:
     """Class indices by training count, largest first (ties keep class order, as the metrics do)."""
     return np.argsort(-np.asarray(counts, dtype=np.float64), kind="stable")
+
+
+def log_ticks(lo: float, hi: float) -> List[float]:
+    """Plain tick values for a log axis from ``lo`` to ``hi`` (> 0): 1-2-5 steps (1-only over wide ranges)."""
+    lo, hi = max(float(lo), 1e-12), max(float(hi), 1e-12)
+    steps = (1, 2, 5) if hi / lo <= 2000 else (1,)
+    ticks = [
+        s * 10.0**k
+        for k in range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
+        for s in steps
+        if lo <= s * 10.0**k <= hi
+    ]
+    return ticks if len(ticks) >= 2 else sorted({lo, hi})
+
+
+def _plain_log_axis(axis, lo: float, hi: float) -> None:
+    """Log-scale ``axis`` (ax.xaxis / ax.yaxis) labelled ``5 10 20 50`` instead of ``2×10¹``."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    axis.set_major_locator(FixedLocator(log_ticks(lo, hi)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def method_label(method: Optional[str], loss: Optional[str] = None, rebalance: Optional[str] = None) -> str:
+    """A run's name in figures: the preset's paper label (``"LDAM-DRW"``), else ``"LOSS / RE-BALANCING"``
+    (as in the report's rows)."""
+    if method and method in METHODS:
+        return METHODS.get(method).label
+    loss_label = getattr(LOSSES.get(loss), "label", "") or loss if loss in LOSSES else loss
+    reb = getattr(REBALANCERS.get(rebalance), "label", "") or rebalance if rebalance in REBALANCERS else rebalance
+    if not loss_label:
+        return str(method or "")
+    return str(loss_label) + (f" / {reb}" if reb and reb not in ("–", "none") else "")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -86,7 +146,7 @@ def _order_head_to_tail(counts: Sequence[int]) -> np.ndarray:
 def plot_class_counts(
     counts: Sequence[int], path: PathLike, class_names: Optional[Sequence[str]] = None, title: Optional[str] = None
 ) -> Path:
-    """Bar chart of training samples per class, sorted from head to tail, log-scale y.
+    """Bar chart of training samples per class, sorted from head to tail, log-scale y (plain tick numbers).
 
     Args:
         counts: samples per class, in class order.
@@ -98,12 +158,14 @@ def plot_class_counts(
         raise ValueError("counts=[] is empty; pass the training samples per class (e.g. summary['train_counts']).")
     if any(c < 0 for c in counts):
         raise ValueError(f"counts={counts} holds negative numbers; pass samples per class (>= 0).")
+    _check_png(path)
     order = _order_head_to_tail(counts)
     sorted_counts = [counts[i] for i in order]
     fig, axes = _new_figure(max(4.0, min(12.0, 0.35 * len(counts) + 2)), 3.2)
     ax = axes[0, 0]
     ax.bar(range(len(counts)), [max(c, 0.5) for c in sorted_counts], color="#4C72B0", width=0.85)
     ax.set_yscale("log")
+    _plain_log_axis(ax.yaxis, max(min(sorted_counts), 1), max(sorted_counts))
     ax.set_ylabel("training samples")
     nonzero = [c for c in counts if c > 0]
     rho = max(counts) / min(nonzero) if nonzero else float("nan")
@@ -111,8 +173,107 @@ def plot_class_counts(
     names = [str(class_names[i]) if class_names else str(i) for i in order]
     _tick_labels(ax, range(len(counts)), names)
     ax.set_title(title or f"{len(counts)} classes, {sum(counts)} samples, imbalance ratio {rho:.1f}", fontsize=10)
-    ax.grid(axis="y", which="both", alpha=0.3)
+    ax.grid(axis="y", which="major", alpha=0.3)
     return _save(fig, path)
+
+
+def _recall_values(
+    curves: Mapping[str, Sequence[Optional[float]]], counts: List[int], percent: Optional[bool]
+) -> Dict[str, np.ndarray]:
+    """``{label: recall per class in %}`` (fractions or % in, detected unless ``percent`` is given)."""
+    if not curves:
+        raise ValueError("curves={} is empty; pass {label: per-class recall} for at least one method.")
+    for label, rec in curves.items():
+        if len(rec) != len(counts):
+            raise ValueError(
+                f"curves['{label}'] has {len(rec)} classes but train_counts has {len(counts)}; "
+                "pass recalls and counts of the same data set."
+            )
+    values = {
+        str(k): np.array([np.nan if v is None else float(v) for v in rec], dtype=np.float64)
+        for k, rec in curves.items()
+    }
+    if percent is None:
+        percent = any(np.nanmax(v) > 1.0 + 1e-9 for v in values.values() if np.isfinite(v).any())
+    return {k: v * (1.0 if percent else 100.0) for k, v in values.items()}
+
+
+def _same_recall(values: Dict[str, np.ndarray]) -> Dict[str, str]:
+    """``{label: earlier label}`` for methods whose recall per class equals an earlier method's."""
+    same: Dict[str, str] = {}
+    labels = list(values)
+    for i, label in enumerate(labels):
+        for ref in labels[:i]:
+            if ref not in same and np.allclose(values[label], values[ref], rtol=1e-9, atol=1e-9, equal_nan=True):
+                same[label] = ref
+                break
+    return same
+
+
+def per_class_recall_figure(
+    curves: Mapping[str, Sequence[Optional[float]]],
+    train_counts: Sequence[int],
+    class_names: Optional[Sequence[str]] = None,
+    title: Optional[str] = None,
+    percent: Optional[bool] = None,
+):
+    """The figure :func:`plot_per_class_recall` writes, returned unsaved (a matplotlib ``Figure``)."""
+    counts = [int(c) for c in train_counts]
+    values = _recall_values(curves, counts, percent)
+    order = _order_head_to_tail(counts)
+    n = len(counts)
+    fig, axes = _new_figure(max(6.0, min(13.0, 0.45 * n + 3.5)), 4.4)
+    ax = axes[0, 0]
+    bars = ax.twinx()
+    sorted_counts = [counts[i] for i in order]
+    bars.bar(range(n), [max(c, 0.5) for c in sorted_counts], color="0.88", width=0.85, zorder=0)
+    bars.set_yscale("log")
+    _plain_log_axis(bars.yaxis, max(min(sorted_counts), 1), max(max(sorted_counts), 1))
+    bars.set_ylabel("training samples (grey bars)", color="0.4")
+    bars.tick_params(axis="y", colors="0.4")
+    ax.set_zorder(bars.get_zorder() + 1)
+    ax.patch.set_visible(False)
+    _draw_recall_lines(ax, values, order, marker="o" if n <= 40 else None)
+    ax.set_ylim(-2, 102)
+    ax.set_ylabel("test recall (%)")
+    names = [str(class_names[i]) if class_names else str(i) for i in order]
+    short = max(len(s) for s in names) <= 3
+    ticks = [f"{s}\n{c}" if short else f"{s} ({c})" for s, c in zip(names, sorted_counts)]
+    _tick_labels(ax, range(n), ticks)
+    ax.set_xlabel("class, head → tail" + (" (tick: class, then its training samples)" if short and n <= 30 else ""))
+    ax.set_xlim(-0.6, n - 0.4)
+    ax.grid(alpha=0.3)
+    from matplotlib.patches import Patch
+
+    handles, labels = ax.get_legend_handles_labels()
+    handles.append(Patch(color="0.88"))
+    labels.append("training samples")
+    ncol = min(len(labels), 6)
+    ax.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 1.01), ncol=ncol, fontsize=8, frameon=False)
+    fig.suptitle(title or "per-class test recall, head to tail", fontsize=10)
+    return fig
+
+
+def _draw_recall_lines(ax, values: Dict[str, np.ndarray], order: np.ndarray, marker: Optional[str]) -> None:
+    """One line per method; one equal to an earlier method's is dashed over it and named ``X (= Y)``."""
+    same = _same_recall(values)
+    colors: Dict[str, str] = {}
+    for i, (label, v) in enumerate(values.items()):
+        colors[label] = f"C{i % 10}"
+        ref = same.get(label)
+        overlays = [k for k, r in same.items() if r == ref] if ref else []
+        style: Any = _dashes(overlays.index(label), len(overlays)) if ref else "-"
+        ax.plot(
+            range(len(order)),
+            v[order],
+            marker=marker,
+            markersize=3.5 if ref else 4,
+            fillstyle="none" if ref else "full",
+            linewidth=1.5,
+            linestyle=style,
+            color=colors[label],
+            label=f"{label} (= {ref})" if ref else label,
+        )
 
 
 def plot_per_class_recall(
@@ -123,7 +284,11 @@ def plot_per_class_recall(
     title: Optional[str] = None,
     percent: Optional[bool] = None,
 ) -> Path:
-    """Recall per class ordered from head (most training samples) to tail, one line per method.
+    """Recall per class (%) ordered from head (most training samples) to tail, one line per method.
+
+    The training samples per class are grey bars on a log axis with plain tick numbers (right), and,
+    for up to 30 classes, the second line of each class's tick label.  The legend sits above the
+    axes.  A method whose recalls equal an earlier method's is drawn dashed and named ``X (= Y)``.
 
     Args:
         curves: ``{label: recall per class, in class order}``; values in [0, 1] or in % (detected, or
@@ -131,42 +296,8 @@ def plot_per_class_recall(
         train_counts: training samples per class (decide the head-to-tail order; drawn as grey bars).
         path: the PNG to write.
     """
-    if not curves:
-        raise ValueError("curves={} is empty; pass {label: per-class recall} for at least one method.")
-    counts = [int(c) for c in train_counts]
-    for label, rec in curves.items():
-        if len(rec) != len(counts):
-            raise ValueError(
-                f"curves['{label}'] has {len(rec)} classes but train_counts has {len(counts)}; "
-                "pass recalls and counts of the same data set."
-            )
-    order = _order_head_to_tail(counts)
-    values = {
-        k: np.array([np.nan if v is None else float(v) for v in rec], dtype=np.float64) for k, rec in curves.items()
-    }
-    if percent is None:
-        percent = any(np.nanmax(v) > 1.0 + 1e-9 for v in values.values() if np.isfinite(v).any())
-    scale = 1.0 if percent else 100.0
-    fig, axes = _new_figure(max(5.0, min(13.0, 0.4 * len(counts) + 3)), 3.8)
-    ax = axes[0, 0]
-    bars = ax.twinx()
-    bars.bar(range(len(counts)), [max(counts[i], 0.5) for i in order], color="0.85", width=0.85, zorder=0)
-    bars.set_yscale("log")
-    bars.set_ylabel("training samples (bars)", color="0.45")
-    ax.set_zorder(bars.get_zorder() + 1)
-    ax.patch.set_visible(False)
-    marker = "o" if len(counts) <= 40 else None
-    for label, v in values.items():
-        ax.plot(range(len(counts)), scale * v[order], marker=marker, markersize=3, linewidth=1.3, label=label)
-    ax.set_ylim(-2, 102)
-    ax.set_ylabel("test recall (%)")
-    ax.set_xlabel("class, head → tail (sorted by training count)")
-    names = [str(class_names[i]) if class_names else str(i) for i in order]
-    _tick_labels(ax, range(len(counts)), names)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left", ncol=2 if len(values) > 4 else 1)
-    ax.set_title(title or "per-class recall, head to tail", fontsize=10)
-    return _save(fig, path)
+    _check_png(path)
+    return _save(per_class_recall_figure(curves, train_counts, class_names, title, percent), path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -197,35 +328,323 @@ def read_log(path: PathLike) -> LogRows:
                 raise ValueError(
                     f"{path}, line {line}: {what} ({got} fields, the header has {len(reader.fieldnames)}); {hint}"
                 )
-            row: Dict[str, Any] = {}
-            for k, v in rec.items():
-                if v is None or v == "":
-                    row[k] = None
-                    continue
-                try:
-                    row[k] = float(v)
-                except ValueError:
-                    row[k] = v
-            rows.append(row)
+            rows.append({k: _cell(v) for k, v in rec.items()})
     if not rows:
         raise ValueError(f"{path}: the per-epoch log has a header but no rows; {hint}")
     return rows
 
 
-def _series(logs: Sequence[LogRows], key: str):
-    """Epochs (1-based) and the mean over logs of ``key`` at each epoch present in every log."""
-    per_log = []
-    for rows in logs:
-        d = {}
-        for r in rows:
-            v, e = r.get(key), r.get("epoch")
-            if isinstance(v, float) and isinstance(e, float) and not math.isnan(v):
-                d[int(e)] = v
-        per_log.append(d)
+def _cell(v: Optional[str]) -> Any:
+    if v is None or v == "":
+        return None
+    try:
+        return float(v)
+    except ValueError:
+        return v
+
+
+def _by_epoch(rows: LogRows, key: str) -> Dict[int, float]:
+    d = {}
+    for r in rows:
+        v, e = r.get(key), r.get("epoch")
+        if isinstance(v, float) and isinstance(e, float) and not math.isnan(v):
+            d[int(e)] = v
+    return d
+
+
+def series_stats(logs: Sequence[LogRows], key: str) -> Series:
+    """Epochs (1-based, as in log.csv) present in every log, and the mean and std over logs of ``key``.
+
+    The std is the sample std (divisor n-1), None for a single log; all arrays are empty when a log
+    has no value of ``key``.
+    """
+    per_log = [_by_epoch(rows, key) for rows in logs]
     if not per_log or not all(per_log):
-        return [], []
+        return np.array([], dtype=int), np.array([]), None
     epochs = sorted(set.intersection(*(set(d) for d in per_log)))
-    return epochs, [float(np.mean([d[e] for d in per_log])) for e in epochs]  # numbered from 1, as in log.csv
+    values = np.array([[d[e] for e in epochs] for d in per_log], dtype=np.float64).reshape(len(per_log), -1)
+    std = values.std(axis=0, ddof=1) if len(per_log) > 1 else None
+    return np.array(epochs, dtype=int), values.mean(axis=0), std
+
+
+def _series(logs: Sequence[LogRows], key: str):
+    """Epochs (1-based) and the mean over logs of ``key`` at each epoch present in every log (lists)."""
+    epochs, mean, _ = series_stats(logs, key)
+    return [int(e) for e in epochs], [float(v) for v in mean]
+
+
+def best_val_epoch(logs: Sequence[LogRows]) -> Optional[int]:
+    """The best-validation epoch (1-based) the curves mark with a star.
+
+    One log: the engine's own choice, the last row's ``best_epoch``; without that column, the LAST
+    epoch with the highest ``val_bacc`` (the engine keeps the latest of equal values, ``val >= best``).
+    Several logs (seeds): the last epoch with the highest mean ``val_bacc``, where the star sits on
+    the drawn mean curve (each seed's own best epoch still decides its test metrics).
+    """
+    if len(logs) == 1:
+        marked = [r["best_epoch"] for r in logs[0] if isinstance(r.get("best_epoch"), float)]
+        if marked and not math.isnan(marked[-1]):
+            return int(marked[-1])
+    epochs, mean, _ = series_stats(logs, "val_bacc")
+    if not len(epochs):
+        return None
+    return int(epochs[len(mean) - 1 - int(np.argmax(mean[::-1]))])
+
+
+def overall_acceptance(logs: Sequence[LogRows]) -> Optional[float]:
+    """M2m's acceptance over the whole run(s), a fraction: accepted / slots summed over epochs (and
+    seeds), or the mean of the per-epoch rates when the counts are not logged; None without M2m."""
+    rows = [r for rows in logs for r in rows if isinstance(r.get("m2m_acceptance"), float)]
+    if not rows:
+        return None
+    if all(isinstance(r.get("m2m_accepted"), float) and isinstance(r.get("m2m_slots"), float) for r in rows):
+        slots = sum(r["m2m_slots"] for r in rows)
+        if slots > 0:
+            return sum(r["m2m_accepted"] for r in rows) / slots
+    return float(np.nanmean([r["m2m_acceptance"] for r in rows]))
+
+
+def acceptance_ylim(values_pct: Sequence[float], min_top: float = 0.5) -> Tuple[float, float]:
+    """The acceptance axis (in %): 0 to 15% above the largest value, at least ``min_top`` (0.5%) so
+    that rates under 1% do not lie flat on zero, and at most a little above 100%."""
+    finite = [float(v) for v in values_pct if v is not None and math.isfinite(float(v))]
+    top = max(finite) * 1.15 if finite else 0.0
+    return 0.0, max(min_top, min(top, 105.0), max(finite, default=0.0))
+
+
+@dataclass
+class _Curve:
+    """One legend entry of the curves: its logs (seeds), and the earlier entry its lines coincide with."""
+
+    label: str
+    logs: List[LogRows]
+    same_as: Optional[str] = None  # the earlier entry whose drawn series this one's equal
+    same_until: Optional[int] = None  # last epoch of that identical stretch; None = the whole run
+    dashes: Any = "-"
+
+    def get(self, key: str) -> Series:
+        return series_stats(self.logs, key)
+
+    @property
+    def legend(self) -> str:
+        if not self.same_as:
+            return self.label
+        return f"{self.label} (= {self.same_as}" + (f" to epoch {self.same_until})" if self.same_until else ")")
+
+
+#: The series whose equality makes two entries' lines coincide (loss and validation panels).
+_SAME_KEYS = ("train_loss", "val_bacc")
+
+
+def _equal(a: Series, b: Series) -> np.ndarray:
+    n = min(len(a[0]), len(b[0]))
+    return (a[0][:n] == b[0][:n]) & np.isclose(a[1][:n], b[1][:n], rtol=1e-9, atol=1e-12)
+
+
+def identical_stretch(a: Sequence[LogRows], b: Sequence[LogRows]) -> Tuple[Optional[int], bool]:
+    """Where the curves of ``a`` and ``b`` (lists of logs) coincide: ``(last epoch of the identical
+    stretch from the first epoch, whether they are identical everywhere)``; ``(None, False)`` when they
+    differ before their second epoch.  Compared: mean train loss and validation bACC (and, for
+    "everywhere", M2m's acceptance)."""
+    last: Optional[int] = None
+    whole = True
+    for key in _SAME_KEYS:
+        sa, sb = series_stats(a, key), series_stats(b, key)
+        if not len(sa[0]) and not len(sb[0]):
+            continue
+        same = _equal(sa, sb)
+        k = len(same) if same.all() else int(np.argmin(same))
+        whole = whole and k == len(sa[0]) == len(sb[0])
+        if k < 2:
+            return None, False
+        last = int(sa[0][k - 1]) if last is None else min(last, int(sa[0][k - 1]))
+    if last is None:
+        return None, False
+    acc_a, acc_b = series_stats(a, "m2m_acceptance"), series_stats(b, "m2m_acceptance")
+    whole = whole and len(acc_a[0]) == len(acc_b[0]) and bool(_equal(acc_a, acc_b).all())
+    return last, whole
+
+
+def _dashes(k: int, n: int) -> Tuple[float, Tuple[float, float]]:
+    """The k-th of n lines drawn over one reference line: dashes offset so that every colour shows."""
+    return (4.0 * k, (4.0, 4.0 * n))
+
+
+def _link_identical(curves: List[_Curve]) -> None:
+    """Name, for each entry, the earlier entry its lines coincide with longest (a whole match first)."""
+    for i, c in enumerate(curves):
+        best: Optional[Tuple[bool, int, _Curve]] = None
+        for ref in curves[:i]:
+            if ref.same_as and ref.same_until is None:
+                continue  # equal to an earlier one everywhere: compare with that one instead
+            last, whole = identical_stretch(c.logs, ref.logs)
+            if last is not None and (best is None or (whole, last) > best[:2]):
+                best = (whole, last, ref)
+        if best:
+            c.same_as, c.same_until = best[2].label, None if best[0] else best[1]
+    for ref in curves:
+        overlays = [c for c in curves if c.same_as == ref.label]
+        for k, c in enumerate(overlays):
+            c.dashes = _dashes(k, len(overlays))
+
+
+def _as_logs(v: Any) -> List[LogRows]:
+    if isinstance(v, (str, Path)):
+        return [read_log(v)]
+    if isinstance(v, list) and v and isinstance(v[0], dict):
+        return [v]
+    if isinstance(v, list) and all(isinstance(x, (list, str, Path)) for x in v):
+        return [read_log(x) if isinstance(x, (str, Path)) else x for x in v]
+    raise ValueError(
+        f"logs entry of type {type(v).__name__} is not a log.csv path, a list of rows or a "
+        "list of those; pass e.g. run_dir / 'log.csv'."
+    )
+
+
+def _curves_from(logs: Union[PathLike, LogRows, Mapping[str, Any]]) -> List[_Curve]:
+    named = {str(k): _as_logs(v) for k, v in logs.items()} if isinstance(logs, Mapping) else {"": _as_logs(logs)}
+    if not named or not any(any(rows for rows in v) for v in named.values()):
+        raise ValueError("logs hold no rows; a run writes log.csv rows after each epoch.")
+    curves = [_Curve(label, v) for label, v in named.items()]
+    _link_identical(curves)
+    return curves
+
+
+def _plot_series(ax, curve: _Curve, key: str, color: str, scale: float = 1.0, **kw):
+    """Mean line (+ shaded ± std band over seeds); the stretch identical to an earlier entry is dashed.
+    Returns the line that stands for the entry in a legend (None without data)."""
+    epochs, mean, std = curve.get(key)
+    if not len(epochs):
+        return None
+    y = scale * mean
+    if std is not None:
+        ax.fill_between(epochs, y - scale * std, y + scale * std, color=color, alpha=0.15, linewidth=0, gid="band")
+    cut = 0
+    if curve.same_as:
+        cut = len(epochs) if curve.same_until is None else int(np.searchsorted(epochs, curve.same_until, "right"))
+    handle = None
+    if cut:
+        handle = ax.plot(epochs[:cut], y[:cut], color=color, linestyle=curve.dashes, gid="identical")[0]
+    if cut < len(epochs):
+        start = max(cut - 1, 0)
+        handle = ax.plot(epochs[start:], y[start:], color=color, **kw)[0]
+    return handle
+
+
+def _mark_best(ax, curve: _Curve, color: str) -> Optional[Tuple[Any, int, float]]:
+    """A star on the validation curve at the best-validation epoch: (the star, epoch, val bACC)."""
+    best = best_val_epoch(curve.logs)
+    epochs, mean, _ = curve.get("val_bacc")
+    if best is None or best not in set(epochs.tolist()):
+        return None
+    value = float(mean[list(epochs).index(best)])
+    star = ax.plot(
+        [best], [100 * value], marker="*", markersize=13, color=color, markeredgecolor="black",
+        markeredgewidth=0.6, linestyle="none", zorder=5, gid="best-epoch",
+    )[0]  # fmt: skip
+    return star, best, value
+
+
+Entries = List[Tuple[Any, str]]  # (legend handle, legend text)
+
+
+def _draw_loss_and_val(axes, curves: List[_Curve], single: bool) -> Entries:
+    """Loss and validation panels; returns the legend entries (methods with their best epochs)."""
+    ax_loss, ax_val = axes[0, 0], axes[0, 1]
+    entries: Entries = []
+    for i, c in enumerate(curves):
+        color = f"C{i % 10}"
+        _plot_series(ax_loss, c, "train_loss", color)
+        line = _plot_series(ax_val, c, "val_bacc", color, 100.0)
+        best = _mark_best(ax_val, c, color)
+        if single:
+            gm = _plot_series(ax_val, c, "val_gm", color, 100.0, linestyle="--")
+            entries += [(line, c.legend or "val bACC"), (gm, (c.label + " GM") if c.label else "val GM")]
+            if best:
+                entries.append((best[0], f"best val epoch {best[1]} (val bACC {fmt_percent(best[2])})"))
+        else:
+            entries.append((line, c.legend + (f", best val epoch {best[1]}" if best else "")))
+    ax_loss.set_title("training loss", fontsize=10)
+    ax_loss.set_ylabel("loss")
+    ax_val.set_title("validation bACC" + (" and GM" if single else "") + " (%)", fontsize=10)
+    ax_val.set_ylabel("%")
+    return [(h, t) for h, t in entries if h is not None]
+
+
+def _draw_acceptance(ax, curves: List[_Curve]) -> None:
+    """M2m's acceptance (%) per epoch, the axis scaled to the data, and the overall rate in a box."""
+    tops, lines = [], []
+    for i, c in enumerate(curves):
+        epochs, mean, std = c.get("m2m_acceptance")
+        if not len(epochs):
+            continue
+        _plot_series(ax, c, "m2m_acceptance", f"C{i % 10}", 100.0, marker=".")
+        tops.extend(100 * (mean + (std if std is not None else 0.0)))
+        lines.append((f"{c.label}: " if c.label else "") + fmt_percent(overall_acceptance(c.logs)))
+    ax.set_ylim(*acceptance_ylim(tops))
+    ax.set_title("M2m acceptance (% of slots)", fontsize=10)
+    ax.set_ylabel("%")
+    ax.text(
+        0.03, 0.96, "mean over the run\n" + "\n".join(lines), transform=ax.transAxes, va="top", fontsize=8,
+        bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "0.7", "alpha": 0.9}, gid="acceptance-mean",
+    )  # fmt: skip
+
+
+def _draw_t0(axes, t0: int) -> Tuple[Any, str]:
+    """The dotted T0 line between epochs T0 and T0+1 in every panel; returns its legend entry."""
+    from matplotlib.transforms import blended_transform_factory
+
+    line = None
+    for ax in axes:
+        line = ax.axvline(t0 + 0.5, color="0.3", linestyle=":", linewidth=1.3, gid="t0")
+        trans = blended_transform_factory(ax.transData, ax.transAxes)
+        ax.text(t0 + 0.5, 0.99, " T0", transform=trans, va="top", ha="left", fontsize=7, color="0.3")
+    return line, f"T0 = {t0}: re-balancing from epoch {t0 + 1}"
+
+
+def _style_epoch_axes(axes, curves: List[_Curve]) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    last = max((int(c.get("train_loss")[0].max()) for c in curves if len(c.get("train_loss")[0])), default=1)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.set_xlabel("epoch")
+        ax.set_xlim(0, last + 1)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def training_curves_figure(
+    logs: Union[PathLike, LogRows, Mapping[str, Any]],
+    title: Optional[str] = None,
+    deferred_epoch: Optional[int] = None,
+):
+    """The figure :func:`plot_training_curves` writes, returned unsaved (a matplotlib ``Figure``)."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    curves = _curves_from(logs)
+    single = len(curves) == 1
+    has_acc = any(len(c.get("m2m_acceptance")[0]) for c in curves)
+    panels = 3 if has_acc else 2
+    fig, axes = _new_figure(4.4 * panels, 3.9, 1, panels)
+    entries = _draw_loss_and_val(axes, curves, single)
+    if has_acc:
+        _draw_acceptance(axes[0, 2], curves)
+    _style_epoch_axes(axes[0], curves)
+    if not single:
+        star = Line2D([], [], marker="*", markersize=11, color="0.6", markeredgecolor="black", linestyle="none")
+        entries.append((star, "best val epoch (max of the mean curve)"))
+    if deferred_epoch is not None:
+        entries.append(_draw_t0(axes[0], int(deferred_epoch)))
+    seeds = sorted({len(c.logs) for c in curves})
+    if seeds[-1] > 1:
+        entries.append((Patch(color="0.5", alpha=0.3), f"shaded: ± 1 std over {'/'.join(map(str, seeds))} seeds"))
+    handles, labels = zip(*entries) if entries else ((), ())
+    ncol = 3 if not single else min(len(entries), 4)
+    fig.legend(handles, labels, loc="outside lower center", ncol=max(ncol, 1), fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
 
 
 def plot_training_curves(
@@ -234,7 +653,15 @@ def plot_training_curves(
     title: Optional[str] = None,
     deferred_epoch: Optional[int] = None,
 ) -> Path:
-    """Per-epoch curves: training loss, validation bACC (and GM for one run), and M2m's acceptance.
+    """Per-epoch curves: training loss, validation bACC (and GM for one run), and M2m's acceptance (%).
+
+    * Best-validation epoch: a star on each validation curve (see :func:`best_val_epoch`).
+    * T0: a dotted line at T0 + 0.5 in every panel, labelled "T0 = 45: re-balancing from epoch 46".
+    * Several logs per entry (seeds): the per-epoch mean, with a shaded ± 1 std band.
+    * Entries whose lines coincide (see :func:`identical_stretch`): the later one dashed over the
+      earlier one on their identical stretch, and ``(= ERM to epoch 45)`` / ``(= LDAM)`` in the legend.
+    * Acceptance panel: y from 0 to a little above the largest rate (see :func:`acceptance_ylim`), and
+      the run's overall acceptance in a box.
 
     Args:
         logs: one run (a ``log.csv`` path or its rows from :func:`read_log`), or ``{label: run}`` for
@@ -243,68 +670,8 @@ def plot_training_curves(
         deferred_epoch: T0 (0-based, as ``train.deferred_epoch``); drawn as a dotted line where the
             deferred re-balancing (DRS, DRW, M2m) switches on.
     """
-
-    def as_logs(v: Any) -> List[LogRows]:
-        if isinstance(v, (str, Path)):
-            return [read_log(v)]
-        if isinstance(v, list) and v and isinstance(v[0], dict):
-            return [v]
-        if isinstance(v, list) and all(isinstance(x, (list, str, Path)) for x in v):
-            return [read_log(x) if isinstance(x, (str, Path)) else x for x in v]
-        raise ValueError(
-            f"logs entry of type {type(v).__name__} is not a log.csv path, a list of rows or a "
-            "list of those; pass e.g. run_dir / 'log.csv'."
-        )
-
-    if isinstance(logs, Mapping):
-        named = {str(k): as_logs(v) for k, v in logs.items()}
-    else:
-        named = {"": as_logs(logs)}
-    if not named or not any(any(rows for rows in v) for v in named.values()):
-        raise ValueError("logs hold no rows; a run writes log.csv rows after each epoch.")
-    single = len(named) == 1
-    has_acc = any(_series(v, "m2m_acceptance")[0] for v in named.values())
-    panels = 3 if has_acc else 2
-    fig, axes = _new_figure(4.0 * panels, 3.2, 1, panels)
-    ax_loss, ax_val = axes[0, 0], axes[0, 1]
-    for label, v in named.items():
-        ep, loss = _series(v, "train_loss")
-        line = ax_loss.plot(ep, loss, label=label or "train loss")[0]
-        ep, bacc = _series(v, "val_bacc")
-        ax_val.plot(ep, [100 * b for b in bacc], color=line.get_color(), label=label or "val bACC")
-        if single:
-            ep, gm = _series(v, "val_gm")
-            ax_val.plot(
-                ep,
-                [100 * g for g in gm],
-                color=line.get_color(),
-                linestyle="--",
-                label=(label + " GM") if label else "val GM",
-            )
-        if has_acc:
-            ep, acc = _series(v, "m2m_acceptance")
-            if ep:
-                axes[0, 2].plot(ep, [100 * a for a in acc], color=line.get_color(), marker=".", label=label or None)
-    ax_loss.set_title("training loss", fontsize=10)
-    ax_loss.set_xlabel("epoch")
-    ax_val.set_title("validation bACC" + (" / GM" if single else "") + " (%)", fontsize=10)
-    ax_val.set_xlabel("epoch")
-    from matplotlib.ticker import MaxNLocator
-
-    for ax in axes[0]:
-        ax.grid(alpha=0.3)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if deferred_epoch is not None:
-            ax.axvline(deferred_epoch + 1, color="0.5", linestyle=":", linewidth=1)
-    if has_acc:
-        axes[0, 2].set_title("M2m acceptance rate (%)", fontsize=10)
-        axes[0, 2].set_xlabel("epoch")
-        axes[0, 2].set_ylim(-2, 102)
-    if not single or any(not k for k in named):
-        ax_val.legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    _check_png(path)
+    return _save(training_curves_figure(logs, title, deferred_epoch), path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -339,6 +706,47 @@ def _as_images(name: str, x: Any) -> np.ndarray:
     return np.clip(a, 0.0, 1.0)
 
 
+def _gallery_inputs(seeds: Any, translations: Any, per_item: Dict[str, Any]):
+    """Images as float (N, H, W, C) and the per-item arrays, each checked to hold one entry per seed."""
+    xs, xt = _as_images("seeds", seeds), _as_images("translations", translations)
+    n = len(xs)
+    if n == 0:
+        raise ValueError("seeds is empty; pass at least one seed and its translation.")
+    if xt.shape != xs.shape:
+        raise ValueError(
+            f"translations has shape {xt.shape} but seeds has {xs.shape} (as (N, H, W, C)); "
+            "pass each seed's translation, in the same order and shape."
+        )
+    arrays = {}
+    for name, v in per_item.items():
+        arr = _to_numpy(name, v).reshape(-1)
+        if len(arr) != n:
+            raise ValueError(f"{name} has {len(arr)} entries but seeds has {n}; pass one per seed.")
+        arrays[name] = arr
+    return xs, xt, arrays
+
+
+def _gallery_column(axes, j: int, seed_img, trans_img, item: Dict[str, Any], cname: Callable[[Any], str]) -> None:
+    """Column ``j``: the seed above its translation, captioned, framed green (accepted) or red."""
+    gray = seed_img.shape[-1] == 1
+    for row, img in ((0, seed_img), (1, trans_img)):
+        ax = axes[row, j]
+        ax.imshow(img[..., 0] if gray else img, cmap="gray" if gray else None, vmin=0, vmax=1, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    ok = bool(item["accepted"])
+    color = "#1a7f37" if ok else "#b3261e"
+    axes[0, j].set_title(f"seed: {cname(item['seed_labels'])}", fontsize=7)
+    axes[1, j].set_title(
+        f"→ {cname(item['target_labels'])}\ng={float(item['g_conf']):.2f}\naccepted: {'yes' if ok else 'no'}",
+        fontsize=7,
+        color=color,
+    )
+    for side in axes[1, j].spines.values():
+        side.set_edgecolor(color)
+        side.set_linewidth(2)
+
+
 def translation_gallery(
     seeds: Any,
     translations: Any,
@@ -368,49 +776,17 @@ def translation_gallery(
     """
     if max_items < 1:
         raise ValueError(f"max_items={max_items} must be >= 1.")
-    xs, xt = _as_images("seeds", seeds), _as_images("translations", translations)
-    n = len(xs)
-    if n == 0:
-        raise ValueError("seeds is empty; pass at least one seed and its translation.")
-    if xt.shape != xs.shape:
-        raise ValueError(
-            f"translations has shape {xt.shape} but seeds has {xs.shape} (as (N, H, W, C)); "
-            "pass each seed's translation, in the same order and shape."
-        )
     per_item = {"seed_labels": seed_labels, "target_labels": target_labels, "g_conf": g_conf, "accepted": accepted}
-    arrays = {}
-    for name, v in per_item.items():
-        arr = _to_numpy(name, v).reshape(-1)
-        if len(arr) != n:
-            raise ValueError(f"{name} has {len(arr)} entries but seeds has {n}; pass one per seed.")
-        arrays[name] = arr
-    k = min(n, max_items)
+    xs, xt, arrays = _gallery_inputs(seeds, translations, per_item)
+    k = min(len(xs), max_items)
 
     def cname(c: Any) -> str:
         c = int(c)
         return str(class_names[c]) if class_names is not None and 0 <= c < len(class_names) else str(c)
 
     fig, axes = _new_figure(max(2.0, 1.25 * k), 3.3, 2, k)
-    gray = xs.shape[-1] == 1
     for j in range(k):
-        for row, img in ((0, xs[j]), (1, xt[j])):
-            ax = axes[row, j]
-            ax.imshow(
-                img[..., 0] if gray else img, cmap="gray" if gray else None, vmin=0, vmax=1, interpolation="nearest"
-            )
-            ax.set_xticks([])
-            ax.set_yticks([])
-        ok = bool(arrays["accepted"][j])
-        axes[0, j].set_title(f"seed: {cname(arrays['seed_labels'][j])}", fontsize=7)
-        axes[1, j].set_title(
-            f"→ {cname(arrays['target_labels'][j])}\n"
-            f"g={float(arrays['g_conf'][j]):.2f}\naccepted: {'yes' if ok else 'no'}",
-            fontsize=7,
-            color="#1a7f37" if ok else "#b3261e",
-        )
-        for side in axes[1, j].spines.values():
-            side.set_edgecolor("#1a7f37" if ok else "#b3261e")
-            side.set_linewidth(2)
+        _gallery_column(axes, j, xs[j], xt[j], {name: arr[j] for name, arr in arrays.items()}, cname)
     axes[0, 0].set_ylabel("seed", fontsize=8)
     axes[1, 0].set_ylabel("translation", fontsize=8)
     if title:
@@ -422,17 +798,115 @@ def translation_gallery(
 # per run
 
 
+def _load_json(path: Path) -> Optional[Dict[str, Any]]:
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, OSError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _load_config(run_dir: Path) -> Dict[str, Any]:
+    try:
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else {}
+    except Exception:  # a figure annotation must never fail a run
+        return {}
+    return cfg if isinstance(cfg, dict) else {}
+
+
+@dataclass
+class _RunInfo:
+    """What the per-run figures say about a run: its name, counts, T0 and files."""
+
+    run_dir: Path
+    label: str
+    heading: str  # "M2m · digits-lt · seed 0"
+    counts: Optional[List[int]]
+    names: Optional[List[str]]
+    summary: Optional[Dict[str, Any]]
+    t0: Optional[int]
+    epochs: Optional[int]  # train.epochs: the last epoch's number
+
+
+def _run_info(run_dir: Path) -> _RunInfo:
+    manifest, summary = _load_json(run_dir / "manifest.json"), _load_json(run_dir / "summary.json")
+    cfg = _load_config(run_dir)
+    s = summary or {}
+    part = lambda key: s.get(key) or (cfg.get(key) or {}).get("name")  # noqa: E731
+    label = method_label(s.get("method") or cfg.get("method"), part("loss"), part("rebalance"))
+    recipe = s.get("recipe") or cfg.get("recipe") or (manifest or {}).get("name")
+    seed = s.get("seed", (cfg.get("train") or {}).get("seed"))
+    bits = [label or run_dir.name, str(recipe) if recipe else None, f"seed {seed}" if seed is not None else None]
+    counts = (manifest or {}).get("train_counts") or s.get("train_counts")
+    return _RunInfo(
+        run_dir=run_dir,
+        label=label,
+        heading=" · ".join(b for b in bits if b),
+        counts=[int(c) for c in counts] if counts else None,
+        names=(manifest or {}).get("class_names"),
+        summary=summary,
+        t0=_deferred_epoch(run_dir),
+        epochs=(cfg.get("train") or {}).get("epochs"),
+    )
+
+
+def _run_recall_figure(info: _RunInfo) -> Optional[Path]:
+    """``per_class_recall.png``: test recall at the best-validation epoch and at the last epoch."""
+    s, counts = info.summary or {}, info.counts or []
+    last = info.epochs
+    keys = (
+        (
+            "test_at_best",
+            f"test at best-val epoch {s['best_epoch']}" if s.get("best_epoch") else "test, best-val epoch",
+        ),
+        ("test_at_last", f"test at last epoch {last}" if last else "test, last epoch"),
+    )
+    curves = {}
+    for key, label in keys:
+        rec = (s.get(key) or {}).get("per_class_recall")
+        if rec and len(rec) == len(counts):
+            curves[label] = rec
+    if not curves:
+        return None
+    return plot_per_class_recall(
+        curves,
+        counts,
+        info.run_dir / "per_class_recall.png",
+        class_names=info.names,
+        title=f"{info.heading}: per-class test recall, head to tail",
+    )
+
+
+def _run_figures(info: _RunInfo) -> List[Path]:
+    run_dir, written = info.run_dir, []
+    if info.counts:
+        title = f"{info.heading}: training samples per class ({len(info.counts)} classes, {sum(info.counts)} samples)"
+        written.append(plot_class_counts(info.counts, run_dir / "class_counts.png", info.names, title))
+    if (run_dir / "log.csv").exists():
+        rows = read_log(run_dir / "log.csv")
+        title = f"{info.heading}: training curves ({run_dir})"
+        written.append(plot_training_curves(rows, run_dir / "curves.png", title=title, deferred_epoch=info.t0))
+    if info.summary and info.counts:
+        path = _run_recall_figure(info)
+        if path:
+            written.append(path)
+    return written
+
+
 def write_run_figures(
     run_dir: PathLike, log: Optional[Callable[[str], None]] = None, missing_ok: bool = True
 ) -> List[Path]:
     """Write a run's figures into its directory; returns the files written.
 
     * ``class_counts.png`` from ``manifest.json`` (or ``summary.json``),
-    * ``curves.png`` from ``log.csv``,
+    * ``curves.png`` from ``log.csv`` (T0 from ``config.yaml`` for a deferred re-balancing),
     * ``per_class_recall.png`` from ``summary.json`` (test at best-validation and at last epoch), if finished.
 
-    Meant to be called by the engine at the end of training. With ``missing_ok`` (default), a
-    missing matplotlib is reported through ``log`` and nothing is written instead of failing the run.
+    Figures are titled with the method's paper label (``M2m · digits-lt · seed 0``). Meant to be called
+    by the engine at the end of training. With ``missing_ok`` (default), a missing matplotlib is
+    reported through ``log`` and nothing is written instead of failing the run.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -447,58 +921,7 @@ def write_run_figures(
         if log:
             log(f"[figures] skipped: {exc}")
         return []
-
-    def load(name: str) -> Optional[Dict[str, Any]]:
-        p = run_dir / name
-        if not p.exists():
-            return None
-        try:
-            return json.loads(p.read_text())
-        except json.JSONDecodeError:
-            return None
-
-    manifest, summary = load("manifest.json"), load("summary.json")
-    t0 = _deferred_epoch(run_dir)
-    counts = (manifest or {}).get("train_counts") or (summary or {}).get("train_counts")
-    names = (manifest or {}).get("class_names")
-    written: List[Path] = []
-    if counts:
-        written.append(
-            plot_class_counts(
-                counts,
-                run_dir / "class_counts.png",
-                class_names=names,
-                title=f"{(manifest or {}).get('name', run_dir.name)}: training samples "
-                f"per class ({len(counts)} classes, {sum(counts)} samples)",
-            )
-        )
-    if (run_dir / "log.csv").exists():
-        rows = read_log(run_dir / "log.csv")
-        if rows:
-            written.append(
-                plot_training_curves(
-                    rows,
-                    run_dir / "curves.png",
-                    deferred_epoch=t0,
-                    title=f"{(summary or {}).get('method', '')} {run_dir}".strip(),
-                )
-            )
-    if summary and counts:
-        curves = {}
-        for key, label in (("test_at_best", "test, best-val epoch"), ("test_at_last", "test, last epoch")):
-            rec = (summary.get(key) or {}).get("per_class_recall")
-            if rec and len(rec) == len(counts):
-                curves[label] = rec
-        if curves:
-            written.append(
-                plot_per_class_recall(
-                    curves,
-                    counts,
-                    run_dir / "per_class_recall.png",
-                    class_names=names,
-                    title=f"{summary.get('method', '')}: per-class recall, head to tail",
-                )
-            )
+    written = _run_figures(_run_info(run_dir))
     if log and written:
         log(f"[figures] {', '.join(p.name for p in written)} -> {run_dir}")
     return written
@@ -506,11 +929,8 @@ def write_run_figures(
 
 def _deferred_epoch(run_dir: Path) -> Optional[int]:
     """T0 from the run's config.yaml when its re-balancing is deferred (drs, drw, m2m), else None."""
-    path = run_dir / "config.yaml"
-    if not path.exists():
-        return None
     try:
-        cfg = yaml.safe_load(path.read_text()) or {}
+        cfg = _load_config(Path(run_dir))
         name = (cfg.get("rebalance") or {}).get("name")
         if name and getattr(REBALANCERS.get(name), "deferred", False):
             return int((cfg.get("train") or {}).get("deferred_epoch"))
@@ -521,10 +941,19 @@ def _deferred_epoch(run_dir: Path) -> Optional[int]:
 
 __all__ = [
     "MissingDependencyError",
+    "acceptance_ylim",
+    "best_val_epoch",
+    "identical_stretch",
+    "log_ticks",
+    "method_label",
+    "overall_acceptance",
+    "per_class_recall_figure",
     "plot_class_counts",
     "plot_per_class_recall",
     "plot_training_curves",
     "read_log",
+    "series_stats",
+    "training_curves_figure",
     "translation_gallery",
     "write_run_figures",
 ]

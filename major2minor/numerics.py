@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import warnings
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, List
+from typing import Any, Callable, Iterator, List, Optional
 
 import torch
 
@@ -89,8 +89,9 @@ class ProcessSettings:
             ...
     """
 
-    def __init__(self, train_cfg):
+    def __init__(self, train_cfg, threads: Optional[int] = None):
         self.cfg = train_cfg
+        self.threads = train_cfg.threads if threads is None else threads
         self.flush_applied = True
         self._undo: List[Callable[[], None]] = []
 
@@ -98,9 +99,9 @@ class ProcessSettings:
         previous_flush = thread_flushes()
         self._undo.append(lambda: torch.set_flush_denormal(previous_flush))
         self.flush_applied = flush_denormals(self.cfg.flush_denormal)
-        if self.cfg.threads > 0:
+        if self.threads > 0:
             previous_threads = torch.get_num_threads()
-            torch.set_num_threads(self.cfg.threads)
+            torch.set_num_threads(self.threads)
             self._undo.append(lambda: torch.set_num_threads(previous_threads))
         return self
 

@@ -22,6 +22,7 @@ from major2minor import engine
 from major2minor.config import Config, result_settings
 from major2minor.registry import REBALANCERS
 from major2minor.rundir import RunLock, default_run_dir
+from major2minor.units import duration, percent
 
 Log = Callable[[str], None]
 
@@ -46,15 +47,26 @@ def generator_config(cfg: Config) -> Config:
     # g must see f's training split (design section 2): seeded hold-outs (reuters) and
     # data.selection=random draw from the data seed, which stays f's
     g_cfg.data.seed = cfg.train.seed if cfg.data.seed is None else cfg.data.seed
-    g_cfg.train.progress = "none"
     key = result_settings(g_cfg.to_dict())
     for own in ("train.seed", "train.deferred_epoch"):
         key.pop(own, None)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    g_cfg.run.dir = str(
-        Path(cfg.run.root) / ".generators" / f"{Path(cfg.recipe).stem}-{digest}" / f"seed{g_cfg.train.seed}"
-    )
+    g_cfg.run.dir = str(generator_root(cfg) / f"{Path(cfg.recipe).stem}-{digest}" / f"seed{g_cfg.train.seed}")
     return g_cfg
+
+
+def generator_root(cfg: Config) -> Path:
+    """Where cached generators live: ``RUN_ROOT/.generators``, shared by every run under the root.  A run
+    given only its own ``run.dir`` (``run.root`` left at its default) keeps them next to that directory
+    (``RUN_DIR/../.generators``) rather than in a ``./runs`` it never asked for."""
+    root = Path(cfg.run.root)
+    if cfg.run.dir and cfg.run.root == type(cfg.run)().root:
+        run_dir = Path(cfg.run.dir)
+        try:
+            run_dir.resolve().relative_to(root.resolve())
+        except ValueError:
+            root = run_dir.parent
+    return root / ".generators"
 
 
 def ensure_generator(cfg: Config, log: Log) -> Path:
@@ -70,7 +82,10 @@ def ensure_generator(cfg: Config, log: Log) -> Path:
                 f"M2m: no m2m.generator given; training the ERM generator g first (seed {g_cfg.train.seed}) "
                 f"into {run_dir}"
             )
-            engine.fit(g_cfg, resume=True, log=None, run_dir=run_dir)
+            g = engine.fit(g_cfg, resume=True, log=None, run_dir=run_dir, progress_label="g (ERM)")
+            log(
+                f"M2m: g trained in {duration(g['wall_seconds'])} (validation bACC {percent(g['val_at_best']['bacc'])})"
+            )
     return run_dir
 
 

@@ -146,8 +146,9 @@ def load_run(run_dir: PathLike) -> RunResult:
 def collect_runs(paths: Union[PathLike, Sequence[PathLike]]) -> List[RunResult]:
     """Every finished run under ``paths`` (run directories, or folders holding them, at any depth).
 
-    A path may also be a ``summary.json`` file.  Runs are returned sorted by directory; a directory
-    reached twice (e.g. ``runs`` and ``runs/digits-lt`` both given) is read once.
+    A path may also be a ``summary.json`` file.  Hidden folders below a given path are skipped (M2m's
+    cached generators live in ``ROOT/.generators``: they are means, not results).  Runs are returned
+    sorted by directory; a directory reached twice (e.g. ``runs`` and ``runs/digits-lt`` both given) is read once.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -172,6 +173,8 @@ def collect_runs(paths: Union[PathLike, Sequence[PathLike]]) -> List[RunResult]:
             found[p.parent.resolve()] = None
             continue
         for s in sorted(p.rglob("summary.json")):
+            if any(part.startswith(".") for part in s.relative_to(p).parts[:-1]):
+                continue  # the tool's own hidden folders: M2m's cached generators (.generators), caches
             found[s.parent.resolve()] = None
     if not found:
         raise ReportError(

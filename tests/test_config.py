@@ -75,3 +75,23 @@ def test_method_label_follows_the_resolved_loss_and_rebalancing():
     assert load_config(None, ["method=m2m", "m2m.reject=false"]).method == "m2m-no-reject"
     assert load_config(None, ["method=m2m-self", "m2m.self_generator=false"]).method == "m2m"
     assert load_config(None, ["method=ldam-m2m"]).method == "ldam-m2m"
+
+
+def test_one_knob_scales_the_whole_schedule():
+    cfg = load_config("cifar10-lt", ["train.schedule_scale=0.2"])
+    assert (cfg.train.epochs, cfg.train.deferred_epoch, cfg.optim.milestones, cfg.optim.warmup_epochs) == (
+        40,
+        32,
+        [32, 36],
+        1,
+    )
+    assert cfg.train.schedule_scale == 1.0  # applied: config.yaml records the schedule that runs
+    tiny = load_config("cifar10-lt", ["method=m2m", "train.schedule_scale=0.025"])
+    assert tiny.train.epochs == 5 and 0 <= tiny.train.deferred_epoch < 5 and max(tiny.optim.milestones) < 5
+
+
+def test_milestones_past_the_end_are_warned_about():
+    with pytest.warns(
+        UserWarning, match=r"optim\.milestones=\[160, 180\]: \[160, 180\] lie at or past train\.epochs=5"
+    ):
+        load_config("cifar10-lt", ["train.epochs=5"])

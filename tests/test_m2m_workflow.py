@@ -1,6 +1,7 @@
 """The two-stage workflow, generator caching, official checkpoints, statistics in the log."""
 
 import csv
+from pathlib import Path
 
 import pytest
 import torch
@@ -162,3 +163,13 @@ def test_cached_generator_uses_f_training_split():
     f_data = build_dataset(cfg.data, cfg.train.seed)
     g_data = build_dataset(g_cfg.data, g_cfg.data.seed)
     assert torch.equal(f_data.train.y, g_data.train.y) and torch.equal(f_data.train.x, g_data.train.x)
+
+
+def test_generator_cache_follows_the_run_directory_when_no_root_is_given(tmp_path, monkeypatch):
+    from major2minor.pipeline import generator_config
+
+    monkeypatch.chdir(tmp_path)
+    alone = load_config("digits-lt", ["method=m2m", f"run.dir={tmp_path / 'exp' / 'm2m'}"])
+    assert Path(generator_config(alone).run.dir).parent.parent == tmp_path / "exp" / ".generators"
+    rooted = load_config("digits-lt", ["method=m2m", f"run.root={tmp_path / 'grid'}", f"run.dir={tmp_path / 'x'}"])
+    assert Path(generator_config(rooted).run.dir).parent.parent == tmp_path / "grid" / ".generators"

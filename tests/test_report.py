@@ -194,3 +194,34 @@ def test_cli_report(runs, tmp_path, capsys):
     assert "reference='nope'" in capsys.readouterr().err
     assert main(["report", str(runs / "digits-lt"), "--no-figures"]) == 0  # default out: DIR/report
     assert (runs / "digits-lt" / "report" / "results.md").exists()
+
+
+def test_report_on_a_reproduce_root_skips_the_cached_generators(tmp_path, capsys):
+    """`m2m report ROOT` and `m2m report ROOT/RECIPE` after `m2m reproduce --root ROOT` just work."""
+    from major2minor.cli import main
+
+    fast = ["train.epochs=3", "train.deferred_epoch=1", "optim.milestones=[2]", "train.progress=none"]
+    assert (
+        main(
+            [
+                "reproduce",
+                "--recipe",
+                "digits-lt",
+                "--methods",
+                "erm,m2m",
+                "--seeds",
+                "1",
+                "--root",
+                str(tmp_path),
+                "--no-figures",
+                *fast,
+            ]
+        )
+        == 0
+    )
+    assert list(tmp_path.glob(".generators/*/seed*/summary.json"))  # an ERM run the report must not see
+    capsys.readouterr()
+    for target in (tmp_path, tmp_path / "digits-lt"):
+        assert main(["report", str(target), "--no-figures", "--out", str(tmp_path / "out")]) == 0
+        table = (tmp_path / "out" / "results.md").read_text()
+        assert table.count("| CE | – |") == 1 and "| CE | M2m |" in table

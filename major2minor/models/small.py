@@ -65,13 +65,13 @@ class SmallCNN(Classifier):
         return self.features(x)
 
 
-@MODELS.register("mlp")
+@MODELS.register("mlp", light=True)  # light: too little work per op to split across threads
 def mlp(cfg, num_classes: int, input_shape, mean=None, std=None, head: str = "linear") -> MLP:
     """MLP over flattened inputs; hidden sizes from model.hidden (paper: [256])."""
     return MLP(int(math.prod(input_shape)), num_classes, cfg.hidden, head, mean, std, image=len(input_shape) == 3)
 
 
-@MODELS.register("cnn")
+@MODELS.register("cnn", light=True)
 def cnn(cfg, num_classes: int, input_shape, mean=None, std=None, head: str = "linear") -> SmallCNN:
     """Small CNN for tiny images (digits-lt); base width from model.width."""
     require_image("cnn", input_shape)
