@@ -253,10 +253,14 @@ class RebalanceConfig:
     name: str = "none"
     cb_beta: float = 0.999  # class-balanced (effective number) weights
     smote_k: int = 5  # SMOTE neighbours
+    # how a re-weighted batch loss is averaged: "mean" = mean_i w_yi l_i (the M2m public code),
+    # "weights" = sum_i w_yi l_i / sum_i w_yi (PyTorch's weighted cross-entropy mean; kaidic/LDAM-DRW)
+    weighted_mean: str = "mean"
 
     checks: ClassVar[Dict[str, Check]] = {
         "cb_beta": Interval(0, 1, hint="the paper uses 0.999; 1 means 1/N, 0 means no re-weighting"),
         "smote_k": Interval(1, None, hint="imbalanced-learn's default is 5"),
+        "weighted_mean": OneOf(("mean", "weights")),
     }
 
 

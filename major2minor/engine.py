@@ -508,7 +508,7 @@ class Trainer:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.train.amp == "bf16"):
             logits = self.step_model(x)
-        loss = self.loss_fn(logits.float(), y, class_weight).mean()
+        loss = self.method.batch_loss(self.loss_fn(logits.float(), y, class_weight), y, class_weight)
         # under DDP every rank must take the same decision, so the check sees the summed loss
         if not torch.isfinite(
             dist_utils.all_reduce_sum(loss.detach().clone(), self.dist) if self.dist.enabled else loss

@@ -108,7 +108,7 @@ def _order_head_to_tail(counts: Sequence[int]) -> np.ndarray:
 def log_ticks(lo: float, hi: float) -> List[float]:
     """Plain tick values for a log axis from ``lo`` to ``hi`` (> 0): 1-2-5 steps (1-only over wide ranges)."""
     lo, hi = max(float(lo), 1e-12), max(float(hi), 1e-12)
-    steps = (1, 2, 5) if hi / lo <= 2000 else (1,)
+    steps = (1, 2, 5) if hi / lo <= 1e4 else (1,)
     ticks = [
         s * 10.0**k
         for k in range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
@@ -444,8 +444,8 @@ def _equal(a: Series, b: Series) -> np.ndarray:
 def identical_stretch(a: Sequence[LogRows], b: Sequence[LogRows]) -> Tuple[Optional[int], bool]:
     """Where the curves of ``a`` and ``b`` (lists of logs) coincide: ``(last epoch of the identical
     stretch from the first epoch, whether they are identical everywhere)``; ``(None, False)`` when they
-    differ before their second epoch.  Compared: mean train loss and validation bACC (and, for
-    "everywhere", M2m's acceptance)."""
+    differ before their second epoch.  Compared: the mean train loss and validation bACC (the lines
+    that would hide each other)."""
     last: Optional[int] = None
     whole = True
     for key in _SAME_KEYS:
@@ -458,11 +458,7 @@ def identical_stretch(a: Sequence[LogRows], b: Sequence[LogRows]) -> Tuple[Optio
         if k < 2:
             return None, False
         last = int(sa[0][k - 1]) if last is None else min(last, int(sa[0][k - 1]))
-    if last is None:
-        return None, False
-    acc_a, acc_b = series_stats(a, "m2m_acceptance"), series_stats(b, "m2m_acceptance")
-    whole = whole and len(acc_a[0]) == len(acc_b[0]) and bool(_equal(acc_a, acc_b).all())
-    return last, whole
+    return (last, whole) if last is not None else (None, False)
 
 
 def _dashes(k: int, n: int) -> Tuple[float, Tuple[float, float]]:
@@ -510,9 +506,9 @@ def _curves_from(logs: Union[PathLike, LogRows, Mapping[str, Any]]) -> List[_Cur
     return curves
 
 
-def _plot_series(ax, curve: _Curve, key: str, color: str, scale: float = 1.0, **kw):
-    """Mean line (+ shaded ± std band over seeds); the stretch identical to an earlier entry is dashed.
-    Returns the line that stands for the entry in a legend (None without data)."""
+def _plot_series(ax, curve: _Curve, key: str, color: str, scale: float = 1.0, overlay: bool = True, **kw):
+    """Mean line (+ shaded ± std band over seeds); the stretch identical to an earlier entry is dashed
+    (unless ``overlay`` is False). Returns the line that stands for the entry in a legend (None without data)."""
     epochs, mean, std = curve.get(key)
     if not len(epochs):
         return None
@@ -520,7 +516,7 @@ def _plot_series(ax, curve: _Curve, key: str, color: str, scale: float = 1.0, **
     if std is not None:
         ax.fill_between(epochs, y - scale * std, y + scale * std, color=color, alpha=0.15, linewidth=0, gid="band")
     cut = 0
-    if curve.same_as:
+    if curve.same_as and overlay:
         cut = len(epochs) if curve.same_until is None else int(np.searchsorted(epochs, curve.same_until, "right"))
     handle = None
     if cut:
@@ -574,11 +570,12 @@ def _draw_loss_and_val(axes, curves: List[_Curve], single: bool) -> Entries:
 def _draw_acceptance(ax, curves: List[_Curve]) -> None:
     """M2m's acceptance (%) per epoch, the axis scaled to the data, and the overall rate in a box."""
     tops, lines = [], []
+    with_acc = {c.label for c in curves if len(c.get("m2m_acceptance")[0])}
     for i, c in enumerate(curves):
         epochs, mean, std = c.get("m2m_acceptance")
         if not len(epochs):
             continue
-        _plot_series(ax, c, "m2m_acceptance", f"C{i % 10}", 100.0, marker=".")
+        _plot_series(ax, c, "m2m_acceptance", f"C{i % 10}", 100.0, overlay=c.same_as in with_acc, marker=".")
         tops.extend(100 * (mean + (std if std is not None else 0.0)))
         lines.append((f"{c.label}: " if c.label else "") + fmt_percent(overall_acceptance(c.logs)))
     ax.set_ylim(*acceptance_ylim(tops))
@@ -882,7 +879,7 @@ def _run_recall_figure(info: _RunInfo) -> Optional[Path]:
 def _run_figures(info: _RunInfo) -> List[Path]:
     run_dir, written = info.run_dir, []
     if info.counts:
-        title = f"{info.heading}: training samples per class ({len(info.counts)} classes, {sum(info.counts)} samples)"
+        title = f"{info.heading}\ntraining samples per class ({len(info.counts)} classes, {sum(info.counts)} samples)"
         written.append(plot_class_counts(info.counts, run_dir / "class_counts.png", info.names, title))
     if (run_dir / "log.csv").exists():
         rows = read_log(run_dir / "log.csv")

@@ -605,6 +605,7 @@ def report_figures(rows: Sequence[ResultRow], out: Path) -> Dict[str, List[str]]
             )
             names.append(f"{prefix}class_counts.png")
             curves = {r.label: r.per_class_recall for r in rec_rows if r.per_class_recall}
+            at_epoch = "at the best-validation epoch" if first.at == "best" else "at the last epoch"
             if curves:
                 figs.plot_per_class_recall(
                     curves,
@@ -612,7 +613,7 @@ def report_figures(rows: Sequence[ResultRow], out: Path) -> Dict[str, List[str]]
                     out / f"{prefix}per_class_recall.png",
                     class_names=first.class_names,
                     percent=True,
-                    title=f"{recipe}: test recall per class, head to tail (mean over seeds, {first.at} epoch)",
+                    title=f"{recipe}: test recall per class, head to tail (mean over seeds, {at_epoch})",
                 )
                 names.append(f"{prefix}per_class_recall.png")
         logs: Dict[str, List[List[Dict[str, Any]]]] = {}

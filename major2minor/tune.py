@@ -46,6 +46,7 @@ from major2minor.config import (
     Config,
     children,
     differing_settings,
+    flatten,
     is_result_neutral,
     load_config,
 )
@@ -382,11 +383,12 @@ def open_study(spec: TuneSpec, sampler_seed: int = 0) -> Tuple[Any, Any]:
     study = optuna.create_study(
         study_name=spec.name,
         storage=storage,
-        sampler=optuna.samplers.TPESampler(seed=sampler_seed),
         pruner=pruner,
         direction="maximize",
         load_if_exists=True,
     )
+    # seeded with --sampler-seed plus the trials already held: a continued study draws new knobs, reproducibly
+    study.sampler = optuna.samplers.TPESampler(seed=sampler_seed + len(study.get_trials(deepcopy=False)))
     saved = study.user_attrs.get("definition")
     if saved is None:
         study.set_user_attr("definition", spec.definition())
@@ -397,7 +399,9 @@ def open_study(spec: TuneSpec, sampler_seed: int = 0) -> Tuple[Any, Any]:
 
 def _check_same_definition(spec: TuneSpec, saved: Dict[str, Any]) -> None:
     now = spec.definition()
-    diffs = differing_settings(saved["config"], now["config"])
+    # a setting only one side knows (added or dropped by a package update) keeps its old behaviour by default
+    one_sided = set(flatten(saved["config"])) ^ set(flatten(now["config"]))
+    diffs = differing_settings(saved["config"], now["config"], ignore=sorted(one_sided))
     if saved["seeds"] != now["seeds"]:
         diffs.append(f"seeds {saved['seeds']} there, {now['seeds']} now")
     if saved["space"] != now["space"]:
@@ -423,6 +427,7 @@ def requeue_interrupted(study: Any, storage: Any) -> int:
     for t in trials:
         if t.state == optuna.trial.TrialState.RUNNING:  # we hold the study's lock: its process is gone
             trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+            storage.set_trial_user_attr(trial_id, "interrupted", True)
             storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
         stale = t.state == optuna.trial.TrialState.RUNNING or t.user_attrs.get("interrupted")
         trial_dir = t.user_attrs.get("dir")
@@ -449,6 +454,12 @@ def best_trial(study: Any) -> Optional[Any]:
 
 # ----------------------------------------------------------------------------------------------
 # what is shown and written
+
+
+def state_name(t: Any) -> str:
+    """complete | pruned | interrupted (queued again) | fail | running | waiting."""
+    name = t.state.name.lower()
+    return "interrupted" if name == "fail" and t.user_attrs.get("interrupted") else name
 
 
 def knobs_text(knobs: Dict[str, Any]) -> str:
@@ -494,7 +505,7 @@ def best_record(spec: TuneSpec, study: Any) -> Optional[Dict[str, Any]]:
     if best is None:
         return None
     vals, knobs = best.user_attrs["val_bacc"], best.user_attrs["knobs"]
-    states = [t.state.name.lower() for t in study.get_trials(deepcopy=False)]
+    states = [state_name(t) for t in study.get_trials(deepcopy=False)]
     return {
         "study": spec.name,
         "recipe": spec.recipe,
@@ -509,7 +520,7 @@ def best_record(spec: TuneSpec, study: Any) -> Optional[Dict[str, Any]]:
         "acceptance": _mean(best.user_attrs.get("acceptance", [])),
         "run_dirs": [str(spec.dir / best.user_attrs["dir"] / f"seed{s}") for s in spec.seeds],
         "space": {p.key: p.as_dict() for p in spec.space},
-        "trials": {s: states.count(s) for s in ("complete", "pruned", "fail", "running", "waiting") if s in states},
+        "trials": {s: states.count(s) for s in ("complete", "pruned", "interrupted", "fail", "waiting") if s in states},
         "commands": commands(spec, knobs),
         "note": "scores are validation bACC (fractions) at each run's best-validation epoch; test metrics unread",
     }
@@ -526,7 +537,7 @@ def trials_csv(spec: TuneSpec, study: Any) -> str:
         knobs, vals = t.user_attrs.get("knobs", {}), t.user_attrs.get("val_bacc", [])
         acc = _mean(t.user_attrs.get("acceptance", []))
         writer.writerow(
-            [t.number, t.state.name.lower(), t.user_attrs.get("dir", ""), *(knobs.get(k, "") for k in spec.keys)]
+            [t.number, state_name(t), t.user_attrs.get("dir", ""), *(knobs.get(k, "") for k in spec.keys)]
             + [_mean(vals) if vals else "", _std(vals) if vals else "", len(vals), ";".join(f"{v:.6f}" for v in vals)]
             + ["" if acc is None else acc, round(t.user_attrs.get("seconds", 0.0), 1)]
         )

@@ -35,10 +35,10 @@ def write_log(path, epochs=4, m2m=False):
     if m2m:
         cols += ["m2m_acceptance", "m2m_accepted_per_class"]
     lines = [",".join(cols)]
-    for e in range(epochs):
+    for e in range(1, epochs + 1):  # log.csv numbers epochs from 1
         vals = [str(e), "0.1", f"{2.0 - 0.3 * e}", f"{0.3 + 0.1 * e}", f"{0.1 * e}", "10 5 2", ""]
         if m2m:
-            vals += ["" if e < 2 else f"{0.2 * e}", "" if e < 2 else "0 3 4"]
+            vals += ["" if e <= 2 else f"{0.2 * e}", "" if e <= 2 else "0 3 4"]  # re-balanced from T0 + 1 = 3
         lines.append(",".join(vals))
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -61,7 +61,7 @@ def test_class_counts_and_per_class_recall(tmp_path):
 def test_training_curves_single_multi_and_m2m(tmp_path):
     log = write_log(tmp_path / "log.csv")
     rows = read_log(log)
-    assert rows[1]["train_loss"] == pytest.approx(1.7) and rows[0]["class_weights"] is None
+    assert rows[1]["epoch"] == 2.0 and rows[1]["train_loss"] == pytest.approx(1.4) and rows[0]["class_weights"] is None
     assert rows[0]["seen_per_class"] == "10 5 2"
     assert_png(plot_training_curves(log, tmp_path / "one.png", deferred_epoch=2))
     m2m = write_log(tmp_path / "m2m.csv", m2m=True)

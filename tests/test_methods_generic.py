@@ -114,7 +114,7 @@ def test_method_sees_and_weighs_what_it_promises(runs, name):
     n, c, n_max = sum(counts), len(counts), max(counts)
     sample_before, sample_after, weight_before, weight_after = EXPECTED[cfg.rebalance.name]
     for row in history:
-        after = row["epoch"] >= T0
+        after = row["epoch"] > T0  # epochs are numbered from 1: epoch T0 + 1 is the first re-balanced one
         seen = row["seen_per_class"]
         sampling = sample_after if after else sample_before
         if sampling == "all":

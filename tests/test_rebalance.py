@@ -181,3 +181,31 @@ def test_smote_on_float_features_keeps_float32():
     assert out.x.dtype == torch.float32 and np.bincount(out.y.numpy()).tolist() == [20, 20, 20]
     assert r.k_used == 2 and messages  # class 2 has 3 samples -> k = 2
     torch.testing.assert_close(out.x[:30], x)
+
+
+def test_drw_presets_follow_kaidic_and_the_m2m_variant_stays_reachable():
+    """DRW / LDAM-DRW as kaidic/LDAM-DRW: beta = 0.9999 and sum(w*l)/sum(w); the M2m public code's
+    variant (its beta, mean(w*l)) by settings.  Hand-computed: counts 100/10/1, beta 0.9999 give
+    raw weights (1-b)/(1-b^N) = 0.010050, 0.100045, 1 -> normalised to sum 3: 0.027159, 0.270369, 2.702472;
+    a batch with labels 0,0,1,2 and losses 1,2,3,4 has w*l = 0.027159, 0.054317, 0.811107, 10.809890."""
+    import torch
+
+    from major2minor.config import load_config
+    from major2minor.registry import REBALANCERS
+
+    kaidic = load_config("digits-lt", ["method=drw"])
+    assert (kaidic.rebalance.cb_beta, kaidic.rebalance.weighted_mean) == (0.9999, "weights")
+    assert load_config("digits-lt", ["method=ldam-drw"]).rebalance.weighted_mean == "weights"
+    public = load_config("digits-lt", ["method=drw", "rebalance.cb_beta=0.999", "rebalance.weighted_mean=mean"])
+    assert public.method == "ce+drw"
+
+    counts = [100, 10, 1]
+    w = effective_number_weights(counts, 0.9999)
+    assert np.allclose(w, [0.027159, 0.270369, 2.702472], atol=2e-6)
+    y = torch.tensor([0, 0, 1, 2])
+    weight = torch.as_tensor(w, dtype=torch.float32)
+    per_sample = weight[y] * torch.tensor([1.0, 2.0, 3.0, 4.0])  # what the loss returns with class weights
+    drw = REBALANCERS.get("drw")
+    assert float(drw(kaidic, counts).batch_loss(per_sample, y, weight)) == pytest.approx(3.865827, abs=1e-5)
+    assert float(drw(public, counts).batch_loss(per_sample, y, weight)) == pytest.approx(2.925618, abs=1e-5)
+    assert float(drw(kaidic, counts).batch_loss(per_sample, y, None)) == pytest.approx(float(per_sample.mean()))

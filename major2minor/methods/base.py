@@ -142,6 +142,19 @@ class Rebalancer:
         """The batch f trains on (M2m replaces some entries by translated samples)."""
         return x, y
 
+    def batch_loss(
+        self, per_sample: torch.Tensor, y: torch.Tensor, class_weight: Optional[torch.Tensor]
+    ) -> torch.Tensor:
+        """The batch's loss from the per-sample losses (already multiplied by w_y when re-weighting).
+
+        Unweighted, or ``rebalance.weighted_mean=mean``: the plain mean, (1/B) sum_i w_yi l_i, as the M2m
+        public code.  ``weights``: sum_i w_yi l_i / sum_i w_yi, PyTorch's weighted cross-entropy mean, as
+        kaidic/LDAM-DRW (the code behind the paper's LDAM-DRW number).
+        """
+        if class_weight is None or self.cfg.rebalance.weighted_mean == "mean":
+            return per_sample.mean()
+        return per_sample.sum() / class_weight[y].sum()
+
     # -- statistics -----------------------------------------------------------------------------
 
     def epoch_stats(self) -> Dict[str, Any]:

@@ -10,6 +10,12 @@ from __future__ import annotations
 from major2minor.methods.base import Preset
 from major2minor.registry import METHODS
 
+#: DRW as kaidic/LDAM-DRW, the code behind the paper's LDAM-DRW number: class-balanced weights with
+#: beta = 0.9999 and PyTorch's weighted cross-entropy mean.  The M2m public code's own re-weighting
+#: (beta from its command line, the plain mean of w*l) stays reachable: method=drw rebalance.cb_beta=0.999
+#: rebalance.weighted_mean=mean (recorded as method "ce+drw").
+KAIDIC_DRW = {"rebalance.cb_beta": 0.9999, "rebalance.weighted_mean": "weights"}
+
 PRESETS = [
     ("erm", Preset("ce", "none", "ERM: cross-entropy, no re-balancing", label="ERM")),
     ("ros", Preset("ce", "ros", "ROS: random over-sampling proportional to 1/N", label="ROS")),
@@ -17,10 +23,10 @@ PRESETS = [
     ("rw", Preset("ce", "rw", "RW: re-weighting by 1/N", label="RW")),
     ("cb-rw", Preset("ce", "cbrw", "CB-RW: class-balanced re-weighting (effective number)", label="CB-RW")),
     ("drs", Preset("ce", "drs", "DRS: deferred re-sampling from T0", label="DRS")),
-    ("drw", Preset("ce", "drw", "DRW: deferred (class-balanced) re-weighting from T0", label="DRW")),
+    ("drw", Preset("ce", "drw", "DRW: deferred (class-balanced) re-weighting from T0", KAIDIC_DRW, label="DRW")),
     ("focal", Preset("focal", "none", "Focal loss (gamma 1)", label="Focal")),
     ("ldam", Preset("ldam", "none", "LDAM loss with the cosine head", label="LDAM")),
-    ("ldam-drw", Preset("ldam", "drw", "LDAM loss + deferred re-weighting", label="LDAM-DRW")),
+    ("ldam-drw", Preset("ldam", "drw", "LDAM loss + deferred re-weighting", KAIDIC_DRW, label="LDAM-DRW")),
     (
         "balanced-softmax",
         Preset("balanced-softmax", "none", "Balanced Softmax / logit-adjusted CE", label="Balanced Softmax"),
