@@ -35,7 +35,7 @@ from major2minor.methods.base import inverse_frequency
 from major2minor.methods.m2m import M2mConfig, M2mTranslator
 from major2minor.models import build_model
 from major2minor.models.fold import fold_batchnorm
-from major2minor.numerics import flushing_denormals
+from major2minor.numerics import choose_amp, flushing_denormals, native_bf16_cpu
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 
@@ -161,7 +161,7 @@ class BenchOptions:
     batch_size: int = 128
     repeats: int = 5
     warmup: int = 2
-    amp: str = "none"
+    amp: str = "auto"  # auto: bf16 where it pays (numerics.choose_amp), as train.amp
     compile_model: bool = False
     channels_last: bool = True
     threads: int = 0
@@ -179,11 +179,20 @@ def run(**options) -> Dict:
     Subnormal floats are flushed to zero while it runs unless ``flush_denormal`` is False (first thing:
     threads started later inherit the mode; see ``major2minor.numerics``)."""
     opts = BenchOptions(**options)
+    requested = opts.amp
+    opts.amp, amp_reason = choose_amp(opts.amp, torch.device(opts.device), bf16_friendly=True)  # ResNet-32
     with flushing_denormals(opts.flush_denormal) as flushed:
         if opts.threads > 0:
             torch.set_num_threads(opts.threads)
         work = Workload(opts)
-        result = {**work.describe(), "flush_denormal_all_threads": flushed, "methods": {}}
+        result = {
+            **work.describe(),
+            "amp_requested": requested,
+            "amp_reason": amp_reason,
+            "cpu_native_bf16": native_bf16_cpu()[1],
+            "flush_denormal_all_threads": flushed,
+            "methods": {},
+        }
         for name in opts.methods:
             result["methods"][name] = work.measure(name, result["matmul_peak_gflops"])
         return result
@@ -310,7 +319,12 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--amp", choices=["none", "bf16"], default="none")
+    p.add_argument(
+        "--amp",
+        choices=["auto", "none", "bf16"],
+        default="auto",
+        help="autocast: auto (the default of train.amp: bf16 on a GPU with bf16 or a CPU with native BF16), none, bf16",
+    )
     p.add_argument("--compile", action="store_true")
     p.add_argument(
         "--no-channels-last",

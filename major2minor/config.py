@@ -276,7 +276,7 @@ class TrainConfig:
     threads: int = 0  # torch intra-op threads; 0 = automatic (1 for small models, else torch's default)
     deterministic: bool = True  # GPU: cuDNN's deterministic algorithms, autotuner off (false leaves torch's defaults)
     channels_last: bool = True  # NHWC memory layout for image models (faster convolutions on CPU and GPU)
-    amp: str = "none"  # none | bf16 (autocast)
+    amp: str = "auto"  # auto (bf16 where it pays: numerics.choose_amp) | none (strict fp32) | bf16
     compile: bool = False  # torch.compile the model
     flush_denormal: bool = True  # CPU: flush subnormal floats to zero (faster once gradients underflow)
     progress: str = "auto"  # auto (bar only on a terminal) | bar | none
@@ -303,7 +303,7 @@ class TrainConfig:
             r"auto|cpu|cuda(:\d+)?|mps", "auto, cpu, cuda or cuda:N", hint="auto picks a GPU when there is one"
         ),
         "threads": Interval(0, None, hint="0 leaves torch's default"),
-        "amp": OneOf(("none", "bf16")),
+        "amp": OneOf(("auto", "none", "bf16")),
         "progress": OneOf(("auto", "bar", "none")),
     }
 

@@ -47,7 +47,7 @@ from major2minor.methods.base import EpochContext, Rebalancer, RunContext
 from major2minor.methods.generator import load_generators
 from major2minor.metrics import classification_metrics
 from major2minor.models import build_model
-from major2minor.numerics import ProcessSettings
+from major2minor.numerics import ProcessSettings, choose_amp
 from major2minor.registry import MODELS, REBALANCERS
 from major2minor.rundir import (
     RunDirError,
@@ -358,8 +358,14 @@ class Trainer:
         method_cls = REBALANCERS.get(cfg.rebalance.name)
         self.method: Rebalancer = method_cls(cfg, self.counts)
         self.model = build_model_seeded(cfg, self.bundle, seed, device)
+        # bf16 autocast where it pays (train.amp=auto): the choice and its reason go into environment.json
+        self.amp, self.amp_reason = choose_amp(
+            cfg.train.amp, device, MODELS.entry(cfg.model.name).meta.get("bf16", False)
+        )
         generators = load_generators(self.frozen_generator_paths(method_cls), cfg, self.bundle, device)
-        self.method.setup(RunContext(cfg, self.bundle, device, self.run_dir, self.log, self.dist.rank, generators))
+        self.method.setup(
+            RunContext(cfg, self.bundle, device, self.run_dir, self.log, self.dist.rank, generators, self.amp)
+        )
         if is_streamed(self.bundle.train) and method_cls.rewrites_train:
             raise ValueError(
                 f"rebalance.name={cfg.rebalance.name} rewrites the training set in memory; it cannot "
@@ -367,12 +373,9 @@ class Trainer:
             )
         self.train_split = self.method.prepare_train(self.bundle.train, seed).to(device)  # SMOTE adds samples
         self.loss_fn = build_loss(cfg, self.counts).to(device)
+        o = cfg.optim
         self.optimizer = torch.optim.SGD(
-            self.model.parameters(),
-            lr=cfg.optim.lr,
-            momentum=cfg.optim.momentum,
-            weight_decay=cfg.optim.weight_decay,
-            nesterov=cfg.optim.nesterov,
+            self.model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov
         )
         self.step_model, self.translate_model = self.wrap_model()
         # separate generators per purpose, so e.g. M2m's draws do not shift the sampling stream
@@ -384,7 +387,10 @@ class Trainer:
         if self.dist.is_main:
             atomic_write_text(self.run_dir / "config.yaml", cfg.to_yaml())
             atomic_write_json(self.run_dir / "manifest.json", manifest)
-            atomic_write_json(self.run_dir / "environment.json", {**environment(), "world_size": self.dist.world_size})
+            atomic_write_json(
+                self.run_dir / "environment.json",
+                {**environment(), "world_size": self.dist.world_size, "amp": self.amp, "amp_reason": self.amp_reason},
+            )
 
     def frozen_generator_paths(self, method_cls: type) -> List[str]:
         """The g's to load: the method's own setting, else the paths given to the trainer."""
@@ -449,7 +455,8 @@ class Trainer:
         counts, b = self.counts, self.bundle
         self.log(
             f"{cfg.method}: {b.name} train {len(b.train)} (counts {counts[:3]}...{counts[-3:]}), "
-            f"val {len(b.val)}, test {len(b.test)}; model {cfg.model.name}; device {self.device}; "
+            f"val {len(b.val)}, test {len(b.test)}; model {cfg.model.name}; device {self.device} "
+            f"({'bf16 autocast' if self.amp == 'bf16' else 'fp32'}; {self.amp_reason}); "
             + (f"{dist.world_size} processes; " if dist.enabled else "")
             + (f"streamed by {self.train_split.x.workers} loader workers per process; " if self.source.streamed else "")
             + f"run dir {self.run_dir}"
@@ -506,7 +513,7 @@ class Trainer:
         x, y = self.method.transform_batch(self.translate_model, x, y, epoch)
         if self.cfg.train.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.train.amp == "bf16"):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp == "bf16"):
             logits = self.step_model(x)
         loss = self.method.batch_loss(self.loss_fn(logits.float(), y, class_weight), y, class_weight)
         # under DDP every rank must take the same decision, so the check sees the summed loss
@@ -574,7 +581,7 @@ class Trainer:
             self.counts,
             self.device,
             self.cfg.train.eval_batch_size,
-            self.cfg.train.amp,
+            self.amp,
             self.dist,
         )
 
@@ -655,6 +662,7 @@ class Trainer:
             "train_seconds": st.train_seconds,
             "wall_seconds": time.time() - self.t_start,
             "device": str(device),
+            "amp": self.amp,
             "device_name": (
                 torch.cuda.get_device_name(device)
                 if device.type == "cuda"

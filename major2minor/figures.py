@@ -1,7 +1,7 @@
 """Figures (PNG, matplotlib's Agg canvas): class counts, per-class recall, training curves, translations.
 
-matplotlib is an optional extra (``pip install 'major2minor[plots]'``); it is imported only when a
-figure is drawn, and a missing install raises :class:`MissingDependencyError` with the fix.  The
+matplotlib is a dependency of the package, imported only when a figure is drawn (importing it costs
+about a second); a broken install without it raises :class:`MissingDependencyError` with the fix.  The
 figures are drawn on :class:`matplotlib.figure.Figure` objects with an explicit Agg canvas, so this
 module never touches pyplot's global state or the user's chosen backend (safe in notebooks and
 worker processes), and each PNG is written atomically.
@@ -61,8 +61,8 @@ def _require_matplotlib():
         from matplotlib.figure import Figure
     except ImportError as exc:
         raise MissingDependencyError(
-            "figures need matplotlib, which is not installed; install it with "
-            "`pip install 'major2minor[plots]'` (or `pip install matplotlib`), or turn figures off "
+            "figures need matplotlib, a dependency of major2minor that is missing from this environment; "
+            "reinstall with `pip install major2minor` (or `pip install matplotlib`), or turn figures off "
             "(`m2m report --no-figures`)."
         ) from exc
     return Figure, FigureCanvasAgg
@@ -105,24 +105,24 @@ def _order_head_to_tail(counts: Sequence[int]) -> np.ndarray:
     return np.argsort(-np.asarray(counts, dtype=np.float64), kind="stable")
 
 
-def log_ticks(lo: float, hi: float) -> List[float]:
-    """Plain tick values for a log axis from ``lo`` to ``hi`` (> 0): 1-2-5 steps (1-only over wide ranges)."""
+def log_ticks(lo: float, hi: float, max_ticks: int = 8) -> List[float]:
+    """Plain tick values for a log axis from ``lo`` to ``hi`` (> 0): 1-2-5 steps, else 1-3 steps, else
+    powers of ten, whichever first gives at most ``max_ticks`` ticks (never fewer than two)."""
     lo, hi = max(float(lo), 1e-12), max(float(hi), 1e-12)
-    steps = (1, 2, 5) if hi / lo <= 1e4 else (1,)
-    ticks = [
-        s * 10.0**k
-        for k in range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
-        for s in steps
-        if lo <= s * 10.0**k <= hi
-    ]
-    return ticks if len(ticks) >= 2 else sorted({lo, hi})
+    decades = range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
+    ticks: List[float] = []
+    for steps in ((1, 2, 5), (1, 3), (1,)):
+        ticks = [float(f"{s * 10.0**k:.12g}") for k in decades for s in steps if lo <= s * 10.0**k <= hi * (1 + 1e-9)]
+        if len(ticks) <= max_ticks:
+            break
+    return ticks if len(ticks) >= 2 else sorted({float(f"{lo:.3g}"), float(f"{hi:.3g}")})
 
 
-def _plain_log_axis(axis, lo: float, hi: float) -> None:
+def _plain_log_axis(axis, lo: float, hi: float, max_ticks: int = 8) -> None:
     """Log-scale ``axis`` (ax.xaxis / ax.yaxis) labelled ``5 10 20 50`` instead of ``2×10¹``."""
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
-    axis.set_major_locator(FixedLocator(log_ticks(lo, hi)))
+    axis.set_major_locator(FixedLocator(log_ticks(lo, hi, max_ticks)))
     axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
     axis.set_minor_formatter(NullFormatter())
 
@@ -358,13 +358,21 @@ def series_stats(logs: Sequence[LogRows], key: str) -> Series:
     The std is the sample std (divisor n-1), None for a single log; all arrays are empty when a log
     has no value of ``key``.
     """
+    epochs, values = _seed_values(logs, key)
+    if not len(epochs):
+        return epochs, np.array([]), None
+    std = values.std(axis=0, ddof=1) if len(values) > 1 else None
+    return epochs, values.mean(axis=0), std
+
+
+def _seed_values(logs: Sequence[LogRows], key: str) -> Tuple[np.ndarray, np.ndarray]:
+    """Epochs present in every log, and ``key`` per log (rows) at those epochs (columns)."""
     per_log = [_by_epoch(rows, key) for rows in logs]
     if not per_log or not all(per_log):
-        return np.array([], dtype=int), np.array([]), None
+        return np.array([], dtype=int), np.zeros((len(per_log), 0))
     epochs = sorted(set.intersection(*(set(d) for d in per_log)))
     values = np.array([[d[e] for e in epochs] for d in per_log], dtype=np.float64).reshape(len(per_log), -1)
-    std = values.std(axis=0, ddof=1) if len(per_log) > 1 else None
-    return np.array(epochs, dtype=int), values.mean(axis=0), std
+    return np.array(epochs, dtype=int), values
 
 
 def _series(logs: Sequence[LogRows], key: str):
@@ -508,13 +516,18 @@ def _curves_from(logs: Union[PathLike, LogRows, Mapping[str, Any]]) -> List[_Cur
 
 def _plot_series(ax, curve: _Curve, key: str, color: str, scale: float = 1.0, overlay: bool = True, **kw):
     """Mean line (+ shaded ± std band over seeds); the stretch identical to an earlier entry is dashed
-    (unless ``overlay`` is False). Returns the line that stands for the entry in a legend (None without data)."""
+    (unless ``overlay`` is False). Returns the line that stands for the entry in a legend (None without data).
+
+    On a log axis, where mean - std is not positive, the band stops at the lowest seed's value."""
     epochs, mean, std = curve.get(key)
     if not len(epochs):
         return None
     y = scale * mean
     if std is not None:
-        ax.fill_between(epochs, y - scale * std, y + scale * std, color=color, alpha=0.15, linewidth=0, gid="band")
+        low = y - scale * std
+        if ax.get_yscale() == "log":
+            low = np.where(low > 0, low, scale * _seed_values(curve.logs, key)[1].min(axis=0))
+        ax.fill_between(epochs, low, y + scale * std, color=color, alpha=0.15, linewidth=0, gid="band")
     cut = 0
     if curve.same_as and overlay:
         cut = len(epochs) if curve.same_until is None else int(np.searchsorted(epochs, curve.same_until, "right"))
@@ -547,6 +560,7 @@ Entries = List[Tuple[Any, str]]  # (legend handle, legend text)
 def _draw_loss_and_val(axes, curves: List[_Curve], single: bool) -> Entries:
     """Loss and validation panels; returns the legend entries (methods with their best epochs)."""
     ax_loss, ax_val = axes[0, 0], axes[0, 1]
+    _loss_scale(ax_loss, curves)
     entries: Entries = []
     for i, c in enumerate(curves):
         color = f"C{i % 10}"
@@ -560,11 +574,34 @@ def _draw_loss_and_val(axes, curves: List[_Curve], single: bool) -> Entries:
                 entries.append((best[0], f"best val epoch {best[1]} (val bACC {fmt_percent(best[2])})"))
         else:
             entries.append((line, c.legend + (f", best val epoch {best[1]}" if best else "")))
-    ax_loss.set_title("training loss", fontsize=10)
-    ax_loss.set_ylabel("loss")
     ax_val.set_title("validation bACC" + (" and GM" if single else "") + " (%)", fontsize=10)
     ax_val.set_ylabel("%")
+    _loss_ticks(ax_loss, curves)
     return [(h, t) for h, t in entries if h is not None]
+
+
+def _loss_scale(ax, curves: List[_Curve]) -> None:
+    """A log y axis (plain tick numbers) when the losses span more than a factor 20: the small losses
+    late in training, and the jump when re-balancing starts, stay visible next to epoch 1."""
+    values = np.concatenate([c.get("train_loss")[1] for c in curves] + [np.array([])])
+    values = values[np.isfinite(values)]
+    log = bool(len(values)) and values.min() > 0 and values.max() / values.min() > 20
+    if log:
+        ax.set_yscale("log")
+    ax.set_title("training loss" + (" (log scale)" if log else ""), fontsize=10)
+    ax.set_ylabel("loss")
+
+
+def _loss_ticks(ax, curves: List[_Curve]) -> None:
+    """On the log loss axis: the bottom at a quarter of the lowest mean (bands reaching further down are
+    cut), and plain tick numbers over the visible range."""
+    if ax.get_yscale() != "log":
+        return
+    lowest = min(float(np.nanmin(c.get("train_loss")[1])) for c in curves if len(c.get("train_loss")[0]))
+    ax.autoscale_view()
+    bottom, top = ax.get_ylim()
+    ax.set_ylim(max(bottom, lowest / 4), top)
+    _plain_log_axis(ax.yaxis, *ax.get_ylim(), max_ticks=7)
 
 
 def _draw_acceptance(ax, curves: List[_Curve]) -> None:
@@ -628,17 +665,18 @@ def training_curves_figure(
     if has_acc:
         _draw_acceptance(axes[0, 2], curves)
     _style_epoch_axes(axes[0], curves)
+    seeds = sorted({len(c.logs) for c in curves if len(c.logs) > 1})
     if not single:
         star = Line2D([], [], marker="*", markersize=11, color="0.6", markeredgecolor="black", linestyle="none")
-        entries.append((star, "best val epoch (max of the mean curve)"))
+        entries.append((star, "best val epoch" + (" (max of the mean curve)" if seeds else "")))
     if deferred_epoch is not None:
         entries.append(_draw_t0(axes[0], int(deferred_epoch)))
-    seeds = sorted({len(c.logs) for c in curves})
-    if seeds[-1] > 1:
+    if seeds:
         entries.append((Patch(color="0.5", alpha=0.3), f"shaded: ± 1 std over {'/'.join(map(str, seeds))} seeds"))
-    handles, labels = zip(*entries) if entries else ((), ())
-    ncol = 3 if not single else min(len(entries), 4)
-    fig.legend(handles, labels, loc="outside lower center", ncol=max(ncol, 1), fontsize=8, frameon=False)
+    if entries:
+        handles, labels = zip(*entries)
+        ncol = 3 if not single else min(len(entries), 4)
+        fig.legend(handles, labels, loc="outside lower center", ncol=ncol, fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
     return fig

@@ -4,8 +4,13 @@ from major2minor import bench
 
 
 def test_bench_reports_every_method_and_m2m_details():
-    out = bench.run(batch_size=16, repeats=2, warmup=0, steps=1, methods=("erm", "drs", "m2m"))
-    assert out["dtype"] == "fp32" and out["threads"] >= 1 and out["matmul_peak_gflops"] > 0
+    out = bench.run(batch_size=16, repeats=2, warmup=0, steps=1, methods=("erm", "drs", "m2m"), amp="none")
+    assert (
+        out["dtype"] == "fp32"
+        and out["amp_requested"] == "none"
+        and out["threads"] >= 1
+        and out["matmul_peak_gflops"] > 0
+    )
     assert out["flush_denormal"] is True and "flush_denormal_all_threads" in out
     for name in ("erm", "drs", "m2m"):
         entry = out["methods"][name]
@@ -16,3 +21,10 @@ def test_bench_reports_every_method_and_m2m_details():
     assert 0 < m2m["translation_share"] <= 1.0
     assert m2m["translation_seconds_per_slot"] > 0
     assert m2m["gflop_per_batch"] > out["methods"]["drs"]["gflop_per_batch"]  # translation adds work
+
+
+def test_bench_records_what_auto_chose_and_why(monkeypatch):
+    monkeypatch.setattr(bench, "choose_amp", lambda setting, device, bf16_friendly: ("none", "auto: test"))
+    out = bench.run(batch_size=8, repeats=1, warmup=0, steps=1, methods=("erm",))
+    assert (out["amp_requested"], out["amp_reason"], out["dtype"]) == ("auto", "auto: test", "fp32")
+    assert out["cpu_native_bf16"]

@@ -184,8 +184,11 @@ def test_per_class_recall_has_plain_ticks_percent_and_the_legend_outside():
 
 def test_class_counts_axis_has_plain_ticks(tmp_path):
     figures.plot_class_counts([90, 64, 4], tmp_path / "c.png")  # smoke: the formatter works on a real draw
-    assert log_ticks(1, 5000) == [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]
-    assert log_ticks(1, 100000) == [1, 10, 100, 1000, 10000, 100000]
+    assert log_ticks(50, 5000) == [50, 100, 200, 500, 1000, 2000, 5000]
+    assert log_ticks(1, 5000) == [1, 3, 10, 30, 100, 300, 1000, 3000]  # at most 8 ticks
+    assert log_ticks(0.004, 12) == [0.01, 0.03, 0.1, 0.3, 1, 3, 10]
+    assert log_ticks(0.004, 12, max_ticks=6) == [0.01, 0.1, 1, 10]
+    assert log_ticks(3, 4) == [3, 4]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -289,6 +289,7 @@ def test_ldam_m2m_passes_the_ldam_scale_to_the_statistics():
         rank = 0
         log = staticmethod(lambda s: None)
         generators = []
+        amp = "none"
 
         class bundle:
             bounds, is_image = (0.0, 1.0), True

@@ -194,3 +194,43 @@ def test_a_model_fx_cannot_trace_is_translated_unfolded_with_a_warning():
     t = M2mTranslator(None, [200, 60, 10], M2mConfig())
     with pytest.warns(UserWarning, match="fold_classifier: cannot fold Branchy"):
         assert t.eval_classifier(f) is f
+
+
+def test_amp_auto_picks_bf16_only_where_it_pays(monkeypatch):
+    from major2minor import numerics
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert numerics.choose_amp("none", cpu, True) == ("none", "train.amp=none")
+    assert numerics.choose_amp("bf16", cpu, False) == ("bf16", "train.amp=bf16")
+    assert numerics.choose_amp("auto", cpu, False)[0] == "none"  # small models: measured slower in bf16
+    monkeypatch.setattr(numerics, "native_bf16_cpu", lambda: (True, "AVX-512-BF16"))
+    assert numerics.choose_amp("auto", cpu, True) == ("bf16", "auto: bf16, the CPU has AVX-512-BF16")
+    monkeypatch.setattr(numerics, "native_bf16_cpu", lambda: (False, "no native BF16"))
+    amp, why = numerics.choose_amp("auto", cpu, True)
+    assert amp == "none" and "emulated" in why
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert numerics.choose_amp("auto", cuda, True)[0] == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert numerics.choose_amp("auto", cuda, True)[0] == "none"
+
+
+def test_native_bf16_probe_agrees_with_the_cpu_flags():
+    """torch's probe and the flags the operating system reports tell the same story on this machine."""
+    from major2minor import numerics
+
+    native, how = numerics.native_bf16_cpu()
+    flags = numerics._cpu_flags()
+    if flags:  # Linux: /proc/cpuinfo
+        assert native == bool({"avx512_bf16", "amx_bf16", "bf16"} & flags), (how, sorted(flags)[:5])
+
+
+def test_the_run_records_the_autocast_it_used(tiny_cfg):
+    import json
+
+    from major2minor.pipeline import train
+
+    cfg = tiny_cfg("train.epochs=1")
+    summary = train(cfg, log=None)
+    env = json.loads((__import__("pathlib").Path(summary["run_dir"]) / "environment.json").read_text())
+    assert summary["amp"] == env["amp"] == "none"  # the digits CNN is too small to gain from bf16
+    assert env["amp_reason"] == "auto: fp32, the model is too small to gain from bf16"

@@ -72,6 +72,7 @@ class RunContext:
     log: Log
     rank: int = 0
     generators: List[torch.nn.Module] = field(default_factory=list)  # frozen g's (generator_paths)
+    amp: str = "none"  # the run's resolved autocast: "bf16" or "none" (train.amp=auto resolved)
 
 
 @dataclass

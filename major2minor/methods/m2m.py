@@ -567,7 +567,7 @@ class M2mRebalancer(Rebalancer):
             self.cfg.m2m,
             ctx.bundle.bounds,
             self.rng,
-            amp=self.cfg.train.amp,
+            amp=ctx.amp,
             channels_last=self.cfg.train.channels_last and ctx.bundle.is_image,
             f_logit_scale=scale,
         )

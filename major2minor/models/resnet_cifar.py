@@ -84,7 +84,7 @@ class CifarResNet(Classifier):
         return F.adaptive_avg_pool2d(x, 1).flatten(1)
 
 
-@MODELS.register("resnet32")
+@MODELS.register("resnet32", bf16=True)  # convolutional: gains from bf16 autocast
 def resnet32(cfg, num_classes: int, input_shape, mean=None, std=None, head: str = "linear") -> CifarResNet:
     """CIFAR ResNet-32 (16/32/64 channels, 5 blocks a stage, option-A shortcuts), official key layout."""
     require_image("resnet32", input_shape)
