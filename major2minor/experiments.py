@@ -11,7 +11,11 @@ into ``ROOT/RECIPE/report``.  It can be interrupted and called again with the sa
 * a cell with ``last.pt`` but no summary was interrupted and is resumed (``train(..., resume=True)``),
   which continues from the last finished epoch with the saved RNG states, so the result equals an
   uninterrupted run;
-* any other cell is trained from scratch.
+* any other cell branches from its shared prefix (the epochs before T0, trained once for every cell
+  that shares them: :mod:`major2minor.prefix`), or is trained from scratch when it has none.
+
+Prefixes and M2m's generators g are trained first, then the cells, ``--jobs N`` at a time
+(:mod:`major2minor.grid`), with one progress display for the grid.
 
 A cell whose directory holds a ``config.yaml`` that differs from the requested configuration (other
 overrides, another epoch count) is an error, not a silent reuse of a stale result.  Every cell's
@@ -22,40 +26,24 @@ fails at once rather than after hours.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, List, Optional, Sequence, Union
 
-from major2minor import pipeline
-from major2minor.config import differing_settings, load_config, parse_override, read_yaml
+from major2minor.config import load_config, parse_override
+from major2minor.grid import Cell, GridError, GridProgress, config_mismatch, plan, run_cell, run_phase
+from major2minor.prefix import epochs_with_and_without_sharing
 from major2minor.registry import METHODS
 from major2minor.report import default_out, write_report
+from major2minor.units import duration
 
 Log = Callable[[str], None]
 
 #: Keys the grid sets per cell; giving them as overrides would contradict the grid.
 GRID_KEYS = ("method", "train.seed", "run.dir", "recipe")
-
-
-class GridError(ValueError):
-    """A grid that cannot run as asked (bad methods/seeds, conflicting overrides, stale run directory)."""
-
-
-@dataclass
-class Cell:
-    """One (method, seed) run of the grid and what happened to it."""
-
-    method: str
-    seed: int
-    run_dir: Path
-    status: str = "pending"  # pending | skipped | resumed | trained | failed
-    seconds: float = 0.0
-    error: Optional[str] = None
-    summary: Optional[Dict[str, Any]] = None
 
 
 @dataclass
@@ -130,20 +118,6 @@ def cell_dir(root: Union[str, Path], recipe: str, method: str, seed: int) -> Pat
     return Path(root) / Path(recipe).stem / method / f"seed{seed}"
 
 
-def config_mismatch(run_dir: Path, cfg: Any) -> List[str]:
-    """Settings where ``run_dir/config.yaml`` differs from ``cfg`` (``[]`` when absent or equal).
-
-    Settings that do not change results (:func:`major2minor.config.result_neutral_keys`) may differ.
-    """
-    path = run_dir / "config.yaml"
-    if not path.exists():
-        return []
-    stored = read_yaml(path, "run configuration") or {}
-    # An empty generator list means "train/cache g as needed"; the run may have recorded the path it used.
-    ignore = () if cfg.to_dict().get("m2m", {}).get("generator") else ("m2m.generator",)
-    return differing_settings(stored, cfg.to_dict(), ignore=ignore)
-
-
 def build_grid(
     recipe: str,
     methods: Sequence[str],
@@ -171,31 +145,6 @@ def build_grid(
     return grid
 
 
-def run_cell(cell: Cell, cfg: Any, log: Optional[Log] = print) -> Cell:
-    """Train, resume or skip one cell (see the module docstring); updates and returns ``cell``."""
-    log = log or (lambda s: None)
-    summary_path = cell.run_dir / "summary.json"
-    diffs = config_mismatch(cell.run_dir, cfg)
-    if diffs:
-        raise GridError(
-            f"run directory {cell.run_dir} was made with a different configuration "
-            f"({'; '.join(diffs)}). Use another --root, remove {cell.run_dir}, or repeat the "
-            "overrides it was made with."
-        )
-    t0 = time.time()
-    if summary_path.exists():
-        cell.status = "skipped"
-        cell.summary = json.loads(summary_path.read_text())
-        return cell
-    started = (cell.run_dir / "last.pt").exists() or (cell.run_dir / "last.prev.pt").exists()
-    cell.status = "resumed" if started else "trained"
-    # resume=True also covers a directory left by a crash before the first epoch ended (config.yaml,
-    # manifest.json, no last.pt): the engine then starts it afresh instead of refusing a non-empty dir.
-    cell.summary = pipeline.train(cfg, resume=True, log=log, run_dir=cell.run_dir)
-    cell.seconds = time.time() - t0
-    return cell
-
-
 def reproduce(
     recipe: str,
     methods: Union[str, Sequence[str]],
@@ -210,6 +159,9 @@ def reproduce(
     figures: Optional[bool] = None,
     command: Optional[str] = None,
     log: Optional[Log] = print,
+    jobs: int = 1,
+    share: bool = True,
+    quiet: bool = False,
 ) -> ReproduceResult:
     """Run the (method x seed) grid of ``recipe`` and write its report into ``ROOT/RECIPE/report``.
 
@@ -224,6 +176,9 @@ def reproduce(
         keep_going: on a failing cell, log it and continue with the others (the report covers the
             finished cells); default: stop at the first failure.
         command: the command line, recorded in ``results.md``.
+        jobs: cells (and prefixes / generators) trained at once, in separate processes.
+        share: train the epochs before T0 once per group of cells that share them (:mod:`major2minor.prefix`).
+        quiet: no line per finished task (the results table is still printed).
     """
     log = log or (lambda s: None)
     methods = parse_methods(methods)
@@ -231,44 +186,34 @@ def reproduce(
     reference = _reference_for(reference, methods)
     grid = build_grid(recipe, methods, seeds, root, overrides)
     result = ReproduceResult([cell for cell, _ in grid])
-    t_grid = time.time()
-    for i, (cell, cfg) in enumerate(grid, 1):
-        tag = f"[{i}/{len(grid)}] {cell.method} seed {cell.seed}"
-        try:
-            run_cell(cell, cfg, log)
-        except KeyboardInterrupt:
-            log(f"{tag}: interrupted; call the same command again to resume from the last finished epoch.")
-            raise
-        except Exception as exc:
-            cell.status, cell.error = "failed", f"{type(exc).__name__}: {exc}"
-            if not keep_going:
-                raise
-            log(f"{tag}: FAILED ({cell.error}); continuing (--keep-going)")
-            continue
-        if cell.status == "skipped":
-            log(f"{tag}: complete already, skipped ({cell.run_dir})")
-        else:
-            log(f"{tag}: {cell.status} in {cell.seconds:.1f}s ({cell.run_dir})")
-    done = [c for c in result.cells if c.summary is not None]
-    counts = {s: sum(c.status == s for c in result.cells) for s in ("trained", "resumed", "skipped", "failed")}
+    epochs = epochs_with_and_without_sharing([cfg for _, cfg in grid])
     log(
-        f"grid: {len(result.cells)} cells ({', '.join(f'{v} {k}' for k, v in counts.items() if v)}) "
-        f"in {time.time() - t_grid:.1f}s"
+        f"grid: {len(grid)} cells, {epochs['without']} training epochs cell by cell; "
+        + (f"{epochs['with']} with {epochs['prefixes']} shared prefixes" if share else "prefix sharing off")
+        + (f"; {jobs} at a time" if jobs > 1 else "")
     )
+    t_grid = time.time()
+    first, cells = plan(grid, share)
+    progress = GridProgress(len(first) + len(cells), quiet, log)
+    try:
+        run_phase(first, jobs, progress, keep_going, log)
+        run_phase(cells, jobs, progress, keep_going, log)
+    except KeyboardInterrupt:
+        log("grid interrupted; run the same command again to continue where it stopped.")
+        raise
+    finally:
+        progress.close()
+    statuses = ("trained", "branched", "resumed", "skipped", "failed")
+    counts = {s: sum(c.status == s for c in result.cells) for s in statuses}
+    summary = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+    log(f"grid: {len(result.cells)} cells ({summary}) in {duration(time.time() - t_grid)}")
+    done = [c.run_dir for c in result.cells if c.summary is not None]
     if done:
-        out = Path(grid[0][1].run.root) / Path(recipe).stem / "report"
+        result.report_dir = Path(grid[0][1].run.root) / Path(recipe).stem / "report"
         result.rows = write_report(
-            [c.run_dir for c in done],
-            out,
-            at=at,
-            ddof=ddof,
-            reference=reference,
-            order=methods,
-            figures=figures,
-            command=command,
-            log=log,
-        )
-        result.report_dir = out
+            done, result.report_dir, at=at, ddof=ddof, reference=reference, order=methods,
+            figures=figures, command=command, log=log,
+        )  # fmt: skip
     return result
 
 
@@ -337,6 +282,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         keep_going=args.keep_going,
         figures=False if args.no_figures else None,
         command=_command_line(),
+        jobs=args.jobs,
+        share=args.share,
+        quiet=args.quiet,
     )
     if result.report_dir is not None:
         print((result.report_dir / "results.md").read_text())
@@ -377,6 +325,20 @@ def add_parsers(subparsers: Any) -> None:
     r.add_argument("--first-seed", type=int, default=0, help="first seed when --seeds is a count")
     r.add_argument("--root", default=None, help="where run directories go (default: run.root, 'runs')")
     r.add_argument("--keep-going", action="store_true", help="continue with other cells when one fails")
+    r.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="cells trained at once, in separate processes (CPU: each gets "
+        "cores/jobs threads; GPU: they share the device)",
+    )
+    r.add_argument(
+        "--no-share",
+        dest="share",
+        action="store_false",
+        help="train every cell from scratch instead of branching from shared prefixes (the epochs before T0)",
+    )
+    r.add_argument("--quiet", action="store_true", help="no progress display or line per finished cell")
     _add_report_options(r)
     r.add_argument("overrides", nargs="*", help="key=value config overrides for every cell (e.g. train.epochs=2)")
     r.set_defaults(func=cmd_reproduce)

@@ -1,0 +1,104 @@
+"""Shared prefixes: runs of a grid that are identical before T0 train those epochs once.
+
+Before T0 a deferred method (DRS, DRW, M2m and its ablations) trains exactly as plain training with
+the same loss: a plain shuffle from the sampling stream of ``train.seed``, no class weights, no
+translation, the same model initialisation, augmentation stream and learning-rate schedule (M2m draws
+nothing from its own stream before T0).  So ERM, DRS, DRW, M2m, M2m-Self, ... with the CE loss share one
+*prefix*; LDAM, LDAM-DRW and LDAM-M2m share an LDAM prefix; and so on, per seed.
+
+``m2m reproduce`` trains each prefix once, as an ordinary run of ``T0`` epochs in
+``ROOT/RECIPE/.prefix/<loss>-<settings hash>/seedN`` (the plain-training configuration of the cells,
+:func:`prefix_config`), and *branches* every cell of the group from it (:func:`branch`): the cell's
+run directory receives the prefix's ``last.pt`` and ``best.pt`` (the state at the end of epoch T0, every
+random state included), its log rows and manifest, relabelled with the cell's own configuration; the
+cell then resumes at epoch T0 + 1 exactly as an interrupted run would.  On a CPU a branch is
+bit-identical to the same cell trained from scratch (summary, every log row, ``best.pt``; tested on
+digits-lt).  Methods active from the first epoch (ROS, RW, CB-RW, SMOTE) have no shared prefix.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional
+
+from major2minor import engine
+from major2minor.checkpoint import load_checkpoint, save_checkpoint
+from major2minor.config import Config, method_label, result_settings
+from major2minor.registry import REBALANCERS
+from major2minor.rundir import RunLock
+
+Log = Callable[[str], None]
+
+
+def prefix_config(cfg: Config) -> Optional[Config]:
+    """The plain-training configuration whose ``T0`` epochs equal the first ``T0`` epochs of ``cfg``; None
+    when ``cfg`` has no shareable prefix (its method acts from epoch 1, or T0 is 0 or past the end)."""
+    method = REBALANCERS.get(cfg.rebalance.name)
+    if cfg.rebalance.name != "none" and not method.deferred:
+        return None
+    t0 = cfg.train.deferred_epoch
+    if not 0 < t0 < cfg.train.epochs:
+        return None
+    prefix = copy.deepcopy(cfg)
+    prefix.rebalance = type(cfg.rebalance)()  # none: nothing is re-balanced before T0
+    prefix.sections = {name: type(section)() for name, section in cfg.sections.items()}
+    prefix.method = method_label(prefix)  # erm, ldam, focal, balanced-softmax
+    prefix.train.epochs = t0
+    key = result_settings(prefix.to_dict())
+    key.pop("train.seed", None)  # in the directory name
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    prefix.run.dir = str(
+        Path(cfg.run.root) / Path(cfg.recipe).stem / ".prefix" / f"{prefix.method}-{digest}" / f"seed{cfg.train.seed}"
+    )
+    return prefix
+
+
+def ensure_prefix(prefix: Config, log: Log) -> Path:
+    """The prefix's run directory, trained first if it is not finished (one process trains it; others wait)."""
+    run_dir = Path(prefix.run.dir)
+    with RunLock(run_dir, wait=True, log=log):
+        if not (run_dir / "summary.json").exists():
+            engine.fit(prefix, resume=True, log=None, run_dir=run_dir, progress_label=f"prefix ({prefix.method})")
+    return run_dir
+
+
+def _relabelled(path: Path, cfg: Config) -> Dict[str, Any]:
+    """A prefix checkpoint as the cell would have written it: the cell's configuration, and its method's
+    state as at the start (no method draws anything before T0)."""
+    ckpt = load_checkpoint(path)
+    ckpt["config"] = cfg.to_dict()
+    ckpt["rebalancer"] = {}
+    for rank_state in ckpt.get("per_rank", []):
+        rank_state["rebalancer"] = {}
+    return ckpt
+
+
+def branch(prefix_dir: Path, cfg: Config, cell_dir: Path) -> None:
+    """Start ``cell_dir`` as the prefix's run stopped at the end of epoch T0, relabelled with ``cfg``; the
+    caller then resumes it (``pipeline.train(cfg, resume=True)``).  A cell that has started already
+    (``last.pt``) is left as it is."""
+    with RunLock(cell_dir):
+        if (cell_dir / "last.pt").exists() or (cell_dir / "summary.json").exists():
+            return
+        for name in ("manifest.json", "log.csv"):
+            shutil.copyfile(prefix_dir / name, cell_dir / name)
+        (cell_dir / "config.yaml").write_text(cfg.to_yaml())
+        save_checkpoint(_relabelled(prefix_dir / "best.pt", cfg), cell_dir / "best.pt")
+        save_checkpoint(_relabelled(prefix_dir / "last.pt", cfg), cell_dir / "last.pt")  # written last: the marker
+
+
+def epochs_with_and_without_sharing(cfgs) -> Dict[str, int]:
+    """Training epochs a grid costs trained cell by cell, and with shared prefixes (each trained once)."""
+    without = sum(c.train.epochs for c in cfgs)
+    prefixes, branched = {}, 0
+    for c in cfgs:
+        p = prefix_config(c)
+        if p is None:
+            continue
+        prefixes[p.run.dir] = p.train.epochs
+        branched += p.train.epochs
+    return {"without": without, "with": without - branched + sum(prefixes.values()), "prefixes": len(prefixes)}

@@ -1,0 +1,100 @@
+"""Shared prefixes: a cell branched from its group's prefix is bit-identical to the cell trained from scratch."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from major2minor.config import load_config
+from major2minor.experiments import build_grid, reproduce
+from major2minor.grid import Cell, run_cell
+from major2minor.pipeline import train
+from major2minor.prefix import epochs_with_and_without_sharing, prefix_config
+
+FAST = ["train.epochs=5", "train.deferred_epoch=3", "optim.milestones=[4]", "train.progress=none"]
+TIMINGS = ("wall_seconds", "train_seconds", "translation_seconds", "epoch_seconds", "m2m_seconds", "run_dir")
+
+
+def _strip(obj):
+    if isinstance(obj, dict):
+        return {k: _strip(v) for k, v in obj.items() if k not in TIMINGS}
+    return obj
+
+
+def _rows(run: Path):
+    with open(run / "log.csv", newline="") as fh:
+        return [{k: v for k, v in r.items() if "seconds" not in k} for r in csv.DictReader(fh)]
+
+
+def _weights(path: Path):
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+@pytest.mark.parametrize("method", ["drs", "drw", "m2m", "erm"])
+def test_a_branch_is_bit_identical_to_the_cell_trained_from_scratch(method, tmp_path):
+    overrides = [*FAST, "m2m.beta=0.5", "m2m.gamma=0.1", "m2m.step_size=0.5"]
+    scratch_cfg = load_config("digits-lt", [*overrides, f"method={method}", f"run.root={tmp_path}"])
+    scratch = train(scratch_cfg, log=None, run_dir=tmp_path / "scratch")
+
+    ((cell, cfg),) = build_grid("digits-lt", [method], [0], tmp_path, overrides)
+    assert prefix_config(cfg) is not None
+    run_cell(cell, cfg, log=None, share=True)
+    assert cell.status == "branched"
+    branched = json.loads((cell.run_dir / "summary.json").read_text())
+
+    assert _strip(branched) == _strip(scratch)
+    assert _rows(cell.run_dir) == _rows(tmp_path / "scratch")
+    for name in ("best.pt", "last.pt"):
+        a, b = _weights(cell.run_dir / name) if (cell.run_dir / name).exists() else None, None
+        if a is None:
+            continue
+        b = _weights(tmp_path / "scratch" / name)
+        assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a), name
+    if method == "m2m":
+        assert branched["m2m"]["accepted"] > 0  # the translation really ran in the branch
+
+
+def test_methods_active_from_epoch_one_have_no_prefix():
+    for method in ("ros", "rw", "cb-rw", "smote"):
+        assert prefix_config(load_config("digits-lt", [*FAST, f"method={method}"])) is None
+    a = prefix_config(load_config("digits-lt", [*FAST, "method=m2m"]))
+    b = prefix_config(load_config("digits-lt", [*FAST, "method=drw"]))
+    c = prefix_config(load_config("digits-lt", [*FAST, "method=ldam-drw"]))
+    assert a.run.dir == b.run.dir != c.run.dir  # CE methods share one prefix, LDAM methods another
+    assert (a.method, c.method, a.train.epochs) == ("erm", "ldam", 3)
+
+
+def test_reproduce_shares_prefixes_and_counts_the_epochs(tmp_path):
+    messages = []
+    result = reproduce(
+        "digits-lt",
+        "erm,drs,drw,m2m,ldam,ldam-drw,rw",
+        2,
+        root=tmp_path,
+        overrides=FAST,
+        figures=False,
+        log=messages.append,
+    )
+    statuses = {(c.method, c.seed): c.status for c in result.cells}
+    assert statuses[("rw", 0)] == "trained" and statuses[("m2m", 1)] == "branched"
+    grid_line = next(m for m in messages if m.startswith("grid: 14 cells"))
+    # 14 cells x 5 epochs = 70; with sharing: 4 prefixes (CE, LDAM x 2 seeds) of 3 epochs replace 12 x 3
+    assert "70 training epochs cell by cell; 46 with 4 shared prefixes" in grid_line
+    assert epochs_with_and_without_sharing(
+        [cfg for _, cfg in build_grid("digits-lt", ["erm", "rw"], [0], tmp_path, FAST)]
+    ) == {"without": 10, "with": 10, "prefixes": 1}
+    again = reproduce("digits-lt", "erm,m2m", 2, root=tmp_path, overrides=FAST, figures=False, log=None)
+    assert {c.status for c in again.cells} == {"skipped"}
+
+
+def test_a_grid_runs_two_cells_at_once_with_the_same_results(tmp_path):
+    seq = reproduce("digits-lt", "erm,drs", 1, root=tmp_path / "seq", overrides=FAST, figures=False, log=None)
+    par = reproduce("digits-lt", "erm,drs", 1, root=tmp_path / "par", overrides=FAST, figures=False, log=None, jobs=2)
+    assert {c.status for c in par.cells} == {"branched"}
+    for a, b in zip(seq.cells, par.cells):
+        assert a.summary["test_at_best"] == b.summary["test_at_best"]  # threads differ: same on this tiny CNN
+    assert isinstance(par.cells[0], Cell)
