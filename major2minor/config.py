@@ -644,7 +644,7 @@ def load_config(recipe: Optional[str] = None, overrides: Sequence[str] = ()) -> 
     for k, v in parsed:
         if k not in ("method", "recipe"):
             set_key(cfg, k, v)
-    cfg.method = method_label(cfg)
+    cfg.method = method_label(cfg, requested=None if method is None else str(method))
     scale_schedule(cfg)
     validate(cfg)
     warn_about_schedule(cfg)
@@ -681,11 +681,13 @@ def warn_about_schedule(cfg: Config) -> None:
         )
 
 
-def method_label(cfg: Config) -> str:
+def method_label(cfg: Config, requested: Optional[str] = None) -> str:
     """The preset that the resolved loss/re-balancing/switches match, else ``LOSS+REBALANCE``.
 
     So ``method=erm loss=focal rebalance=rw`` is recorded (and gets its run directory) as
-    ``focal+rw``, never as ``erm``.
+    ``focal+rw``, never as ``erm``, and ``method=m2m m2m.reject=false`` as ``m2m-no-reject``.  An
+    ablation ``requested`` by name is kept while it still matches (a config can match several ablations:
+    ``method=m2m-no-reject m2m.gamma=0`` stays ``m2m-no-reject``).
     """
 
     def matches(name: str) -> bool:
@@ -697,6 +699,8 @@ def method_label(cfg: Config) -> str:
             set_key(probe, key, value)
         return probe == cfg
 
+    if requested is not None and requested in METHODS and METHODS.get(requested).overrides and matches(requested):
+        return requested  # an ablation asked for by name stays itself (it may match another one too)
     # the most specific first: ablation presets (with switches) before plain loss+re-balancing ones
     names = sorted(METHODS.names(), key=lambda n: not METHODS.get(n).overrides)
     plain = [n for n in names if matches(n)]

@@ -21,7 +21,8 @@ Everything lives in ``ROOT/tune/<study>/`` (``<study>`` = ``RECIPE-METHOD`` unle
 ``study.db`` (Optuna's SQLite storage: the same command continues an interrupted study up to
 ``--trials`` finished trials, a larger ``--trials`` extends it), ``trialN/seedS`` (ordinary run
 directories: a finished run is reused, an interrupted one resumed), ``trials.csv`` and
-``best.json``.  M2m's ERM generator g is cached in ``ROOT/.generators`` as usual: it depends on the
+``best.json``; the printed ``m2m train`` / ``m2m reproduce`` commands write into ``best-trialN`` /
+``eval-trialN`` there.  M2m's ERM generator g is cached in ``ROOT/.generators`` as usual: it depends on the
 recipe and the seed, not on M2m's knobs, so all trials share it.  One process tunes a study at a time.
 """
 
@@ -67,6 +68,9 @@ PRUNER_STARTUP_TRIALS = 5
 #: Searched floats are rounded to this many significant digits (clamped into their range), so the
 #: printed commands stay short; the rounded value is the one trained, recorded and reported.
 SIGNIFICANT_DIGITS = 3
+
+#: Mean scores equal to this many decimals are a tie (the earliest trial wins).
+TIE_DIGITS = 9
 
 INSTALL_HINT = "m2m tune needs optuna: pip install 'optuna>=3.4'"
 
@@ -167,13 +171,15 @@ def _numbers(item: str, raw: str) -> Tuple[float, float]:
 
 def classify(item: str) -> Tuple[str, str, str]:
     """``(kind, key, raw)``: kind ``range`` (``key=LOW:HIGH``, numeric keys), ``choice`` (``key=A,B``,
-    keys that are not lists) or ``fixed``.  An unknown key counts as fixed: the config names it."""
+    keys that are not lists, nor paths) or ``fixed``.  An unknown key counts as fixed: the config names it."""
     if "=" not in item:
         raise TuneError(f"unexpected argument '{item}': give one recipe, then key=value items.")
     key, raw = (s.strip() for s in item.split("=", 1))
     kind = _base_type(key)
     if kind in (int, float) and ":" in raw:
         return "range", key, raw
+    if kind is str and is_result_neutral(key):  # paths and names (data.root=/a,b): never searched
+        return "fixed", key, raw
     if kind not in (None, list) and "," in raw and not raw.startswith(("[", "{", "'", '"')):
         return "choice", key, raw
     return "fixed", key, raw
@@ -446,10 +452,11 @@ def finished(study: Any) -> List[Any]:
 
 
 def best_trial(study: Any) -> Optional[Any]:
-    """The complete trial with the highest mean validation bACC (the earliest among equals)."""
+    """The complete trial with the highest mean validation bACC, the earliest among equals (equal to
+    :data:`TIE_DIGITS` decimals: means of the same scores in another order differ in the last bit)."""
     optuna = _optuna()
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
-    return max(complete, key=lambda t: (t.value, -t.number)) if complete else None
+    return max(complete, key=lambda t: (round(t.value, TIE_DIGITS), -t.number)) if complete else None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -485,13 +492,14 @@ def trial_line(spec: TuneSpec, study: Any, t: Any, total: int) -> str:
     )
 
 
-def commands(spec: TuneSpec, knobs: Dict[str, Any]) -> Dict[str, str]:
-    """The ``m2m train`` (seed 0) and ``m2m reproduce`` (seeds 0-2, DRS as the baseline) commands."""
+def commands(spec: TuneSpec, knobs: Dict[str, Any], trial: int) -> Dict[str, str]:
+    """The ``m2m train`` (seed 0) and ``m2m reproduce`` (seeds 0-2, DRS as the baseline) commands, into
+    ``ROOT/tune/<study>/best-trialN`` and ``eval-trialN`` (a later, better trial gets its own folders)."""
     items = " ".join(shlex.quote(o) for o in spec.overrides(knobs))
     recipe = shlex.quote(spec.recipe)
     baseline = "erm,drs" if spec.method == "drs" else f"drs,{spec.method}"
-    train_dir = shlex.quote(f"run.dir={spec.dir / 'best' / 'seed0'}")
-    eval_root = shlex.quote(str(spec.dir / "eval"))
+    train_dir = shlex.quote(f"run.dir={spec.dir / f'best-trial{trial}' / 'seed0'}")
+    eval_root = shlex.quote(str(spec.dir / f"eval-trial{trial}"))
     kept = " ".join(shlex.quote(o) for o in spec.overrides(knobs) if not o.startswith("method="))
     return {
         "train": f"m2m train {recipe} {items} train.seed=0 {train_dir}",
@@ -521,7 +529,7 @@ def best_record(spec: TuneSpec, study: Any) -> Optional[Dict[str, Any]]:
         "run_dirs": [str(spec.dir / best.user_attrs["dir"] / f"seed{s}") for s in spec.seeds],
         "space": {p.key: p.as_dict() for p in spec.space},
         "trials": {s: states.count(s) for s in ("complete", "pruned", "interrupted", "fail", "waiting") if s in states},
-        "commands": commands(spec, knobs),
+        "commands": commands(spec, knobs, best.number),
         "note": "scores are validation bACC (fractions) at each run's best-validation epoch; test metrics unread",
     }
 
@@ -655,6 +663,7 @@ def add_parser(sub: Any) -> None:
     """Add the ``tune`` sub-command to the ``m2m`` parser."""
     p = sub.add_parser(
         "tune",
+        usage="m2m tune RECIPE [key=value | key=LOW:HIGH | key=A,B,C ...] [--trials N] [--seeds K] [options]",
         help="search M2m's knobs (or any keys) on the validation split with Optuna",
         description="Search the knobs of --method on the VALIDATION split (test metrics are never read): each "
         "trial trains the tuning seeds (100, 101, ...) and scores the mean best validation bACC. Default space "
@@ -663,13 +672,19 @@ def add_parser(sub: Any) -> None:
         "ROOT/tune/RECIPE-METHOD (study.db, trialN/seedS, trials.csv, best.json); the same command continues it.",
     )
     p.add_argument("items", nargs="+", help="RECIPE, then key=value (fixed), key=LOW:HIGH or key=A,B,C (searched)")
-    p.add_argument("--trials", type=int, default=20, help="finished trials the study should reach (default 20)")
-    p.add_argument("--seeds", default="3", help="tuning seeds: a count (3 = 100,101,102) or a list >= 100")
-    p.add_argument("--root", default=None, help="run root (default: run.root, 'runs'); the study is ROOT/tune/NAME")
-    p.add_argument("--method", default="m2m", help="method preset to tune (default m2m)")
-    p.add_argument("--study", default=None, help="study name (default RECIPE-METHOD)")
-    p.add_argument("--timeout", type=float, default=None, help="start no new trial after this many seconds")
-    p.add_argument("--sampler-seed", type=int, default=0, help="seed of the TPE sampler (default 0)")
+    p.add_argument(
+        "--trials", type=int, default=20, metavar="N", help="finished trials the study should reach (default 20)"
+    )
+    p.add_argument("--seeds", default="3", metavar="K", help="tuning seeds: a count (3 = 100,101,102) or a list >= 100")
+    p.add_argument(
+        "--root", default=None, metavar="DIR", help="run root (default: run.root, 'runs'); the study is ROOT/tune/NAME"
+    )
+    p.add_argument("--method", default="m2m", metavar="NAME", help="method preset to tune (default m2m)")
+    p.add_argument("--study", default=None, metavar="NAME", help="study name (default RECIPE-METHOD)")
+    p.add_argument(
+        "--timeout", type=float, default=None, metavar="S", help="start no new trial after this many seconds"
+    )
+    p.add_argument("--sampler-seed", type=int, default=0, metavar="N", help="seed of the TPE sampler (default 0)")
     p.add_argument("--no-prune", action="store_true", help="train every seed of every trial (no median pruning)")
     p.set_defaults(func=cmd_tune)
 

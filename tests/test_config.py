@@ -95,3 +95,9 @@ def test_milestones_past_the_end_are_warned_about():
         UserWarning, match=r"optim\.milestones=\[160, 180\]: \[160, 180\] lie at or past train\.epochs=5"
     ):
         load_config("cifar10-lt", ["train.epochs=5"])
+
+
+def test_an_ablation_asked_for_by_name_keeps_its_name():
+    assert load_config(None, ["method=m2m", "m2m.gamma=0"]).method == "m2m-gamma0"
+    assert load_config(None, ["method=m2m-no-reject", "m2m.gamma=0"]).method == "m2m-no-reject"
+    assert load_config(None, ["method=m2m-gamma0", "m2m.reject=false"]).method == "m2m-gamma0"

@@ -47,7 +47,7 @@ def _m2m_cfg(tmp_path, *extra):
             "optim.milestones=[3]",
             "train.progress=none",
             "m2m.beta=0.9",
-            "m2m.gamma=0.0",
+            "m2m.gamma=0.01",
             "m2m.steps=3",
             f"run.root={tmp_path / 'runs'}",
             *extra,

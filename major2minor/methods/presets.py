@@ -53,8 +53,23 @@ PRESETS = [
             rebalance_label="M2m-No-Reject",
         ),
     ),
+    (
+        "m2m-gamma0",
+        Preset(
+            "ce",
+            "m2m",
+            "M2m with gamma = 0: accept whatever g says (supplement, Table 1)",
+            {"m2m.gamma": 0.0},
+            label="M2m (gamma = 0)",
+            rebalance_label="M2m, gamma = 0",
+        ),
+    ),
     ("m2m", Preset("ce", "m2m", "M2m: major-to-minor translation from T0", label="M2m")),
     ("ldam-m2m", Preset("ldam", "m2m", "LDAM loss + M2m", label="LDAM-M2m")),
+    (
+        "balanced-softmax-m2m",
+        Preset("balanced-softmax", "m2m", "Balanced Softmax + M2m (beyond the paper)", label="Balanced Softmax + M2m"),
+    ),
 ]
 
 for _name, _preset in PRESETS:
