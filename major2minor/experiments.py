@@ -186,23 +186,8 @@ def reproduce(
     reference = _reference_for(reference, methods)
     grid = build_grid(recipe, methods, seeds, root, overrides)
     result = ReproduceResult([cell for cell, _ in grid])
-    epochs = epochs_with_and_without_sharing([cfg for _, cfg in grid])
-    log(
-        f"grid: {len(grid)} cells, {epochs['without']} training epochs cell by cell; "
-        + (f"{epochs['with']} with {epochs['prefixes']} shared prefixes" if share else "prefix sharing off")
-        + (f"; {jobs} at a time" if jobs > 1 else "")
-    )
     t_grid = time.time()
-    first, cells = plan(grid, share)
-    progress = GridProgress(len(first) + len(cells), quiet, log)
-    try:
-        run_phase(first, jobs, progress, keep_going, log)
-        run_phase(cells, jobs, progress, keep_going, log)
-    except KeyboardInterrupt:
-        log("grid interrupted; run the same command again to continue where it stopped.")
-        raise
-    finally:
-        progress.close()
+    run_grid(grid, jobs, share, quiet, keep_going, log)
     statuses = ("trained", "branched", "resumed", "skipped", "failed")
     counts = {s: sum(c.status == s for c in result.cells) for s in statuses}
     summary = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
@@ -215,6 +200,26 @@ def reproduce(
             figures=figures, command=command, log=log,
         )  # fmt: skip
     return result
+
+
+def run_grid(grid, jobs: int, share: bool, quiet: bool, keep_going: bool, log: Log) -> None:
+    """Say what the grid costs (epochs with and without shared prefixes), then run its two phases."""
+    epochs = epochs_with_and_without_sharing([cfg for _, cfg in grid])
+    log(
+        f"grid: {len(grid)} cells, {epochs['without']} training epochs cell by cell; "
+        + (f"{epochs['with']} with {epochs['prefixes']} shared prefixes" if share else "prefix sharing off")
+        + (f"; {jobs} at a time" if jobs > 1 else "")
+    )
+    first, cells = plan(grid, share)
+    progress = GridProgress(len(first) + len(cells), quiet, log)
+    try:
+        run_phase(first, jobs, progress, keep_going, log)
+        run_phase(cells, jobs, progress, keep_going, log)
+    except KeyboardInterrupt:
+        log("grid interrupted; run the same command again to continue where it stopped.")
+        raise
+    finally:
+        progress.close()
 
 
 def _reference_for(reference: Optional[str], methods: Sequence[str]) -> Optional[str]:

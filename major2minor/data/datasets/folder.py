@@ -59,10 +59,9 @@ def scan(tree: Path) -> Dict[str, List[Path]]:
     return {d.name: list_images(d) for d in sorted(tree.iterdir()) if d.is_dir() and not d.name.startswith(".")}
 
 
-@DATASETS.register("folder")
-def build_folder(cfg, seed: int = 0) -> DataBundle:
-    """Your image folders (one sub-folder per class; optional train/val/test trees), centre square -> 32x32."""
-    root = require_root(cfg.root, "folder", "one sub-folder of images per class", HOW)
+def folder_files(root: Path) -> Tuple[Dict[str, Path], List[str], Dict[str, Tuple[List[Path], np.ndarray]]]:
+    """The trees (``train`` [+ ``val``, ``test``], or the root alone), the classes (the training tree's
+    non-empty sub-folders, sorted) and each split's image paths with their labels."""
     if not root.is_dir():
         raise DataFormatError(
             f"data.root={root} is a file; data.name=folder expects a folder with one sub-folder "
@@ -91,7 +90,15 @@ def build_folder(cfg, seed: int = 0) -> DataBundle:
         paths = [p for c in classes for p in folders.get(c, [])]
         labels = np.asarray([class_id[c] for c in classes for _ in folders.get(c, [])], dtype=np.int64)
         files[split] = (paths, labels)
+    return trees, classes, files
 
+
+@DATASETS.register("folder")
+def build_folder(cfg, seed: int = 0) -> DataBundle:
+    """Your image folders (one sub-folder per class; optional train/val/test trees), centre square -> 32x32."""
+    root = require_root(cfg.root, "folder", "one sub-folder of images per class", HOW)
+    trees, classes, files = folder_files(root)
+    split_trees = trees["train"] != root
     size = cfg.image_size or 32
     mode = image_mode(files["train"][0][0])
     arrays = {}

@@ -352,6 +352,19 @@ def check_held_out(
     )
 
 
+def input_space(x_all: np.ndarray, train_idx: np.ndarray, augment: bool):
+    """Bounds, normalisation and augmentation: images get [0, 1], per-channel mean/std of the training split
+    and crop + flip; features the rule of :func:`feature_normalisation` and no augmentation."""
+    x_train = x_all[train_idx]
+    if x_all.ndim != 4:
+        bounds, mean, std = feature_normalisation(x_train)
+        return bounds, mean, std, Augment()
+    pixels = x_train if x_all.dtype == np.uint8 else np.rint(x_train * 255).astype(np.uint8)
+    mean, std = channel_stats(pixels)
+    size = x_all.shape[-1]
+    return (0.0, 1.0), mean, std, Augment(crop_padding=max(size // 8, 1), flip=True) if augment else Augment()
+
+
 def _assemble(
     name: str,
     root: Path,
@@ -382,33 +395,14 @@ def _assemble(
         raise DataFormatError(f"{root}: the splits' inputs have different shapes {shapes}; they must match.")
     y = encode("train")
     num_classes = len(class_names)
-    pool, val_idx, test_idx = user_holdout(
-        y, cfg, num_classes, "val" not in data, "test" not in data, name, class_names
-    )
-    check_held_out(
-        y,
-        val_idx if "val" not in data else None,
-        test_idx if "test" not in data else None,
-        cfg,
-        name,
-        class_names,
-        files["train"],
-    )
+    held_val, held_test = "val" not in data, "test" not in data
+    pool, val_idx, test_idx = user_holdout(y, cfg, num_classes, held_val, held_test, name, class_names)
+    check_held_out(y, val_idx if held_val else None, test_idx if held_test else None, cfg, name, class_names,
+                   files["train"])  # fmt: skip
     train_idx = pool[select_train(y[pool], num_classes, cfg, seed, name, class_names=class_names)]
     val = split_of(data["val"][0], encode("val")) if "val" in data else split_of(x_all, y, val_idx)
     test = split_of(data["test"][0], encode("test")) if "test" in data else split_of(x_all, y, test_idx)
-    x_train = x_all[train_idx]
-    if x_all.ndim == 4:
-        if x_all.dtype == np.uint8:
-            mean, std = channel_stats(x_train)
-        else:
-            mean, std = channel_stats(np.rint(x_train * 255).astype(np.uint8))
-        bounds = (0.0, 1.0)
-        size = x_all.shape[-1]
-        augment = Augment(crop_padding=max(size // 8, 1), flip=True) if cfg.augment else Augment()
-    else:
-        bounds, mean, std = feature_normalisation(x_train)
-        augment = Augment()
+    bounds, mean, std, augment = input_space(x_all, train_idx, cfg.augment)
     return DataBundle(
         name=name,
         train=split_of(x_all, y, train_idx),

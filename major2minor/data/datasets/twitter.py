@@ -300,6 +300,18 @@ def embed_fallback(tokens: Sequence[str], table: Dict[str, np.ndarray]) -> Tuple
 # ----------------------------------------------------------------------------------------------
 
 
+def embedder(cfg, train_tweets):
+    """The token -> vector function and its description: the word vectors of ``data.embeddings``, or the
+    fallback built from the training split alone."""
+    if cfg.embeddings:
+        vectors, dim = read_embeddings(Path(cfg.embeddings))
+        return (lambda toks: embed_with_file(toks, vectors, dim)), str(Path(cfg.embeddings).expanduser())
+    table = fallback_embeddings([[tok for tok, _ in tw] for tw in train_tweets])
+    return (
+        lambda toks: embed_fallback(toks, table)
+    ), "fallback: training-split PPMI-SVD (40) + orthographic indicators (10)"
+
+
 @DATASETS.register("twitter-pos")
 def build_twitter_pos(cfg, seed: int = 0) -> DataBundle:
     """Twitter POS tokens (23 tags); 50-d word vectors from data.embeddings or a training-split fallback."""
@@ -315,15 +327,7 @@ def build_twitter_pos(cfg, seed: int = 0) -> DataBundle:
     dropped = sorted((set(tag_counts["train"]) | set(tag_counts["val"]) | set(tag_counts["test"])) - set(tags))
     tag_id = {t: i for i, t in enumerate(tags)}
 
-    if cfg.embeddings:
-        vectors, dim = read_embeddings(Path(cfg.embeddings))
-        embed = lambda toks: embed_with_file(toks, vectors, dim)  # noqa: E731
-        source = str(Path(cfg.embeddings).expanduser())
-    else:
-        table = fallback_embeddings([[tok for tok, _ in tw] for tw in tweets["train"]])
-        embed = lambda toks: embed_fallback(toks, table)  # noqa: E731
-        source = "fallback: training-split PPMI-SVD (40) + orthographic indicators (10)"
-
+    embed, source = embedder(cfg, tweets["train"])
     arrays, coverage, kept_positions = {}, {}, {}
     for split, tws in tweets.items():
         pairs = [(tok, tag) for tw in tws for tok, tag in tw]
