@@ -153,19 +153,22 @@ class GridProgress:
 
         self.quiet, self.log, self.t0 = quiet, log, time.time()
         self.bar = tqdm(total=total, unit="task", desc="grid", disable=quiet or not sys.stderr.isatty(), leave=False)
-        self.running = 0
+        self.total, self.done, self.running = total, 0, 0  # counted here: a disabled bar counts nothing
 
     def started(self, n: int = 1) -> None:
         self.running += n
-        self.bar.set_postfix_str(f"running {self.running}, left {self.bar.total - self.bar.n - self.running}")
+        self.bar.set_postfix_str(f"running {self.running}, left {self.total - self.done - self.running}")
 
     def finished(self, task: Task) -> None:
         self.running -= 1
+        self.done += 1
         self.bar.update(1)
         self.started(0)
         if not self.quiet:
             what = task.cell.status if task.cell is not None else "ready"
-            msg = f"[{self.bar.n}/{self.bar.total}] {task.name}: {what} in {duration(task.extra.get('seconds', 0))}"
+            left = self.total - self.done
+            eta = f"; about {duration((time.time() - self.t0) / self.done * left)} left" if left else ""
+            msg = f"[{self.done}/{self.total}] {task.name}: {what} in {duration(task.extra.get('seconds', 0))}{eta}"
             (self.bar.write if not self.bar.disable else self.log)(msg)
 
     def close(self) -> None:
