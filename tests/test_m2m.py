@@ -302,3 +302,25 @@ def test_ldam_m2m_passes_the_ldam_scale_to_the_statistics():
     r2 = M2mRebalancer(cfg2, [90, 30, 5])
     r2.setup(Ctx())
     assert r2.translator.f_logit_scale == 1.0
+
+
+def test_m2m_self_computes_f_once_per_step_with_the_same_result():
+    """M2m-Self: f plays g, so one forward of f per step gives both terms of the loss; the translation
+    equals the two-pass computation CE(f(x), k) + lam * f_k0(x) up to rounding, with half the passes."""
+    f = Linear(seed=3)
+    calls = []
+    f.register_forward_hook(lambda *a: calls.append(1))
+    cfg = M2mConfig(lam=0.5, steps=4, step_size=0.2, noise="none", fold_classifier=False)
+    t = M2mTranslator(None, [200, 100, 5], cfg, bounds=(0.0, 1.0))
+    x0 = torch.rand(16, 12, generator=torch.Generator().manual_seed(5))
+    target, k0 = torch.full((16,), 2), torch.zeros(16, dtype=torch.long)
+    x_star = t.translate(f, x0, target, k0, torch.zeros_like(x0))
+    assert len(calls) == cfg.steps  # one forward of f per step
+
+    x = x0.clone()  # the two-pass reference, as M2m with a separate g computes it
+    for _ in range(cfg.steps):
+        x.requires_grad_(True)
+        loss = F.cross_entropy(f(x), target, reduction="sum") + cfg.lam * f(x).gather(1, k0[:, None]).sum()
+        (grad,) = torch.autograd.grad(loss, [x])
+        x = (x.detach() - cfg.step_size * grad / (grad.norm(dim=1, keepdim=True) + 1e-10)).clamp(0, 1)
+    assert torch.allclose(x_star, x, atol=1e-5)

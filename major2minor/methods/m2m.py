@@ -366,17 +366,27 @@ class M2mTranslator:
     def translate(
         self, f: nn.Module, x0: torch.Tensor, target: torch.Tensor, seed_class: torch.Tensor, noise: torch.Tensor
     ) -> torch.Tensor:
-        """Step 3: T normalised-gradient steps on CE(g(x), k) + lam * f_{k0}(x) from clamp(x0 + noise)."""
+        """Step 3: T normalised-gradient steps on CE(g(x), k) + lam * f_{k0}(x) from clamp(x0 + noise).
+
+        M2m-Self (f plays g) computes f's logits once per step for both terms: the same loss, half the
+        passes through f (the gradient differs from two separate passes only by rounding).
+        """
         x = self._clamp(x0 + noise).detach()
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         cfg = self.cfg
         for _ in range(cfg.steps):
             x.requires_grad_(True)
-            loss = F.nll_loss(self.g_log_probs(f, x), target, reduction="sum")  # sum_s CE(g(x_s), k_s)
-            if cfg.lam != 0:
+            if self.generators is None:  # M2m-Self: one forward of f gives both terms
                 with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.amp == "bf16"):
                     f_logits = f(x).float()
+                loss = F.nll_loss(F.log_softmax(f_logits, 1), target, reduction="sum")
+            else:
+                loss = F.nll_loss(self.g_log_probs(f, x), target, reduction="sum")  # sum_s CE(g(x_s), k_s)
+                if cfg.lam != 0:
+                    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.amp == "bf16"):
+                        f_logits = f(x).float()
+            if cfg.lam != 0:
                 loss = loss + cfg.lam * f_logits.gather(1, seed_class[:, None]).sum()
             (grad,) = torch.autograd.grad(loss, [x])
             norm = grad.flatten(1).norm(dim=1).view(-1, *([1] * (x.dim() - 1)))
