@@ -181,6 +181,8 @@ def reproduce(
         quiet: no line per finished task (the results table is still printed).
     """
     log = log or (lambda s: None)
+    if jobs < 1:
+        raise GridError(f"jobs={jobs} must be >= 1 (the number of cells trained at once; 1 = one after another).")
     methods = parse_methods(methods)
     seeds = parse_seeds(seeds, first_seed)
     reference = _reference_for(reference, methods)

@@ -122,3 +122,8 @@ def test_grid_validation_errors(tmp_path):
             parse_seeds(bad)
     with pytest.raises(GridError, match="reference='ros' is not among"):
         reproduce("digits-lt", "erm", 1, root=tmp_path, overrides=FAST, reference="ros", log=None)
+
+
+def test_jobs_must_be_positive(tmp_path):
+    with pytest.raises(GridError, match=r"jobs=0 must be >= 1"):
+        reproduce("digits-lt", "erm", 1, root=tmp_path, overrides=FAST, figures=False, log=None, jobs=0)
