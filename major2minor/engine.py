@@ -359,9 +359,7 @@ class Trainer:
         self.method: Rebalancer = method_cls(cfg, self.counts)
         self.model = build_model_seeded(cfg, self.bundle, seed, device)
         # bf16 autocast where it pays (train.amp=auto): the choice and its reason go into environment.json
-        self.amp, self.amp_reason = choose_amp(
-            cfg.train.amp, device, MODELS.entry(cfg.model.name).meta.get("bf16", False)
-        )
+        self.amp, self.amp_reason = choose_amp(cfg.train.amp, device, MODELS.entry(cfg.model.name).meta.get("bf16", ()))
         generators = load_generators(self.frozen_generator_paths(method_cls), cfg, self.bundle, device)
         self.method.setup(
             RunContext(cfg, self.bundle, device, self.run_dir, self.log, self.dist.rank, generators, self.amp)

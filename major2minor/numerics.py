@@ -24,7 +24,7 @@ import platform
 import subprocess
 import warnings
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple, Union
 
 import torch
 
@@ -177,16 +177,21 @@ def _cpu_flags() -> set:
     return flags
 
 
-def choose_amp(setting: str, device: torch.device, bf16_friendly: bool) -> Tuple[str, str]:
-    """The autocast a run uses, and why: ``train.amp=auto`` (the default) picks bf16 for a model that gains
-    from it (the ResNets; declared by the model's registration) on a GPU that supports bf16 or a CPU with
-    native BF16, and fp32 everywhere else: small models (mlp, cnn) are measured slower in bf16 (Reuters MLP:
-    an M2m run 32.5 s in bf16 against 26 s in fp32), and a CPU without native BF16 emulates it.
-    ``none`` / ``bf16`` are taken as given."""
+def choose_amp(setting: str, device: torch.device, bf16_devices: Union[bool, Iterable[str]]) -> Tuple[str, str]:
+    """The autocast a run uses, and why: ``train.amp=auto`` (the default) picks bf16 where the model's
+    registration declares it measured faster (``bf16=("cpu",)``: device types; ``True``: every device) and
+    the hardware computes bf16 natively (a CPU with AVX-512-BF16, AMX or Arm BF16; a GPU with bf16), and fp32
+    everywhere else.  Measured: the small models (mlp, cnn) are slower in bf16 (Reuters MLP: an M2m run 32.5 s
+    in bf16 against 26 s in fp32); ResNet-32 is 1.5-1.6x faster on a native-BF16 CPU but launch-bound on an
+    H200, where bf16 is slower (DRS step 15.7 ms against 12.7 ms, M2m 0.170 s against 0.151 s); a CPU
+    without native BF16 emulates it, about 3x slower.  ``none`` / ``bf16`` are taken as given."""
     if setting != "auto":
         return setting, f"train.amp={setting}"
-    if not bf16_friendly:
+    devices = ("cpu", "cuda") if bf16_devices is True else tuple(bf16_devices or ())
+    if not devices:
         return "none", "auto: fp32, the model is too small to gain from bf16"
+    if device.type not in devices:
+        return "none", f"auto: fp32, bf16 is not measured faster for this model on {device.type}"
     if device.type == "cuda":
         if torch.cuda.is_bf16_supported():
             return "bf16", "auto: bf16, the GPU supports it"

@@ -24,7 +24,7 @@ def test_bench_reports_every_method_and_m2m_details():
 
 
 def test_bench_records_what_auto_chose_and_why(monkeypatch):
-    monkeypatch.setattr(bench, "choose_amp", lambda setting, device, bf16_friendly: ("none", "auto: test"))
+    monkeypatch.setattr(bench, "choose_amp", lambda setting, device, bf16_devices: ("none", "auto: test"))
     out = bench.run(batch_size=8, repeats=1, warmup=0, steps=1, methods=("erm",))
     assert (out["amp_requested"], out["amp_reason"], out["dtype"]) == ("auto", "auto: test", "fp32")
     assert out["cpu_native_bf16"]

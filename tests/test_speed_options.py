@@ -198,20 +198,32 @@ def test_a_model_fx_cannot_trace_is_translated_unfolded_with_a_warning():
 
 def test_amp_auto_picks_bf16_only_where_it_pays(monkeypatch):
     from major2minor import numerics
+    from major2minor.registry import MODELS
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
-    assert numerics.choose_amp("none", cpu, True) == ("none", "train.amp=none")
-    assert numerics.choose_amp("bf16", cpu, False) == ("bf16", "train.amp=bf16")
-    assert numerics.choose_amp("auto", cpu, False)[0] == "none"  # small models: measured slower in bf16
+    assert numerics.choose_amp("none", cpu, ("cpu",)) == ("none", "train.amp=none")
+    assert numerics.choose_amp("bf16", cpu, ()) == ("bf16", "train.amp=bf16")
+    assert numerics.choose_amp("auto", cpu, ())[0] == "none"  # small models: measured slower in bf16
     monkeypatch.setattr(numerics, "native_bf16_cpu", lambda: (True, "AVX-512-BF16"))
-    assert numerics.choose_amp("auto", cpu, True) == ("bf16", "auto: bf16, the CPU has AVX-512-BF16")
+    assert numerics.choose_amp("auto", cpu, ("cpu",)) == ("bf16", "auto: bf16, the CPU has AVX-512-BF16")
+    assert numerics.choose_amp("auto", cpu, True)[0] == "bf16"  # True: every device
     monkeypatch.setattr(numerics, "native_bf16_cpu", lambda: (False, "no native BF16"))
-    amp, why = numerics.choose_amp("auto", cpu, True)
+    amp, why = numerics.choose_amp("auto", cpu, ("cpu",))
     assert amp == "none" and "emulated" in why
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert numerics.choose_amp("auto", cuda, True)[0] == "bf16"
+    assert numerics.choose_amp("auto", cuda, ("cpu", "cuda"))[0] == "bf16"
+    # a model declared for the CPU only (ResNet-32: launch-bound on a GPU, bf16 measured slower there)
+    amp, why = numerics.choose_amp("auto", cuda, ("cpu",))
+    assert amp == "none" and "not measured faster" in why and "cuda" in why
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
-    assert numerics.choose_amp("auto", cuda, True)[0] == "none"
+    assert numerics.choose_amp("auto", cuda, ("cpu", "cuda"))[0] == "none"
+    # the declarations the rule reads: small models never, 32x32 ResNets on the CPU, ResNet-50 everywhere
+    import major2minor.catalogue  # noqa: F401  (registers the built-in models)
+
+    declared = {name: tuple(MODELS.entry(name).meta.get("bf16", ())) for name in MODELS.names()}
+    assert declared["mlp"] == declared["cnn"] == ()
+    assert declared["resnet32"] == declared["preact_resnet18"] == ("cpu",)
+    assert declared["resnet50"] == ("cpu", "cuda")
 
 
 def test_native_bf16_probe_agrees_with_the_cpu_flags():

@@ -78,7 +78,8 @@ class PreActResNet(Classifier):
         return F.adaptive_avg_pool2d(x, 1).flatten(1)
 
 
-@MODELS.register("preact_resnet18", bf16=True)  # convolutional: gains from bf16 autocast
+# bf16 autocast: on a native-BF16 CPU; at 32x32 a GPU is launch-bound (see resnet32), so fp32 there
+@MODELS.register("preact_resnet18", bf16=("cpu",))
 def preact_resnet18(cfg, num_classes: int, input_shape, mean=None, std=None, head: str = "linear") -> PreActResNet:
     """Pre-activation ResNet-18 for 32x32 images (64/128/256/512 channels, ~4x ResNet-32's width)."""
     require_image("preact_resnet18", input_shape)
