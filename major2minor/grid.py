@@ -154,6 +154,7 @@ class GridProgress:
         self.quiet, self.log, self.t0 = quiet, log, time.time()
         self.bar = tqdm(total=total, unit="task", desc="grid", disable=quiet or not sys.stderr.isatty(), leave=False)
         self.total, self.done, self.running = total, 0, 0  # counted here: a disabled bar counts nothing
+        self.worked = 0  # finished tasks that trained (not found finished): the ETA's rate counts only these
 
     def started(self, n: int = 1) -> None:
         self.running += n
@@ -166,8 +167,10 @@ class GridProgress:
         self.started(0)
         if not self.quiet:
             what = task.cell.status if task.cell is not None else "ready"
+            self.worked += task.extra.get("seconds", 0) >= 1.0  # a skipped cell or a cached g takes ~0 s
             left = self.total - self.done
-            eta = f"; about {duration((time.time() - self.t0) / self.done * left)} left" if left else ""
+            rate = (time.time() - self.t0) / self.worked if self.worked else 0.0
+            eta = f"; about {duration(rate * left)} left" if left and self.worked else ""
             msg = f"[{self.done}/{self.total}] {task.name}: {what} in {duration(task.extra.get('seconds', 0))}{eta}"
             (self.bar.write if not self.bar.disable else self.log)(msg)
 

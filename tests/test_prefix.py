@@ -98,3 +98,21 @@ def test_a_grid_runs_two_cells_at_once_with_the_same_results(tmp_path):
     for a, b in zip(seq.cells, par.cells):
         assert a.summary["test_at_best"] == b.summary["test_at_best"]  # threads differ: same on this tiny CNN
     assert isinstance(par.cells[0], Cell)
+
+
+def test_grid_eta_counts_only_tasks_that_trained(monkeypatch):
+    """Cells found finished (and cached g's) take no time: the ETA's rate must not count them, or a resumed
+    grid promises seconds for hours of work."""
+    from major2minor import grid
+
+    lines = []
+    progress = grid.GridProgress(total=4, quiet=False, log=lines.append)
+    now = [1000.0]
+    monkeypatch.setattr(grid.time, "time", lambda: now[0])
+    progress.t0 = 1000.0
+    for name, seconds in (("a", 0.0), ("b", 0.0), ("c", 600.0)):  # two instant skips, then 600 s of training
+        now[0] += seconds
+        progress.started()
+        progress.finished(grid.Task("cell", name, cfg=None, extra={"seconds": seconds}))
+    assert lines[0] == "[1/4] a: ready in 0.0s" and lines[1] == "[2/4] b: ready in 0.0s"  # no rate yet: no ETA
+    assert lines[2].endswith("about 10.0 min left")  # 600 s per trained task, one task left
