@@ -921,7 +921,7 @@ def _run_figures(info: _RunInfo) -> List[Path]:
         written.append(plot_class_counts(info.counts, run_dir / "class_counts.png", info.names, title))
     if (run_dir / "log.csv").exists():
         rows = read_log(run_dir / "log.csv")
-        title = f"{info.heading}: training curves ({run_dir})"
+        title = f"{info.heading}: training curves"  # the heading names the run; a path would leak the machine
         written.append(plot_training_curves(rows, run_dir / "curves.png", title=title, deferred_epoch=info.t0))
     if info.summary and info.counts:
         path = _run_recall_figure(info)
