@@ -34,7 +34,16 @@ from pathlib import Path
 from typing import Any, Callable, List, Optional, Sequence, Union
 
 from major2minor.config import load_config, parse_override
-from major2minor.grid import Cell, GridError, GridProgress, config_mismatch, plan, run_cell, run_phase
+from major2minor.grid import (
+    Cell,
+    GridError,
+    GridProgress,
+    config_mismatch,
+    generator_epochs,
+    plan,
+    run_cell,
+    run_phase,
+)
 from major2minor.prefix import epochs_with_and_without_sharing
 from major2minor.registry import METHODS
 from major2minor.report import default_out, write_report
@@ -207,9 +216,11 @@ def reproduce(
 def run_grid(grid, jobs: int, share: bool, quiet: bool, keep_going: bool, log: Log) -> None:
     """Say what the grid costs (epochs with and without shared prefixes), then run its two phases."""
     epochs = epochs_with_and_without_sharing([cfg for _, cfg in grid])
+    n_g, g_epochs = generator_epochs([cfg for _, cfg in grid])
     log(
         f"grid: {len(grid)} cells, {epochs['without']} training epochs cell by cell; "
         + (f"{epochs['with']} with {epochs['prefixes']} shared prefixes" if share else "prefix sharing off")
+        + (f"; plus {n_g} ERM generator(s) g for M2m, {g_epochs} epochs, one per seed" if n_g else "")
         + (f"; {jobs} at a time" if jobs > 1 else "")
     )
     first, cells = plan(grid, share)

@@ -121,6 +121,17 @@ def plan(grid: List[Tuple[Cell, Any]], share: bool) -> Tuple[List[Task], List[Ta
     return list(first.values()), cells
 
 
+def generator_epochs(cfgs: List[Any]) -> Tuple[int, int]:
+    """How many distinct ERM generators g the grid's M2m cells need, and their training epochs (a g is
+    trained once per seed and shared by every M2m cell of that seed, with or without prefix sharing)."""
+    needed = {}
+    for cfg in cfgs:
+        if REBALANCERS.get(cfg.rebalance.name).generator_paths(cfg) == []:
+            g_cfg = pipeline.generator_config(cfg)
+            needed[g_cfg.run.dir] = g_cfg.train.epochs
+    return len(needed), sum(needed.values())
+
+
 def execute(task: Task, log: Optional[Log] = None) -> Task:
     """Run one task in this process (workers call it too); returns the task with its cell updated."""
     log = log or (lambda s: None)

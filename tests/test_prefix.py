@@ -84,6 +84,8 @@ def test_reproduce_shares_prefixes_and_counts_the_epochs(tmp_path):
     grid_line = next(m for m in messages if m.startswith("grid: 14 cells"))
     # 14 cells x 5 epochs = 70; with sharing: 4 prefixes (CE, LDAM x 2 seeds) of 3 epochs replace 12 x 3
     assert "70 training epochs cell by cell; 46 with 4 shared prefixes" in grid_line
+    # M2m's g: one ERM run per seed, shared by the seed's M2m cells, counted apart
+    assert "plus 2 ERM generator(s) g for M2m, 10 epochs, one per seed" in grid_line
     assert epochs_with_and_without_sharing(
         [cfg for _, cfg in build_grid("digits-lt", ["erm", "rw"], [0], tmp_path, FAST)]
     ) == {"without": 10, "with": 10, "prefixes": 1}
