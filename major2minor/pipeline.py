@@ -33,6 +33,11 @@ def generator_config(cfg: Config) -> Config:
     """The ERM configuration that produces g for ``cfg``: the same data, model and optimiser recipe,
     plain cross-entropy, no re-balancing, default method settings, seed ``train.seed + 1000``.
 
+    g has its own seed so that it is not f's twin: with f's seed, g would be the very network f is up to T0
+    (same initialisation, same batches), and the translation would attack f's own early state rather than an
+    independently trained classifier, as the paper's pre-trained g is.  This is also why a grid's ERM row (f's
+    seed) is not reused as g; the grid trains one g per seed and shares it across the seed's M2m cells.
+
     Its run directory is ``RUN_ROOT/.generators/<recipe>-<hash>/seed<N>``; the hash covers every
     setting that decides g's result (:func:`major2minor.config.result_settings`) except its seed
     (in the directory name) and T0 (an ERM run never reads it).
