@@ -156,7 +156,15 @@ def test_ctrl_c_during_reproduce_ends_with_one_line_not_a_traceback(tmp_path):
         *FAST,
         "train.epochs=400",
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell runs background jobs with SIGINT ignored and Python keeps it so: restore the default in the
+    # child, or a suite started with `make test &` would see the run ignore Ctrl-C and finish with 0.
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     log = tmp_path / "digits-lt" / "erm" / "seed0" / "log.csv"
     deadline = time.time() + 60
     while not log.exists():
