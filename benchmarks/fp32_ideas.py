@@ -24,11 +24,9 @@ import time
 
 import torch
 import torch.nn.functional as F
+from translation_probe import probe_inputs  # same directory: the shared fixed probe
 
-from major2minor.config import Config
 from major2minor.methods.m2m import M2mConfig, M2mTranslator
-from major2minor.models import build_model
-from major2minor.numerics import flush_denormals
 
 COUNTS = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
 
@@ -70,29 +68,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=0)
     args = p.parse_args()
-    flushed = flush_denormals(True)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    cfg = Config()
-    cfg.model.name = "resnet32"
-
-    def make(seed):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            net = build_model(cfg, 10, (3, 32, 32), (0.5,) * 3, (0.25,) * 3)
-        return net.to(memory_format=torch.channels_last)
-
-    f, g = make(0), make(1)
-    with torch.no_grad():  # BatchNorm statistics that are not the identity
-        f.train()
-        for _ in range(3):
-            f(torch.rand(64, 3, 32, 32))
-    f.eval()
-    gen = torch.Generator().manual_seed(0)
-    x0 = torch.rand(args.slots, 3, 32, 32, generator=gen)
-    target = torch.randint(0, 10, (args.slots,), generator=gen)
-    seed_class = torch.randint(0, 10, (args.slots,), generator=gen)
-    noise = torch.zeros_like(x0)
+    flushed, f, g, x0, target, seed_class, noise = probe_inputs(args.slots, args.threads)
     with_g = M2mTranslator(g, COUNTS, M2mConfig(), (0.0, 1.0), channels_last=True)
     self_mode = M2mTranslator(None, COUNTS, M2mConfig(), (0.0, 1.0), channels_last=True)
     variants = {

@@ -32,15 +32,12 @@ VARIANTS = {
 }
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--slots", type=int, default=80)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--threads", type=int, default=0)
-    args = p.parse_args()
+def probe_inputs(slots: int, threads: int):
+    """The fixed probe both A/B scripts translate: flush-to-zero on, ResNet-32 f (with non-identity BatchNorm
+    statistics, eval mode) and g, and ``slots`` random inputs, targets, seed classes and zero noise."""
     flushed = flush_denormals(True)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if threads:
+        torch.set_num_threads(threads)
     cfg = Config()
     cfg.model.name = "resnet32"
 
@@ -57,10 +54,20 @@ def main() -> None:
             f(torch.rand(64, 3, 32, 32))
     f.eval()
     gen = torch.Generator().manual_seed(0)
-    x0 = torch.rand(args.slots, 3, 32, 32, generator=gen)
-    target = torch.randint(0, 10, (args.slots,), generator=gen)
-    seed_class = torch.randint(0, 10, (args.slots,), generator=gen)
+    x0 = torch.rand(slots, 3, 32, 32, generator=gen)
+    target = torch.randint(0, 10, (slots,), generator=gen)
+    seed_class = torch.randint(0, 10, (slots,), generator=gen)
     noise = torch.zeros_like(x0)
+    return flushed, f, g, x0, target, seed_class, noise
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--slots", type=int, default=80)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=0)
+    args = p.parse_args()
+    flushed, f, g, x0, target, seed_class, noise = probe_inputs(args.slots, args.threads)
     translators = {
         name: M2mTranslator(
             g, [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50], M2mConfig(**kw), (0.0, 1.0), channels_last=True
