@@ -92,7 +92,7 @@ def test_celeba5_image_size_cache_dir_and_profile(tmp_path):
         seed=0,
     )
     assert b.input_shape == (3, 16, 16) and list(cache.glob("celeba5-16-*.npz"))
-    assert b.train_counts == longtail_counts(4, 5, 2) == [4, 3, 2, 2, 1]  # int(4 * 0.5 - eps) = 1
+    assert b.train_counts == longtail_counts(4, 5, 2) == [4, 3, 2, 2, 2]  # 4 * 2 ** -1 = 2 exactly (float int(): 1)
 
 
 def test_celeba5_errors(tmp_path):

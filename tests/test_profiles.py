@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from major2minor.data import profiles
 from major2minor.data.profiles import class_counts, hold_out_per_class, select_per_class
 
 
@@ -11,9 +12,38 @@ def test_cifar10_longtail_golden_counts():
 
 
 def test_cifar100_longtail_golden_counts():
+    # 500 * 100 ** (-99/99) is exactly 5: floating point gives 4.99...97 or 5.00...25 depending on the CPU's math
+    # library, so int() of it gave 4 or 5 (10,846 or 10,847 images) by processor; the exact count is 5 / 10,847
     counts = class_counts("longtail", 500, 100, 100)
-    assert counts[0] == 500 and counts[-1] == 4
-    assert sum(counts) == 10846
+    assert counts[0] == 500 and counts[-1] == 5
+    assert sum(counts) == 10847
+
+
+def test_counts_do_not_depend_on_floating_point_rounding(monkeypatch):
+    """The counts come from exact arithmetic: a floating-point first guess that is off either way (as a math
+    library's last digits can be) is corrected, so the counts stay the same."""
+    for nudge in (1 - 1e-9, 1 + 1e-9):
+        monkeypatch.setattr(profiles, "float", lambda v, nudge=nudge: float(v) * nudge, raising=False)
+        counts = class_counts("longtail", 500, 100, 100)
+        assert counts[-1] == 5 and sum(counts) == 10847
+        assert class_counts("longtail", 5000, 10, 100)[-1] == 50
+        monkeypatch.undo()
+
+
+@pytest.mark.parametrize(
+    "n_max, num_classes, ratio", [(500, 100, 100), (5000, 10, 100), (5000, 10, 10), (1280, 1000, 256), (7, 3, 2.5)]
+)
+def test_longtail_counts_match_high_precision_floor(n_max, num_classes, ratio):
+    """Each count is floor(n_max * ratio ** (-i / (C - 1))), checked against 80-digit decimal arithmetic."""
+    from decimal import Decimal, getcontext
+
+    getcontext().prec = 80
+    counts = class_counts("longtail", n_max, num_classes, ratio)
+    for i, n in enumerate(counts):
+        exact = Decimal(n_max) * Decimal(ratio) ** (Decimal(-i) / Decimal(num_classes - 1))
+        # exact integers (i = 0, C-1 here) come out of the 80-digit power as k.000... or (k-1).999...9
+        floor = int(exact + Decimal("1e-60"))
+        assert n == floor, (i, n, exact)
 
 
 def test_step_profile():

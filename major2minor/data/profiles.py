@@ -2,32 +2,58 @@
 
 Long tail (the paper, and the public code's ``make_longtailed_imb``)::
 
-    mu  = (1 / rho) ** (1 / (C - 1))
-    n_i = int(n_max * mu ** i)            i = 0 .. C-1
+    n_i = floor(n_max * rho ** (-i / (C - 1)))        i = 0 .. C-1
 
 Step (LDAM-DRW): the first ``C - round(C * fraction)`` classes keep ``n_max``, the rest get
-``int(n_max / rho)``.
+``floor(n_max / rho)``.
+
+Both are computed exactly (integer and rational arithmetic), so every processor gives the same counts.
+The public code computes ``int(n_max * mu ** i)`` with ``mu = (1 / rho) ** (1 / (C - 1))`` in floating
+point, whose last digits depend on the processor's math library: for CIFAR-100-LT (n_max 500, rho 100)
+the last class is ``500 * mu ** 99``, exactly 5, which numpy gives as 4.9999999999999... on a CPU with
+AVX-512 (int() -> 4, 10,846 images in all) and as 5.000000000000025 on one without (5, 10,847).  The
+exact value is 5 and 10,847 images, the count LDAM-DRW and most later papers report.  CIFAR-LT-10's
+counts (5000 ... 50, 12,406) are the same either way.
 """
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import List, Sequence
 
 import numpy as np
 import torch
 
 
+def exact_power_floor(n_max: int, ratio: float, i: int, n: int) -> int:
+    """floor(n_max * ratio ** (-i / n)), exactly: the largest integer k with k**n * ratio**i <= n_max**n.
+
+    ``ratio`` is taken as the exact rational value of the float given, so the answer does not depend on
+    rounding in a math library (see the module docstring for where the floating-point form differs).
+    """
+    r = Fraction(ratio)
+    bound = Fraction(n_max) ** n
+    k = int(n_max * float(r) ** (-i / n))  # a guess within one or two of the answer; corrected exactly below
+    k = max(k, 0)
+    while k > 0 and Fraction(k) ** n * r**i > bound:
+        k -= 1
+    while Fraction(k + 1) ** n * r**i <= bound:
+        k += 1
+    return k
+
+
 def longtail_counts(n_max: int, num_classes: int, ratio: float) -> List[int]:
+    """n_i = floor(n_max * ratio ** (-i / (C - 1))) for i = 0 .. C-1, computed exactly."""
     if num_classes == 1:
         return [int(n_max)]
-    mu = np.power(1.0 / ratio, 1.0 / (num_classes - 1))
-    return [int(n_max * np.power(mu, i)) for i in range(num_classes)]
+    return [exact_power_floor(int(n_max), ratio, i, num_classes - 1) for i in range(num_classes)]
 
 
 def step_counts(n_max: int, num_classes: int, ratio: float, minor_fraction: float = 0.5) -> List[int]:
+    """The first C - round(C * fraction) classes keep n_max, the rest floor(n_max / ratio) (exact)."""
     n_minor = int(round(num_classes * minor_fraction))
     n_major = num_classes - n_minor
-    return [int(n_max)] * n_major + [int(n_max * (1.0 / ratio))] * n_minor
+    return [int(n_max)] * n_major + [exact_power_floor(int(n_max), ratio, 1, 1)] * n_minor
 
 
 def class_counts(profile: str, n_max: int, num_classes: int, ratio: float, minor_fraction: float = 0.5) -> List[int]:
