@@ -36,6 +36,7 @@ with a message saying why for each.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -43,6 +44,7 @@ import os
 import pickle
 import pickletools
 import re
+import sys
 import tempfile
 import warnings
 import zipfile
@@ -82,7 +84,10 @@ def _umask() -> int:
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise _disk_full(path, exc) from exc
     try:
         with os.fdopen(fd, "wb") as fh:
             if hasattr(os, "fchmod"):  # mkstemp makes 0600 files; give the mode open() would
@@ -91,9 +96,11 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise _disk_full(path, exc) from exc
         raise
     try:  # make the rename itself durable
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -105,12 +112,40 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
         pass
 
 
+def _disk_full(path: Path, exc: OSError) -> OSError:
+    """``exc`` itself, or for a full disk (or quota) one naming the file, what was kept and the fix: the bare
+    "[Errno 28] No space left on device" names neither."""
+    if exc.errno not in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return exc
+    kept = f"the previous {path.name} is kept unchanged" if path.exists() else f"{path.name} was not written"
+    return OSError(
+        exc.errno,
+        f"{exc.strerror} while writing {path} ({kept}; every file is written whole or not at all). Free space "
+        f"on that disk (or give another directory) and run the same command again: m2m train --resume continues "
+        "from the last checkpoint written",
+    )
+
+
 def atomic_write_text(path: PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # lone surrogates: bytes the locale could not decode (a path, usually)
+        bad = text[max(exc.start - 30, 0) : exc.end + 10]
+        raise ValueError(
+            f"cannot write {path}: its text holds characters that are not valid Unicode ({bad!r}): a non-ASCII "
+            f"path or value given under a locale whose encoding ({sys.getfilesystemencoding()}) cannot decode it. "
+            "Run under a UTF-8 locale (e.g. LC_ALL=C.UTF-8, or PYTHONUTF8=1), or use ASCII names."
+        ) from None
+    atomic_write_bytes(path, data)
+
+
+def json_text(obj: Any) -> str:
+    """The text :func:`atomic_write_json` writes for ``obj`` (indented JSON, arrays and numpy values as lists)."""
+    return json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n"
 
 
 def atomic_write_json(path: PathLike, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
+    atomic_write_text(path, json_text(obj))
 
 
 def _jsonable(o: Any) -> Any:

@@ -242,7 +242,11 @@ class LossConfig:
     tau: float = 1.0  # logit adjustment strength (balanced softmax: tau = 1)
 
     checks: ClassVar[Dict[str, Check]] = {
-        "focal_gamma": Interval(0, None, hint="the paper uses 1; 0 is plain cross-entropy"),
+        # Lin et al. study gamma in [0, 5] (best 2); far above, (1 - p)^gamma underflows to 0 for every
+        # sample that is not already almost wholly wrong: the loss and its gradient vanish, nothing is learnt
+        "focal_gamma": Interval(
+            0, 5, hint="the M2m paper uses 1, the focal loss paper studies 0 to 5; 0 is plain cross-entropy"
+        ),
         "ldam_max_margin": Interval(0, None, hint="the largest class margin; LDAM uses 0.5"),
         "ldam_scale": Interval(0, None, closed="neither", hint="the logit scale s of the cosine head; LDAM uses 30"),
     }
@@ -271,6 +275,10 @@ class TrainConfig:
     batch_size: int = 128
     eval_batch_size: int = 1024
     deferred_epoch: int = 160  # T0: re-balancing (DRS/DRW/M2m) switches on at this epoch
+    # which epochs the reported (best-validation) epoch is chosen from: from_t0 = a method with a deferred
+    # phase (DRS, DRW, M2m, ...) is judged on its own epochs >= T0 (before T0 it is the plain model);
+    # all = every epoch (the whole-run best is recorded either way)
+    select: str = "from_t0"
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch intra-op threads; 0 = automatic (1 for small models, else torch's default)
@@ -298,6 +306,7 @@ class TrainConfig:
         "batch_size": Interval(1, None, hint="the paper uses 128"),
         "eval_batch_size": Interval(1, None),
         "deferred_epoch": Interval(0, None, hint="the epoch re-balancing switches on (T0); the paper uses 160 of 200"),
+        "select": OneOf(("from_t0", "all")),
         "seed": Interval(0, 2**63 - 1, hint="any non-negative integer below 2^63"),
         "device": Matches(
             r"auto|cpu|cuda(:\d+)?|mps", "auto, cpu, cuda or cuda:N", hint="auto picks a GPU when there is one"
@@ -418,13 +427,18 @@ def result_settings(config: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def differing_settings(saved: Dict[str, Any], current: Dict[str, Any], ignore: Sequence[str] = ()) -> List[str]:
-    """``"key=A there, B now"`` for every result-deciding key where two ``to_dict()`` configs differ."""
+    """``"key=A there, B now"`` for every result-deciding key where two ``to_dict()`` configs differ.
+
+    A key that ``saved`` lacks (a setting added to the package after that run was started) counts as its
+    default, so a run started by an earlier version resumes when every setting it did record matches.
+    """
     a, b = result_settings(saved), result_settings(current)
+    defaults = result_settings(Config().to_dict())
     diffs = []
     for key in sorted(set(a) | set(b)):
         if key in ignore:
             continue
-        va, vb = a.get(key, "<unset>"), b.get(key, "<unset>")
+        va, vb = a.get(key, defaults.get(key, "<unset>")), b.get(key, "<unset>")
         if json.dumps(va, sort_keys=True, default=str) != json.dumps(vb, sort_keys=True, default=str):
             diffs.append(f"{key}={va!r} there, {vb!r} now")
     return diffs
@@ -599,20 +613,46 @@ def list_recipes() -> List[str]:
     return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
 
 
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A key given twice in one YAML mapping."""
+
+    fix = "Merge the two into one (YAML would keep only the last and drop the first without a word)."
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping: plain YAML keeps the last, so
+    a recipe with two ``train:`` blocks would silently lose every setting of the first."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: Dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *base' may be overridden: YAML's own rule
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: the base class says what is wrong with it
+                break
+            if first is not None:
+                raise DuplicateKeyError(
+                    None, None, f"key '{key}' is given twice (first at line {first})", key_node.start_mark
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(path: Union[str, Path], what: str = "file") -> Any:
-    """A YAML file's contents; a syntax error names the file, the line and the fix."""
+    """A YAML file's contents; a syntax error or a key given twice names the file, the line and the fix."""
     path = Path(path)
     try:
         with open(path) as fh:
-            return yaml.safe_load(fh)
+            return yaml.load(fh, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(
-            f"{what} {path} is not valid YAML{where}: {problem}. Fix the file (keys as "
-            "'section:' lines with indented 'key: value' entries)."
-        ) from None
+        fix = getattr(exc, "fix", "Fix the file (keys as 'section:' lines with indented 'key: value' entries).")
+        raise ConfigError(f"{what} {path} is not valid YAML{where}: {problem}. {fix}") from None
 
 
 def apply_method_preset(cfg: Config, method: str) -> None:
@@ -658,6 +698,12 @@ def scale_schedule(cfg: Config) -> None:
     T0 = 32, lr x0.01 at 32 and 36.  The resolved configuration (config.yaml) records the schedule that runs,
     with the scale applied (1.0)."""
     s, t, o = cfg.train.schedule_scale, cfg.train, cfg.optim
+    # checked here, before it is applied and reset to 1.0: validate() would only see the scaled schedule
+    # (0 would run 1 epoch and record 1.0; a negative scale would be reported as negative milestones)
+    _check_finite(t, "train.")
+    check = TrainConfig.checks["schedule_scale"]
+    if not check.allows(s):
+        raise check.error("train.schedule_scale", s)
     if s == 1.0:
         return
     t.epochs = max(1, round(t.epochs * s))

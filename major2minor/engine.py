@@ -36,8 +36,14 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import torch
 
 from major2minor import distributed as dist_utils
-from major2minor.checkpoint import atomic_write_json, atomic_write_text, load_resume_checkpoint, save_checkpoint
-from major2minor.config import Config, read_yaml
+from major2minor.checkpoint import (
+    atomic_write_json,
+    atomic_write_text,
+    json_text,
+    load_resume_checkpoint,
+    save_checkpoint,
+)
+from major2minor.config import Config
 from major2minor.data import DataBundle, Split, build_dataset, to_float
 from major2minor.data.batches import batch_source, is_streamed, iter_uint8_batches
 from major2minor.data.sampling import epoch_indices
@@ -53,9 +59,13 @@ from major2minor.rundir import (
     RunDirError,
     RunLock,
     check_resume_config,
+    data_changes,
     default_run_dir,
     environment,
     prepare_run_dir,
+    seal_finished,
+    sha256_of,
+    verify_finished,
     write_csv,
 )
 from major2minor.tblog import NullTBLogger, TBLogger
@@ -179,6 +189,17 @@ class TrainState:
     val_at_best: Dict[str, Any] = field(default_factory=dict)
     history: List[Dict[str, Any]] = field(default_factory=list)
     train_seconds: float = 0.0
+    # the best validation epoch over the whole run, whether or not it may be reported (train.select)
+    overall_best_val_bacc: float = -1.0
+    overall_best_epoch: int = -1
+    test_at_overall_best: Dict[str, Any] = field(default_factory=dict)
+
+    def adopt_overall_best(self) -> None:
+        """A checkpoint written before the whole-run best was kept (a prefix of an earlier version) has
+        tracked its best over every epoch: that is the whole-run best so far."""
+        if self.overall_best_epoch < 0 and self.best_epoch >= 0:
+            self.overall_best_val_bacc, self.overall_best_epoch = self.best_val_bacc, self.best_epoch
+            self.test_at_overall_best = self.test_at_best
 
 
 @dataclass
@@ -201,6 +222,30 @@ def resolved_threads(cfg: Config) -> int:
     return 1 if MODELS.entry(cfg.model.name).meta.get("light") else 0
 
 
+def describe_generator(path: str) -> Dict[str, Any]:
+    """Which g a run used: the path given, the checkpoint file read, its SHA-256 and, for one of our runs,
+    its method and seed (recorded in summary.json and in the finished run's seal)."""
+    from major2minor.methods.generator import checkpoint_file
+
+    file = checkpoint_file(Path(path))
+    info: Dict[str, Any] = {"path": str(path), "file": str(file), "sha256": sha256_of(file)}
+    config = run_config_of(file)
+    if config:
+        info.update(method=config.get("method"), seed=config.get("train", {}).get("seed"))
+    return info
+
+
+def run_config_of(file: Path) -> Dict[str, Any]:
+    """The configuration a checkpoint of ours was trained with ({} for another kind of checkpoint)."""
+    from major2minor.checkpoint import load_checkpoint
+
+    try:
+        obj = load_checkpoint(file)
+    except Exception:  # loading g itself reports what is wrong with the file, with its own message
+        return {}
+    return obj.get("config") or {} if isinstance(obj, dict) else {}
+
+
 def check_splits(bundle: DataBundle) -> None:
     """Model selection needs a validation split and the result a test split: refuse empty ones now,
     before any training (an empty split would only fail at the first evaluation)."""
@@ -219,12 +264,7 @@ def check_same_data(run_dir: Path, manifest: Dict[str, Any]) -> None:
     path = run_dir / "manifest.json"
     if not path.exists():
         return
-    before = json.loads(path.read_text())
-    changes = []
-    if before.get("checksum") != manifest["checksum"]:
-        changes.append(f"data checksum {str(before.get('checksum'))[:12]}... there, {manifest['checksum'][:12]}... now")
-    if before.get("class_names") != manifest["class_names"]:
-        changes.append(f"class names {before.get('class_names')!r:.80} there, {manifest['class_names']!r:.80} now")
+    changes = data_changes(json.loads(path.read_text()), manifest)
     if changes:
         raise RunDirError(
             f"cannot resume {run_dir}: its data changed since the run started ({'; '.join(changes)}). Resume it "
@@ -297,6 +337,8 @@ class Trainer:
                     "this run); results are unaffected but speed may be lower: call "
                     "major2minor.numerics.flush_denormals() at the start of the program."
                 )
+            # the data first: a missing or unreadable file is reported as such, and reuse compares its manifest
+            self.bundle = self.load_data()
             status = self.open_run_dir(resume, held)
             if status == "done":
                 return self.reuse_finished()
@@ -305,6 +347,9 @@ class Trainer:
             if checkpoint is not None:
                 self.restore(checkpoint)
             self.announce()
+            # closed (and cleared) on the way out of an error or Ctrl-C too, before the caller prints why it
+            # stopped: a bar closed later would put that line after the bar's text, or clear it away
+            held.callback(self.bar.close)
             for epoch in range(self.state.epoch, self.cfg.train.epochs):
                 t_epoch = time.time()
                 totals = self.train_epoch(epoch)
@@ -313,6 +358,10 @@ class Trainer:
             return self.finish()
 
     # -- phase: open the run directory ----------------------------------------------------------
+
+    def load_data(self) -> DataBundle:
+        cfg = self.cfg
+        return build_dataset(cfg.data, cfg.train.seed if cfg.data.seed is None else cfg.data.seed)
 
     def open_run_dir(self, resume: bool, held: ExitStack) -> str:
         """'new', 'resume' or 'done' (decided on rank 0, shared with every rank).  Rank 0, the only writer,
@@ -325,15 +374,14 @@ class Trainer:
         return self.status
 
     def reuse_finished(self) -> Dict[str, Any]:
-        """A finished run is reused only if it was run with these very settings."""
-        saved = self.run_dir / "config.yaml"
-        check_resume_config(
-            self.run_dir, read_yaml(saved, "run configuration") if saved.exists() else None, self.cfg.to_dict()
-        )
-        self.log(f"{self.run_dir}: finished already; reusing its summary")
+        """A finished run is reused only when it is the result asked for: trained with these result-deciding
+        settings, on this data (manifest checksum and class names), with the g's given, and with its
+        summary.json and config.yaml as it wrote them (:func:`~major2minor.rundir.verify_finished`)."""
+        summary = verify_finished(self.run_dir, self.cfg.to_dict(), self.bundle.manifest(), self.generator_paths)
+        self.log(f"{self.run_dir}: finished already (same settings, data and files); reusing its summary")
         if self.dist.is_main and not (self.run_dir / "curves.png").exists():  # killed after its summary
             write_run_figures(self.run_dir, log=self.log)
-        return json.loads((self.run_dir / "summary.json").read_text())
+        return summary
 
     def read_resume_checkpoint(self) -> Dict[str, Any]:
         """last.pt, or last.prev.pt if it is unreadable; refused if it was made with other settings."""
@@ -346,7 +394,6 @@ class Trainer:
     def setup(self) -> None:
         """Data, f, the method and its frozen g, the training split, loss, optimiser, random streams."""
         cfg, device, seed = self.cfg, self.device, self.cfg.train.seed
-        self.bundle = build_dataset(cfg.data, seed if cfg.data.seed is None else cfg.data.seed)
         self.tb = (
             TBLogger.from_config(cfg, self.run_dir, self.bundle.class_names) if self.dist.is_main else NullTBLogger()
         )
@@ -360,7 +407,9 @@ class Trainer:
         self.model = build_model_seeded(cfg, self.bundle, seed, device)
         # bf16 autocast where it pays (train.amp=auto): the choice and its reason go into environment.json
         self.amp, self.amp_reason = choose_amp(cfg.train.amp, device, MODELS.entry(cfg.model.name).meta.get("bf16", ()))
-        generators = load_generators(self.frozen_generator_paths(method_cls), cfg, self.bundle, device)
+        paths = self.frozen_generator_paths(method_cls)
+        self.generators_used = [describe_generator(p) for p in paths]
+        generators = load_generators(paths, cfg, self.bundle, device)
         self.method.setup(
             RunContext(cfg, self.bundle, device, self.run_dir, self.log, self.dist.rank, generators, self.amp)
         )
@@ -433,6 +482,7 @@ class Trainer:
         self.aug_gen.set_state(mine["augment"].to(self.aug_gen.get_state().device))
         self.method.load_state_dict(mine["rebalancer"])
         self.state = TrainState(**ckpt["state"])
+        self.state.adopt_overall_best()
         self.log(f"resuming {self.run_dir} at epoch {self.state.epoch}")
 
     def announce(self) -> None:
@@ -549,11 +599,7 @@ class Trainer:
             dist_utils.all_reduce_sum(t, self.dist)
         dist_utils.broadcast_buffers(self.model, self.dist)  # evaluate (and save) rank 0's BN statistics
         val = self.evaluate(self.bundle.val)
-        improved = val["bacc"] >= self.state.best_val_bacc
-        if improved:
-            self.state.best_val_bacc, self.state.best_epoch = val["bacc"], epoch
-            self.state.val_at_best = val
-            self.state.test_at_best = self.evaluate(self.bundle.test)
+        improved = self.track_best(epoch, val)
         row = self.epoch_row(epoch, totals, val)
         row["epoch_seconds"] = time.time() - t_epoch  # training and evaluation
         self.state.history.append(row)
@@ -561,6 +607,8 @@ class Trainer:
         self.state.epoch = epoch + 1
         self.save(epoch, row, improved)
         fields = self.method.progress_fields(row)
+        if self.earlier_best_note() is not None:  # said in full once, at the end (summary.json warnings)
+            fields["WARNING"] = f"pre-T0 epoch {self.state.overall_best_epoch + 1} better on val"
         extra = (" | " + ", ".join(f"{k} {v}" for k, v in fields.items())) if fields else ""
         self.bar.set_postfix_str(f"val bACC {percent(val['bacc'])}")
         self.say(
@@ -570,6 +618,38 @@ class Trainer:
         )
         for warning in self.method.epoch_warnings(row):
             self.say(f"WARNING: {warning}")
+
+    def selectable(self, epoch: int) -> bool:
+        """May ``epoch`` (0-based) be the reported one?  With ``train.select=from_t0`` a method with a deferred
+        phase (DRS, DRW, M2m, ...) is judged on its own epochs, ``epoch >= T0``: before T0 it is the plain model."""
+        return self.cfg.train.select == "all" or not self.method.deferred or epoch >= self.method.t0
+
+    def track_best(self, epoch: int, val: Dict[str, Any]) -> bool:
+        """Keep the whole-run best and the reported best (the best selectable epoch; a later epoch wins a tie);
+        test on a new best of either.  True when the reported best moved to this epoch (best.pt is written)."""
+        st, test = self.state, None
+        if val["bacc"] >= st.overall_best_val_bacc:
+            test = self.evaluate(self.bundle.test)
+            st.overall_best_val_bacc, st.overall_best_epoch, st.test_at_overall_best = val["bacc"], epoch, test
+        # a best left from epochs that may not be reported (a branched prefix's, before T0) is replaced
+        improved = self.selectable(epoch) and (val["bacc"] >= st.best_val_bacc or not self.selectable(st.best_epoch))
+        if improved:
+            st.best_val_bacc, st.best_epoch, st.val_at_best = val["bacc"], epoch, val
+            st.test_at_best = test if test is not None else self.evaluate(self.bundle.test)
+        return improved
+
+    def earlier_best_note(self) -> Optional[str]:
+        """A warning when an epoch that may not be reported (before T0) was better on validation than the
+        reported one: the method then did worse on validation than the plain model it started from."""
+        st = self.state
+        if st.best_epoch < 0 or self.selectable(st.overall_best_epoch) or st.overall_best_val_bacc <= st.best_val_bacc:
+            return None
+        return (
+            f"the plain model before T0 was better on validation (bACC {percent(st.overall_best_val_bacc)} at epoch "
+            f"{st.overall_best_epoch + 1}) than {self.cfg.method} at its reported epoch {st.best_epoch + 1} "
+            f"({percent(st.best_val_bacc)}); the reported epoch is chosen from epochs >= T0 = "
+            f"{self.method.t0 + 1} (train.select=from_t0; train.select=all chooses from every epoch)"
+        )
 
     def evaluate(self, split: Split) -> Dict[str, Any]:
         return evaluate(
@@ -595,9 +675,11 @@ class Trainer:
             "val_acc": val["acc"],
             "val_bacc": val["bacc"],
             "val_gm": val["gm"],
-            "best_epoch": st.best_epoch + 1,
-            "test_bacc_at_best": st.test_at_best.get("bacc"),
-            "test_gm_at_best": st.test_at_best.get("gm"),
+            # the reported best so far; before T0 (no epoch may be reported yet) the whole-run best, as a plain
+            # run's rows show it, so a cell branched from a shared prefix logs the same rows as one trained alone
+            "best_epoch": (st.best_epoch if st.best_epoch >= 0 else st.overall_best_epoch) + 1,
+            "test_bacc_at_best": (st.test_at_best or st.test_at_overall_best).get("bacc"),
+            "test_gm_at_best": (st.test_at_best or st.test_at_overall_best).get("gm"),
             "seen_per_class": totals.seen.tolist(),
             "class_weights": None if totals.weights is None else [round(float(w), 6) for w in totals.weights],
         }
@@ -630,6 +712,17 @@ class Trainer:
             save_checkpoint({**ckpt, "kind": "best"}, self.run_dir / "best.pt")
         save_checkpoint(ckpt, self.run_dir / "last.pt", keep_previous=True)
 
+    def selection_summary(self) -> Dict[str, Any]:
+        """How the reported epoch was chosen, and the whole-run best validation epoch beside it."""
+        st = self.state
+        return {
+            "rule": self.cfg.train.select,
+            "from_epoch": 1 if self.selectable(0) else self.method.t0 + 1,
+            "overall_best_epoch": st.overall_best_epoch + 1,
+            "val_bacc_at_overall_best": st.overall_best_val_bacc,
+            "test_at_overall_best": st.test_at_overall_best,
+        }
+
     def say(self, msg: str) -> None:
         """A progress line: above the bar when it is shown, else to the log."""
         if self.bar.disable:
@@ -657,6 +750,7 @@ class Trainer:
             "val_at_best": st.val_at_best,
             "test_at_best": st.test_at_best,
             "test_at_last": test_last,
+            "selection": self.selection_summary(),
             "train_seconds": st.train_seconds,
             "wall_seconds": time.time() - self.t_start,
             "device": str(device),
@@ -668,9 +762,15 @@ class Trainer:
             ),
         }
         summary.update(self.method.run_summary(st.history))
+        if self.generators_used:
+            summary["generators"] = self.generators_used
+        if (note := self.earlier_best_note()) is not None:
+            summary["warnings"] = summary.get("warnings", []) + [note]
         if self.dist.is_main:
             summary["world_size"] = self.dist.world_size
-            atomic_write_json(self.run_dir / "summary.json", summary)
+            text = json_text(summary)
+            seal_finished(self.run_dir, text, self.bundle.manifest(), self.generators_used)
+            atomic_write_text(self.run_dir / "summary.json", text)
             (self.run_dir / "last.prev.pt").unlink(missing_ok=True)  # a finished run resumes from nothing
             self.tb.close()
             write_run_figures(self.run_dir, log=self.log)

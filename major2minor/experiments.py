@@ -39,10 +39,11 @@ from major2minor.grid import (
     GridError,
     GridProgress,
     config_mismatch,
+    cross_seed_generators,
     generator_epochs,
     plan,
     run_cell,
-    run_phase,
+    run_tasks,
 )
 from major2minor.prefix import epochs_with_and_without_sharing
 from major2minor.registry import METHODS
@@ -214,21 +215,23 @@ def reproduce(
 
 
 def run_grid(grid, jobs: int, share: bool, quiet: bool, keep_going: bool, log: Log) -> None:
-    """Say what the grid costs (epochs with and without shared prefixes), then run its two phases."""
+    """Say what the grid costs (epochs with and without shared prefixes, the g's it trains), then run its tasks."""
     epochs = epochs_with_and_without_sharing([cfg for _, cfg in grid])
-    n_g, g_epochs = generator_epochs([cfg for _, cfg in grid])
+    n_g, g_epochs = generator_epochs(grid)
+    crossed = len(cross_seed_generators(grid))
     log(
         f"grid: {len(grid)} cells, {epochs['without']} training epochs cell by cell; "
         + (f"{epochs['with']} with {epochs['prefixes']} shared prefixes" if share else "prefix sharing off")
         + (f"; plus {n_g} ERM generator(s) g for M2m, {g_epochs} epochs, one per seed" if n_g else "")
+        + (f"; M2m's g is another seed's ERM cell ({crossed} cells, no extra g trained)" if crossed else "")
         + (f"; {jobs} at a time" if jobs > 1 else "")
     )
-    first, cells = plan(grid, share)
-    progress = GridProgress(len(first) + len(cells), quiet, log)
+    tasks = plan(grid, share)
+    progress = GridProgress(len(tasks), quiet, log)
     try:
-        run_phase(first, jobs, progress, keep_going, log)
-        run_phase(cells, jobs, progress, keep_going, log)
+        run_tasks(tasks, jobs, progress, keep_going, log)
     except KeyboardInterrupt:
+        progress.close()  # first: the bar's clear would otherwise land on (or after) the line below
         log("grid interrupted; run the same command again to continue where it stopped.")
         raise
     finally:

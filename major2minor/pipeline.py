@@ -40,7 +40,7 @@ def generator_config(cfg: Config) -> Config:
 
     Its run directory is ``RUN_ROOT/.generators/<recipe>-<hash>/seed<N>``; the hash covers every
     setting that decides g's result (:func:`major2minor.config.result_settings`) except its seed
-    (in the directory name) and T0 (an ERM run never reads it).
+    (in the directory name), T0 and ``train.select`` (an ERM run reads neither).
     """
     g_cfg = copy.deepcopy(cfg)
     g_cfg.method = "erm"
@@ -53,7 +53,7 @@ def generator_config(cfg: Config) -> Config:
     # data.selection=random draw from the data seed, which stays f's
     g_cfg.data.seed = cfg.train.seed if cfg.data.seed is None else cfg.data.seed
     key = result_settings(g_cfg.to_dict())
-    for own in ("train.seed", "train.deferred_epoch"):
+    for own in ("train.seed", "train.deferred_epoch", "train.select"):  # an ERM run reads neither T0 nor select
         key.pop(own, None)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
     g_cfg.run.dir = str(generator_root(cfg) / f"{Path(cfg.recipe).stem}-{digest}" / f"seed{g_cfg.train.seed}")
@@ -105,7 +105,11 @@ def generators_for(cfg: Config, run_dir: Path, log: Log) -> List[str]:
 
 
 def train(
-    cfg: Config, resume: bool = False, log: Optional[Log] = print, run_dir: Optional[Path] = None
+    cfg: Config,
+    resume: bool = False,
+    log: Optional[Log] = print,
+    run_dir: Optional[Path] = None,
+    generators: Optional[List[str]] = None,
 ) -> Dict[str, Any]:
     """Train one run as configured, with every step it needs first; returns (and writes) its summary.
 
@@ -114,7 +118,11 @@ def train(
         resume: continue the run in its directory (or reuse it if finished with the same settings).
         log: where progress lines go (``None``: nowhere).
         run_dir: the run directory (default ``run.dir``, else ``ROOT/RECIPE/METHOD/seedN``).
+        generators: the g's to use when the method needs one and its settings name none (``m2m reproduce``
+            gives another seed's ERM cell); default: the cached ERM g, trained first if needed.
     """
     log = log or (lambda s: None)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
-    return engine.fit(cfg, resume, log, run_dir, generators=generators_for(cfg, run_dir, log))
+    if generators is None:
+        generators = generators_for(cfg, run_dir, log)
+    return engine.fit(cfg, resume, log, run_dir, generators=generators)

@@ -21,15 +21,14 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import shutil
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
 from major2minor import engine
-from major2minor.checkpoint import load_checkpoint, save_checkpoint
+from major2minor.checkpoint import atomic_write_bytes, atomic_write_text, load_checkpoint, save_checkpoint
 from major2minor.config import Config, method_label, result_settings
 from major2minor.registry import REBALANCERS
-from major2minor.rundir import RunLock
+from major2minor.rundir import RunLock, refuse_link
 
 Log = Callable[[str], None]
 
@@ -50,6 +49,7 @@ def prefix_config(cfg: Config) -> Optional[Config]:
     prefix.train.epochs = t0
     key = result_settings(prefix.to_dict())
     key.pop("train.seed", None)  # in the directory name
+    key.pop("train.select", None)  # the cells choose their reported epoch themselves; plain training ignores it
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
     prefix.run.dir = str(
         Path(cfg.run.root) / Path(cfg.recipe).stem / ".prefix" / f"{prefix.method}-{digest}" / f"seed{cfg.train.seed}"
@@ -84,9 +84,13 @@ def branch(prefix_dir: Path, cfg: Config, cell_dir: Path) -> None:
     with RunLock(cell_dir):
         if (cell_dir / "last.pt").exists() or (cell_dir / "summary.json").exists():
             return
+        # a link planted in either directory is never followed: one in the prefix would copy a file from
+        # outside into the cell; in the cell, the atomic writes replace a link instead of writing through it
+        for name in ("manifest.json", "log.csv", "best.pt", "last.pt"):
+            refuse_link(prefix_dir / name, f"the shared prefix's {name}")
         for name in ("manifest.json", "log.csv"):
-            shutil.copyfile(prefix_dir / name, cell_dir / name)
-        (cell_dir / "config.yaml").write_text(cfg.to_yaml())
+            atomic_write_bytes(cell_dir / name, (prefix_dir / name).read_bytes())
+        atomic_write_text(cell_dir / "config.yaml", cfg.to_yaml())
         save_checkpoint(_relabelled(prefix_dir / "best.pt", cfg), cell_dir / "best.pt")
         save_checkpoint(_relabelled(prefix_dir / "last.pt", cfg), cell_dir / "last.pt")  # written last: the marker
 

@@ -39,9 +39,10 @@ import numpy as np
 
 from major2minor import figures as figs
 from major2minor.checkpoint import atomic_write_text
-from major2minor.config import read_yaml, result_settings
+from major2minor.config import result_settings
 from major2minor.figures import MissingDependencyError
 from major2minor.registry import LOSSES, METHODS, REBALANCERS
+from major2minor.rundir import RunDirError, UnsealedRunError, read_run_config, verify_finished
 
 PathLike = Union[str, os.PathLike]
 Log = Callable[[str], None]
@@ -136,10 +137,22 @@ def load_run(run_dir: PathLike) -> RunResult:
         raise ReportError(
             f"{path} is not valid JSON ({exc}); re-run that run or remove its directory from the report."
         ) from None
+    if not isinstance(summary, dict):
+        raise ReportError(
+            f"{path} holds a JSON {type(summary).__name__}, not a run summary (an object with the run's "
+            "metrics); it was replaced or edited: re-run that run or remove its directory from the report."
+        )
+    if (run_dir / "last.pt").exists():  # the numbers must be the ones the run wrote (sealed in its last.pt)
+        try:
+            verify_finished(run_dir)
+        except UnsealedRunError:
+            pass  # finished by an earlier version: nothing to verify against
+        except RunDirError as exc:
+            raise ReportError(str(exc)) from None
     config = None
     cfg_path = run_dir / "config.yaml"
     if cfg_path.exists():
-        config = read_yaml(cfg_path, "run configuration") or None
+        config = read_run_config(cfg_path, "re-run that run or remove its directory from the report") or None
     return RunResult(run_dir, summary, config)
 
 

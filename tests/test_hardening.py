@@ -14,7 +14,9 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from major2minor.cli import main
 from major2minor.rundir import LOCK_NAME, RunLock
@@ -177,6 +179,41 @@ def test_ctrl_c_during_reproduce_ends_with_one_line_not_a_traceback(tmp_path):
     assert "run the same command again" in err
 
 
+def test_the_ctrl_c_line_comes_after_the_progress_bar_is_cleared(tmp_path, monkeypatch, capsys):
+    """On a terminal the bar is one line redrawn in place: the line saying why the run stopped must start on
+    a cleared line and be the last thing written, not be glued to the bar's text or cleared after it."""
+    from helpers import crash_at_epoch
+
+    crash_at_epoch(monkeypatch, 2)  # Ctrl-C while the second epoch is logged, the bar still open
+    argv = ["train", *FAST, "train.progress=bar", "train.epochs=3", f"run.dir={tmp_path / 'r'}"]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    bar, line = err.rsplit("m2m: interrupted;", 1)
+    assert "batch/s" in bar or "batch]" in bar  # the bar was drawn
+    assert bar.endswith("\r"), repr(bar[-80:])  # ... and cleared (back to column 0) before the line
+    assert line.endswith("finished epoch.\n") and "\r" not in line, repr(line)
+
+
+def test_the_grid_closes_its_bar_before_saying_it_was_interrupted(tmp_path, monkeypatch, capsys):
+    """The grid's bar (on stderr) and its log line (on stdout) share one terminal: the bar goes first."""
+    from helpers import crash_at_epoch
+
+    import major2minor.experiments as experiments
+
+    real_close = experiments.GridProgress.close
+
+    def close(self):
+        print("<grid bar closed>")
+        real_close(self)
+
+    monkeypatch.setattr(experiments.GridProgress, "close", close)
+    crash_at_epoch(monkeypatch, 1)  # Ctrl-C in the grid's first cell
+    argv = ["reproduce", "--recipe", "digits-lt", "--methods", "erm", "--seeds", "1", "--root", str(tmp_path), *FAST]
+    assert main(argv) == 130
+    out = capsys.readouterr().out
+    assert 0 <= out.find("<grid bar closed>") < out.find("grid interrupted; run the same command again"), out
+
+
 # ------------------------------------------------------------------------------------------------
 # bad input: one line naming the key, the value, what is allowed and the fix, before any training
 
@@ -196,6 +233,14 @@ BAD_INPUTS = [
     (["method=ldam", "loss.ldam_scale=0"], r"loss\.ldam_scale=0\.0 must be > 0; the logit scale s"),
     (["method=ldam", "loss.ldam_max_margin=-1"], r"loss\.ldam_max_margin=-1\.0 must be >= 0"),
     (["data.image_size=0"], r"data\.image_size=0 must be >= 1; the side in pixels"),
+    # checked before the scale is applied: 0 used to run 1 epoch and record 1.0, -1 to blame the milestones
+    (["train.schedule_scale=0"], r"train\.schedule_scale=0\.0 must be > 0; 0\.2 turns the 200-epoch recipes into 40"),
+    (["train.schedule_scale=-1"], r"train\.schedule_scale=-1\.0 must be > 0"),
+    (["train.schedule_scale=nan"], r"train\.schedule_scale=nan must be a finite number"),
+    (
+        ["loss.name=focal", "loss.focal_gamma=1e6"],
+        r"loss\.focal_gamma=1000000\.0 must be in \[0, 5\]; the M2m paper uses 1",
+    ),
 ]
 
 
@@ -235,6 +280,73 @@ def test_yaml_syntax_errors_name_the_file_and_the_line(tmp_path, capsys):
     assert f"run configuration {run / 'config.yaml'} is not valid YAML at line" in capsys.readouterr().err
     assert main(["report", str(run), "--no-figures"]) == 2
     assert f"run configuration {run / 'config.yaml'} is not valid YAML at line" in capsys.readouterr().err
+
+
+def test_a_key_given_twice_in_a_recipe_is_refused_with_its_line(tmp_path, capsys):
+    """Plain YAML keeps the last of two equal keys: the first train: block would be dropped without a word."""
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("train:\n  epochs: 400\noptim:\n  lr: 0.05\ntrain:\n  batch_size: 64\n")
+    assert main(["train", str(twice), *FAST, "train.epochs=2", f"run.dir={tmp_path / 'r'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and not (tmp_path / "r").exists()
+    assert f"recipe {twice} is not valid YAML at line 5, column 1: key 'train' is given twice (first at line 1)" in err
+    assert "Merge the two into one" in err
+    nested = tmp_path / "nested.yaml"  # also inside a section, and in flow style on one line
+    nested.write_text("train:\n  epochs: 2\n  epochs: 3\noptim: {lr: 0.1, lr: 0.2}\n")
+    assert main(["train", str(nested), *FAST]) == 2
+    assert "at line 3, column 3: key 'epochs' is given twice (first at line 2)" in capsys.readouterr().err
+    merged = tmp_path / "merged.yaml"  # a YAML merge key ('<<') may be overridden: that is not a duplicate
+    merged.write_text(f"base: &b {{epochs: 9}}\ntrain:\n  <<: *b\n  epochs: 2\nrun: {{dir: {tmp_path / 'm'}}}\n")
+    from major2minor.config import read_yaml
+
+    assert read_yaml(merged)["train"] == {"epochs": 2}
+
+
+# ------------------------------------------------------------------------------------------------
+# labels of any integer type from a user's own data set; float labels refused
+
+
+def _blobs(label_dtype):
+    def build(cfg, seed=0):
+        from major2minor.data.core import DataBundle, Split
+
+        rng = np.random.default_rng(seed)
+
+        def split(n):
+            x = np.concatenate([rng.normal(size=(n, 2)) + 3 * c for c in range(3)]).astype(np.float32)
+            return Split(torch.from_numpy(x), np.repeat(np.arange(3), n).astype(label_dtype))
+
+        return DataBundle("blobs", split(20), split(5), split(5), 3, ["a", "b", "c"], bounds=None)
+
+    return build
+
+
+@pytest.mark.parametrize("label_dtype", [np.int32, np.uint8, np.int16])
+def test_a_data_set_with_labels_of_any_integer_type_trains(label_dtype, tmp_path):
+    from major2minor.registry import DATASETS
+
+    DATASETS.register("blobs", _blobs(label_dtype))
+    try:
+        run = tmp_path / "r"
+        argv = ["train", *FAST, "data.name=blobs", "model.name=mlp", "train.epochs=2", f"run.dir={run}"]
+        assert main([*argv, "data.profile=natural"]) == 0
+        assert json.loads((run / "summary.json").read_text())["train_counts"] == [20, 20, 20]
+    finally:
+        DATASETS.unregister("blobs")
+
+
+def test_a_data_set_with_float_labels_is_refused_by_name(tmp_path, capsys):
+    from major2minor.registry import DATASETS
+
+    DATASETS.register("blobs", _blobs(np.float32))
+    try:
+        argv = ["train", *FAST, "data.name=blobs", "model.name=mlp", "data.profile=natural", f"run.dir={tmp_path}"]
+        assert main(argv) == 2
+    finally:
+        DATASETS.unregister("blobs")
+    err = capsys.readouterr().err
+    assert err.startswith("m2m: error: split labels y must be integer class indices 0..C-1, got a float32 array")
+    assert "y.long()" in err and err.count("\n") == 1
 
 
 def test_resume_refuses_data_that_changed_since_the_run_started(tmp_path, monkeypatch, capsys):

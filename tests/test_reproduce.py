@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from major2minor import pipeline
+from major2minor import engine, pipeline
 from major2minor.experiments import GridError, build_grid, parse_methods, parse_seeds, reproduce, run_cell
 
 # Two epochs; DRS switches on at the second so both methods are exercised.
@@ -43,7 +43,8 @@ def test_grid_then_skip_on_second_call(tmp_path, monkeypatch, capsys):
     def no_training(*args, **kwargs):
         raise AssertionError("a finished cell was trained again")
 
-    monkeypatch.setattr(pipeline, "train", no_training)
+    # a finished cell is reused through the engine, which checks it (settings, data, files) and trains nothing
+    monkeypatch.setattr(engine.Trainer, "train_epoch", no_training)
     second = reproduce("digits-lt", ["erm", "drs"], 2, root=tmp_path, overrides=FAST, figures=False, log=None)
     assert {c.status for c in second.cells} == {"skipped"}
     assert {k: p.stat().st_mtime_ns for k, p in _summaries(second).items()} == mtimes
