@@ -22,12 +22,12 @@ import platform
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, ClassVar, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from major2minor.config import Config
+from major2minor.config import Check, Config, ConfigError, Each, Interval, Matches, OneOf, TrainConfig
 from major2minor.data import Augment, augment_batch, to_float
 from major2minor.data.profiles import class_counts
 from major2minor.data.sampling import oversampled_indices
@@ -38,6 +38,7 @@ from major2minor.models.fold import fold_batchnorm
 from major2minor.numerics import choose_amp, flushing_denormals, native_bf16_cpu
 from major2minor.registry import MODELS
 
+METHODS_TIMED = ("erm", "drs", "m2m")  # what Workload.functions can time
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 
 
@@ -166,12 +167,38 @@ class BenchOptions:
     compile_model: bool = False
     channels_last: bool = True
     threads: int = 0
-    methods: Sequence[str] = ("erm", "drs", "m2m")
+    methods: Sequence[str] = METHODS_TIMED
     translate_rejected: bool = False
     steps: int = 10
     fold_generator: bool = True
     fold_classifier: bool = True
     flush_denormal: bool = True
+
+    # the command's option for each field (as the errors name them); the same rules as train.* and m2m.*
+    checks: ClassVar[Dict[str, Check]] = {
+        "device": Matches(r"cpu|cuda(:\d+)?|mps", "cpu, cuda or cuda:N", hint="the default is cpu"),
+        "batch_size": Interval(1, None, hint="the paper uses 128"),
+        "repeats": Interval(1, None, hint="the median needs at least one timed batch; the default is 5"),
+        "warmup": Interval(0, None, hint="untimed batches first; 0 for none, the default is 2"),
+        "amp": TrainConfig.checks["amp"],
+        "threads": TrainConfig.checks["threads"],
+        "methods": Each(OneOf(METHODS_TIMED)),
+        "steps": M2mConfig.checks["steps"],
+    }
+
+    def check(self) -> None:
+        """Every option against its rule, before any work: ``--batch-size=0 must be >= 1; ...``."""
+        for name, rule in self.checks.items():
+            option, value = "--" + name.replace("_", "-"), getattr(self, name)
+            if isinstance(rule, Each):  # name the one bad item, with a did-you-mean
+                if not value:
+                    raise ConfigError(f"{option} is empty; give a comma-separated list of {', '.join(METHODS_TIMED)}.")
+                value = next((v for v in value if not rule.check.allows(v)), None)
+                rule = rule.check
+            if value is not None and not rule.allows(value):
+                raise rule.error(option, value)
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"--device={self.device} but no CUDA device is available; use --device cpu.")
 
 
 def run(**options) -> Dict:
@@ -180,6 +207,7 @@ def run(**options) -> Dict:
     Subnormal floats are flushed to zero while it runs unless ``flush_denormal`` is False (first thing:
     threads started later inherit the mode; see ``major2minor.numerics``)."""
     opts = BenchOptions(**options)
+    opts.check()
     requested = opts.amp
     # the rule train.amp=auto follows for the benchmarked model, from its registration
     opts.amp, amp_reason = choose_amp(opts.amp, torch.device(opts.device), MODELS.entry("resnet32").meta["bf16"])

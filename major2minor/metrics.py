@@ -18,6 +18,22 @@ import numpy as np
 import torch
 
 
+def as_labels(y, what: str = "labels") -> torch.Tensor:
+    """Class labels as the int64 tensor torch's losses and indexing need, from a tensor or array of any
+    integer type (int32 from NumPy or pandas, uint8, ...); float or boolean labels are refused by name,
+    since a float label may not be a whole class index at all."""
+    t = y if isinstance(y, torch.Tensor) else torch.as_tensor(np.asarray(y))
+    if t.dtype == torch.int64:
+        return t
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise ValueError(
+            f"{what} must be integer class indices 0..C-1, got a {str(t.dtype).replace('torch.', '')} "
+            f"{'tensor' if isinstance(y, torch.Tensor) else 'array'}; convert them with y.long() (NumPy: "
+            "y.astype('int64')) once you have checked they are whole class indices."
+        )
+    return t.long()
+
+
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
     idx = y_true.astype(np.int64) * num_classes + y_pred.astype(np.int64)
     return np.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)

@@ -153,3 +153,15 @@ def test_balanced_softmax_matches_hand_computation():
 
 def test_balanced_softmax_tau_zero_equals_ce():
     torch.testing.assert_close(make("balanced-softmax", tau=0.0)(LOGITS, TARGET), make("ce")(LOGITS, TARGET))
+
+
+@pytest.mark.parametrize("name", LOSSES.names())
+def test_every_loss_takes_integer_targets_of_any_type_and_refuses_float_ones(name):
+    logits = LOGITS.clamp(-1, 1) if name == "ldam" else LOGITS
+    loss = make(name)
+    expected = loss(logits, TARGET, WEIGHT)
+    for dtype in (torch.int32, torch.int16, torch.uint8):
+        assert torch.equal(loss(logits, TARGET.to(dtype), WEIGHT), expected)
+    assert torch.equal(loss(logits, target=TARGET.to(torch.int32)), loss(logits, TARGET))
+    with pytest.raises(ValueError, match=r"target must be integer class indices 0\.\.C-1, got a float32 tensor"):
+        loss(logits, TARGET.float())

@@ -324,3 +324,17 @@ def test_m2m_self_computes_f_once_per_step_with_the_same_result():
         (grad,) = torch.autograd.grad(loss, [x])
         x = (x.detach() - cfg.step_size * grad / (grad.norm(dim=1, keepdim=True) + 1e-10)).clamp(0, 1)
     assert torch.allclose(x_star, x, atol=1e-5)
+
+
+def test_the_translator_takes_labels_of_any_integer_type():
+    x, y = _batch()
+    runs = []
+    for dtype in (torch.int64, torch.int32, torch.uint8):
+        translator = M2mTranslator(Linear(seed=1), [100, 40, 10], M2mConfig(beta=0.9), generator=torch.Generator())
+        x_new, y_new, stats = translator(Linear(seed=2), x, y.to(dtype), torch.Generator().manual_seed(0))
+        assert y_new.dtype == torch.int64
+        runs.append((x_new, y_new, stats.accepted))
+    assert all(torch.equal(r[0], runs[0][0]) and torch.equal(r[1], runs[0][1]) for r in runs)
+    assert runs[0][2] > 0  # something was translated, so the labels were used
+    with pytest.raises(ValueError, match=r"y must be integer class indices 0\.\.C-1, got a float32 tensor"):
+        translator(Linear(seed=2), x, y.float())

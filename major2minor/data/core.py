@@ -16,14 +16,16 @@ import numpy as np
 import torch
 
 from major2minor.data.profiles import counts_of
+from major2minor.metrics import as_labels
 
 
 @dataclass
 class Split:
     x: torch.Tensor  # uint8 (N, C, H, W) images or float32 (N, D) features
-    y: torch.Tensor  # int64 (N,)
+    y: torch.Tensor  # int64 (N,); labels of any integer type are converted, float ones refused
 
     def __post_init__(self) -> None:
+        self.y = as_labels(self.y, "split labels y")
         if len(self.x) != len(self.y):
             raise ValueError(f"split has {len(self.x)} inputs but {len(self.y)} labels")
 

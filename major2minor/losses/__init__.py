@@ -21,6 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from major2minor.config import LossConfig
+from major2minor.metrics import as_labels
 from major2minor.registry import LOSSES
 
 
@@ -38,11 +40,22 @@ class Loss(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.register_buffer("counts", torch.as_tensor(list(counts), dtype=torch.float32), persistent=False)
+        # torch's cross-entropy takes int64 targets only: integer labels of any type are converted here,
+        # before forward, for every loss (one registered by a user too)
+        self.register_forward_pre_hook(_int64_target, with_kwargs=True)
 
     def forward(
         self, logits: torch.Tensor, target: torch.Tensor, class_weight: Optional[torch.Tensor] = None
     ) -> torch.Tensor:
         raise NotImplementedError
+
+
+def _int64_target(module: nn.Module, args: tuple, kwargs: dict) -> tuple:
+    if len(args) > 1:
+        args = (args[0], as_labels(args[1], "target"), *args[2:])
+    elif "target" in kwargs:
+        kwargs = {**kwargs, "target": as_labels(kwargs["target"], "target")}
+    return args, kwargs
 
 
 @LOSSES.register("ce")
@@ -63,10 +76,9 @@ class FocalLoss(Loss):
 
     def __init__(self, cfg, counts):
         super().__init__(cfg, counts)
-        if cfg.focal_gamma < 0:
-            raise ValueError(
-                f"loss.focal_gamma={cfg.focal_gamma} must be >= 0 (the paper uses 1; 0 is plain cross-entropy)."
-            )
+        check = LossConfig.checks["focal_gamma"]  # the config's own rule, also for a loss built in Python
+        if not check.allows(cfg.focal_gamma):
+            raise check.error("loss.focal_gamma", cfg.focal_gamma)
 
     def forward(self, logits, target, class_weight=None):
         ce = F.cross_entropy(logits, target, weight=class_weight, reduction="none")

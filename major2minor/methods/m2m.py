@@ -63,6 +63,7 @@ import torch.nn.functional as F
 from major2minor.config import Check, ConfigError, Interval, OneOf
 from major2minor.data.core import to_float
 from major2minor.methods.base import EpochContext, Rebalancer, RunContext, inverse_frequency
+from major2minor.metrics import as_labels
 from major2minor.models.fold import FoldedMirror, conv_bn_pairs, fold_batchnorm
 from major2minor.registry import REBALANCERS
 from major2minor.units import duration, percent
@@ -458,8 +459,10 @@ class M2mTranslator:
         self, f: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: Optional[torch.Generator] = None
     ) -> Tuple[torch.Tensor, torch.Tensor, BatchStats]:
         """Translate one batch: ``(x_new, y_new, stats)``; accepted slots get x* and their target class,
-        the others keep their sample.  ``x`` and ``y`` are not modified."""
+        the others keep their sample.  ``x`` and ``y`` are not modified; ``y`` may be of any integer type
+        (``y_new`` is int64)."""
         t0 = time.perf_counter()
+        y = as_labels(y, "y")
         gen = generator if generator is not None else self.generator
         num_classes = len(self.counts)
         x_new, y_new = x.clone(), y.clone()
