@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 import torch
 
+from major2minor.cli import main
 from major2minor.config import DataConfig
 from major2minor.data import build_dataset
 from major2minor.data.io import DataFormatError, DataNotFoundError
+from major2minor.registry import DATASETS
 
 # ----------------------------------------------------------------------------------------------
 # twitter-pos: token<TAB>tag, blank line between tweets
@@ -102,6 +104,13 @@ def test_twitter_errors(twitter_root, tmp_path):
 # reuters: topic<TAB>text
 
 
+@pytest.fixture(autouse=True)
+def miniature_r52(monkeypatch):
+    """The miniature R52 files below are far smaller than the published ones, whose sizes the data set
+    declares (and refuses a shorter file by): lift that check here; the truncation test declares its own."""
+    monkeypatch.setitem(DATASETS.entry("reuters").meta, "documents", None)
+
+
 def reuters_files(root):
     train = []
     for i in range(8):
@@ -164,3 +173,30 @@ def test_reuters_errors(tmp_path):
         fh.write("no tab on this line\n")
     with pytest.raises(DataFormatError, match=r"r52-test.txt, line 21: expected `topic<TAB>text`"):
         build_dataset(DataConfig(name="reuters", root=str(tmp_path)), seed=0)
+
+
+@pytest.mark.parametrize("split, name, documents", [("train", "r52-train.txt", 18), ("test", "r52-test.txt", 20)])
+def test_a_truncated_r52_file_is_refused_not_trained_on(split, name, documents, tmp_path, monkeypatch, capsys):
+    reuters_files(tmp_path)
+    # these complete miniature files stand for the published ones: their sizes are declared as the real ones are
+    monkeypatch.setitem(DATASETS.entry("reuters").meta, "documents", {"train": 18, "test": 20})
+    assert main(["data", "info", "reuters", "--root", str(tmp_path)]) == 0  # complete files pass
+    capsys.readouterr()
+    lines = (tmp_path / name).read_bytes().splitlines(keepends=True)
+    assert len(lines) == documents
+    (tmp_path / name).write_bytes(b"".join(lines[:14]) + lines[14][:7])  # a copy cut short mid-document
+    run = tmp_path / "run"
+    fast = [
+        "train.progress=none",
+        "train.threads=1",
+        "train.epochs=2",
+        "optim.milestones=[1]",
+        "train.deferred_epoch=1",
+    ]
+    assert main(["train", "reuters", f"data.root={tmp_path}", *fast, f"run.dir={run}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"m2m: error: {tmp_path / name} holds 15 documents but the R52 {split} file has {documents}: it looks "
+        "truncated (a download or copy cut short). Get the file again; "
+    ), err
+    assert err.count("\n") == 1 and not run.exists()

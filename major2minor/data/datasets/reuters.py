@@ -15,13 +15,15 @@ Files under ``data.root``: ``r52-train.txt`` and ``r52-test.txt`` (Cardoso-Cacho
   class, drawn with the run's seed, never a class's last document), the rest training; the test
   file is the test split.  ``info['file_train_counts']`` holds the counts before the hold-out
   (6,436 documents, imbalance ratio 2,840 / 4 = 710 on the real files).
+* Completeness: a file with fewer documents than the published one (6,532 train, 2,568 test: the
+  ``documents`` declared at registration) is refused as truncated.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -83,6 +85,24 @@ def bag_of_words(
     return x
 
 
+def check_complete(path: Path, split: str, found: int, documented: Optional[Dict[str, int]]) -> None:
+    """Refuse a file with fewer documents than the published R52 file of its split: a download or copy cut
+    short would otherwise be trained on without a word (its last documents, often whole topics, missing).
+
+    The published sizes are declared where the data set is registered (``documents=``); both file names
+    hold the same documents.  Only a shortfall is refused: a shortened file is never the real R52, while
+    a deliberate smaller experiment keeps the whole file and picks its documents with ``data.profile`` and
+    ``data.n_max``.
+    """
+    expected = (documented or {}).get(split)
+    if expected is not None and found < expected:
+        raise DataFormatError(
+            f"{path} holds {found:,} documents but the R52 {split} file has {expected:,}: it looks truncated "
+            "(a download or copy cut short). Get the file again; to train on fewer documents keep the whole "
+            "file and pick them with data.profile=longtail data.n_max=N. " + HOW
+        )
+
+
 def find_files(root: Path) -> Dict[str, Path]:
     found = {}
     for split, names in FILES.items():
@@ -93,7 +113,7 @@ def find_files(root: Path) -> Dict[str, Path]:
     return found
 
 
-@DATASETS.register("reuters")
+@DATASETS.register("reuters", documents={"train": 6532, "test": 2568})  # the published files' sizes
 def build_reuters(cfg, seed: int = 0) -> DataBundle:
     """Reuters R52, topics with >= 5 test docs (36); 1,000-d binary bag-of-words; 10% stratified val."""
     from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
@@ -102,6 +122,9 @@ def build_reuters(cfg, seed: int = 0) -> DataBundle:
     files = find_files(root)
     train_topics, train_docs = read_docs(files["train"])
     test_topics, test_docs = read_docs(files["test"])
+    documented = DATASETS.entry("reuters").meta.get("documents")
+    check_complete(files["train"], "train", len(train_topics), documented)
+    check_complete(files["test"], "test", len(test_topics), documented)
     test_counts = Counter(test_topics)
     train_set = set(train_topics)
     classes = sorted(t for t, n in test_counts.items() if n >= MIN_TEST_DOCS and t in train_set)
