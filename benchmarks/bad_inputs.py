@@ -15,8 +15,11 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from major2minor.cli import main
+from major2minor.data.core import DataBundle, Split
+from major2minor.registry import DATASETS
 
 FAST = ["train.progress=none", "train.threads=1", "optim.milestones=[1]", "train.deferred_epoch=1", "train.epochs=2"]
 TWEETS = "i\tO\nlove\tV\nthis\tD\n\nsong\tN\nis\tV\nill\tA\n"
@@ -64,6 +67,14 @@ def file_cases(tmp: Path) -> list[tuple[str, list[str]]]:
     holiday = tmp / "holiday"
     holiday.mkdir()
     (holiday / "holiday.jpg").write_bytes(b"\xff\xd8")
+    twice = tmp / "twice.yaml"
+    twice.write_text("train:\n  epochs: 400\noptim:\n  lr: 0.05\ntrain:\n  batch_size: 64\n")
+    r52 = tmp / "r52"
+    r52.mkdir()
+    (r52 / "r52-train.txt").write_text(
+        "".join(f"{t}\tnet profit shr qtr\n" for t in ("earn", "acq") * 40) + "earn\tnet pro"
+    )
+    (r52 / "r52-test.txt").write_text("".join(f"{t}\tnet profit\n" for t in ("earn", "acq") * 10))
     data = ["data.profile=natural"]
     return [
         ("YAML syntax error in a recipe", ["train", str(recipe)]),
@@ -76,7 +87,35 @@ def file_cases(tmp: Path) -> list[tuple[str, list[str]]]:
         ("m2m report on a truncated log.csv", ["report", str(logged)]),
         ("--resume on a folder that is not a run", ["train", *FAST, f"run.dir={holiday}", "--resume"]),
         ("--resume anywhere on the line", ["train", "--resume", *FAST, f"run.dir={holiday}"]),
+        ("a key given twice in a recipe (two train: blocks)", ["train", str(twice), *FAST, f"run.dir={tmp / 't'}"]),
+        (
+            "a truncated R52 file (81 of 6,532 documents)",
+            ["train", "reuters", f"data.root={r52}", *FAST, f"run.dir={tmp / 't'}"],
+        ),
+        (
+            "a data set with int32 labels (accepted)",
+            ["train", *FAST, *data, "data.name=int32-labels", "model=mlp", f"run.dir={tmp / 'i'}"],
+        ),
+        (
+            "a data set with float labels",
+            ["train", *FAST, *data, "data.name=float-labels", "model=mlp", f"run.dir={tmp / 'f'}"],
+        ),
     ]
+
+
+def labelled_blobs(dtype):
+    """A user's own data set (three 2-d blobs) whose labels have the given NumPy type."""
+
+    def build(cfg, seed: int = 0) -> DataBundle:
+        rng = np.random.default_rng(seed)
+
+        def split(n: int) -> Split:
+            x = np.concatenate([rng.normal(size=(n, 2)) + 3 * c for c in range(3)]).astype(np.float32)
+            return Split(torch.from_numpy(x), np.repeat(np.arange(3), n).astype(dtype))
+
+        return DataBundle("blobs", split(20), split(5), split(5), 3, ["a", "b", "c"], bounds=None)
+
+    return build
 
 
 KEY_CASES = [
@@ -94,6 +133,20 @@ KEY_CASES = [
     ["method=ldam", "loss.ldam_scale=0"],
     ["method=ldam", "loss.ldam_max_margin=-1"],
     ["data.image_size=0"],
+    ["train.schedule_scale=0"],
+    ["train.schedule_scale=-1"],
+    ["loss.name=focal", "loss.focal_gamma=1e6"],
+]
+
+BENCH_CASES = [
+    ["--threads", "-1"],
+    ["--steps", "-1"],
+    ["--warmup", "-1"],
+    ["--batch-size", "0"],
+    ["--batch-size", "-8"],
+    ["--repeats", "0"],
+    ["--methods", "bogus"],
+    ["--device", "banana"],
 ]
 
 
@@ -102,10 +155,17 @@ def main_table() -> None:
     print("| --- | ---: | --- |")
     with tempfile.TemporaryDirectory() as tmp:
         cases = [(" ".join(o), ["train", *FAST, f"run.dir={Path(tmp) / 'r'}", *o]) for o in KEY_CASES]
+        cases += [("m2m bench " + " ".join(o), ["bench", *o]) for o in BENCH_CASES]
         cases += file_cases(Path(tmp))
-        for what, argv in cases:
-            code, line = run(argv)
-            print(f"| `{what}` | {code} | {line.replace(tmp, 'TMP').replace('|', '/')} |")
+        DATASETS.register("int32-labels", labelled_blobs(np.int32))
+        DATASETS.register("float-labels", labelled_blobs(np.float32))
+        try:
+            for what, argv in cases:
+                code, line = run(argv)
+                print(f"| `{what}` | {code} | {line.replace(tmp, 'TMP').replace('|', '/')} |")
+        finally:
+            DATASETS.unregister("int32-labels")
+            DATASETS.unregister("float-labels")
 
 
 if __name__ == "__main__":
