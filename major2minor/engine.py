@@ -50,9 +50,10 @@ from major2minor.data.sampling import epoch_indices
 from major2minor.figures import write_run_figures
 from major2minor.losses import build_loss
 from major2minor.methods.base import EpochContext, Rebalancer, RunContext
-from major2minor.methods.generator import load_generators
+from major2minor.methods.generator import describe_generator, load_generators
 from major2minor.metrics import classification_metrics
 from major2minor.models import build_model
+from major2minor.models.footprint import check_training_memory
 from major2minor.numerics import ProcessSettings, choose_amp
 from major2minor.registry import MODELS, REBALANCERS
 from major2minor.rundir import (
@@ -64,7 +65,6 @@ from major2minor.rundir import (
     environment,
     prepare_run_dir,
     seal_finished,
-    sha256_of,
     verify_finished,
     write_csv,
 )
@@ -220,30 +220,6 @@ def resolved_threads(cfg: Config) -> int:
     if cfg.train.threads > 0:
         return cfg.train.threads
     return 1 if MODELS.entry(cfg.model.name).meta.get("light") else 0
-
-
-def describe_generator(path: str) -> Dict[str, Any]:
-    """Which g a run used: the path given, the checkpoint file read, its SHA-256 and, for one of our runs,
-    its method and seed (recorded in summary.json and in the finished run's seal)."""
-    from major2minor.methods.generator import checkpoint_file
-
-    file = checkpoint_file(Path(path))
-    info: Dict[str, Any] = {"path": str(path), "file": str(file), "sha256": sha256_of(file)}
-    config = run_config_of(file)
-    if config:
-        info.update(method=config.get("method"), seed=config.get("train", {}).get("seed"))
-    return info
-
-
-def run_config_of(file: Path) -> Dict[str, Any]:
-    """The configuration a checkpoint of ours was trained with ({} for another kind of checkpoint)."""
-    from major2minor.checkpoint import load_checkpoint
-
-    try:
-        obj = load_checkpoint(file)
-    except Exception:  # loading g itself reports what is wrong with the file, with its own message
-        return {}
-    return obj.get("config") or {} if isinstance(obj, dict) else {}
 
 
 def check_splits(bundle: DataBundle) -> None:
@@ -404,6 +380,8 @@ class Trainer:
         self.counts = self.bundle.train_counts
         method_cls = REBALANCERS.get(cfg.rebalance.name)
         self.method: Rebalancer = method_cls(cfg, self.counts)
+        b = self.bundle  # estimated before anything is allocated: an impossible size is refused naming its setting
+        check_training_memory(cfg, b.num_classes, b.input_shape, device, train_size=len(b.train))
         self.model = build_model_seeded(cfg, self.bundle, seed, device)
         # bf16 autocast where it pays (train.amp=auto): the choice and its reason go into environment.json
         self.amp, self.amp_reason = choose_amp(cfg.train.amp, device, MODELS.entry(cfg.model.name).meta.get("bf16", ()))
@@ -622,7 +600,7 @@ class Trainer:
     def selectable(self, epoch: int) -> bool:
         """May ``epoch`` (0-based) be the reported one?  With ``train.select=from_t0`` a method with a deferred
         phase (DRS, DRW, M2m, ...) is judged on its own epochs, ``epoch >= T0``: before T0 it is the plain model."""
-        return self.cfg.train.select == "all" or not self.method.deferred or epoch >= self.method.t0
+        return self.cfg.train.select == "all" or not self.method.deferred or epoch >= self.cfg.train.deferred_epoch
 
     def track_best(self, epoch: int, val: Dict[str, Any]) -> bool:
         """Keep the whole-run best and the reported best (the best selectable epoch; a later epoch wins a tie);
@@ -648,7 +626,7 @@ class Trainer:
             f"the plain model before T0 was better on validation (bACC {percent(st.overall_best_val_bacc)} at epoch "
             f"{st.overall_best_epoch + 1}) than {self.cfg.method} at its reported epoch {st.best_epoch + 1} "
             f"({percent(st.best_val_bacc)}); the reported epoch is chosen from epochs >= T0 = "
-            f"{self.method.t0 + 1} (train.select=from_t0; train.select=all chooses from every epoch)"
+            f"{self.cfg.train.deferred_epoch + 1} (train.select=from_t0; train.select=all chooses from every epoch)"
         )
 
     def evaluate(self, split: Split) -> Dict[str, Any]:
@@ -717,7 +695,7 @@ class Trainer:
         st = self.state
         return {
             "rule": self.cfg.train.select,
-            "from_epoch": 1 if self.selectable(0) else self.method.t0 + 1,
+            "from_epoch": 1 if self.selectable(0) else self.cfg.train.deferred_epoch + 1,
             "overall_best_epoch": st.overall_best_epoch + 1,
             "val_bacc_at_overall_best": st.overall_best_val_bacc,
             "test_at_overall_best": st.test_at_overall_best,

@@ -261,6 +261,7 @@ class ResultRow:
     wall_seconds_mean: float
     is_reference: bool = False
     rel_gain: Dict[str, Optional[float]] = field(default_factory=dict)
+    notes: List[str] = field(default_factory=list)  # per seed: the g M2m used, a better epoch before T0
 
     @property
     def n(self) -> int:
@@ -422,7 +423,26 @@ def _row(key: tuple, members: List[RunResult], variant: str, at: str, ddof: int)
         class_names=_class_names(members[0]),
         run_dirs=[str(r.run_dir) for r in members],
         wall_seconds_mean=float(np.mean(walls)) if walls else float("nan"),
+        notes=[note for r in members for note in run_notes(r)],
     )
+
+
+def run_notes(run: RunResult) -> List[str]:
+    """What a reader of the table must know about one run: which g M2m translated with (another seed's ERM
+    cell, a cached ERM g, a given checkpoint) and whether an epoch before T0 was better on validation."""
+    notes = []
+    for g in run.summary.get("generators") or []:
+        who = f"{g.get('method')} seed {g.get('seed')}" if g.get("method") else "a given checkpoint"
+        notes.append(f"seed {run.seed}: g = {who} ({g.get('file')}, sha256 {str(g.get('sha256'))[:12]})")
+    sel = run.summary.get("selection") or {}
+    best, overall = run.summary.get("val_at_best", {}).get("bacc"), sel.get("val_bacc_at_overall_best")
+    if sel.get("from_epoch", 1) > 1 and best is not None and overall is not None and overall > best:
+        notes.append(
+            f"seed {run.seed}: WARNING the plain model before T0 was better on validation (epoch "
+            f"{sel.get('overall_best_epoch')}, bACC {100 * overall:.2f} vs {100 * best:.2f} at the reported epoch "
+            f"{run.summary.get('best_epoch')}, chosen from epoch {sel['from_epoch']} on)"
+        )
+    return notes
 
 
 def _mean_per_class(recalls: List[Optional[List[Optional[float]]]]) -> List[float]:
@@ -497,8 +517,10 @@ def format_markdown(
     reference: Optional[str] = "auto",
     command: Optional[str] = None,
     figures: Dict[str, List[str]] = None,
+    unfinished: Sequence[str] = (),
 ) -> str:
-    """``results.md``: one table per recipe in the layout ``Loss | Re-balancing | bACC | GM``."""
+    """``results.md``: one table per recipe in the layout ``Loss | Re-balancing | bACC | GM``, the notes on
+    its runs (M2m's g, a better epoch before T0), and the runs under the report's folders not finished yet."""
     figures = figures or {}
     has_ref = any(r.is_reference for r in rows)
     out = io.StringIO()
@@ -529,6 +551,10 @@ def format_markdown(
         out.write("\n")
         for name in figures.get(recipe, []):
             out.write(f"![{Path(name).stem}]({name})\n\n")
+        for r in rec_rows:
+            for note in r.notes:
+                out.write(f"- {r.method}, {note}\n")
+        out.write("\n" if any(r.notes for r in rec_rows) else "")
         out.write("<details><summary>runs</summary>\n\n")
         for r in rec_rows:
             out.write(
@@ -536,6 +562,9 @@ def format_markdown(
                 f"{', '.join(str(s) for s in r.seeds)}: {', '.join(r.run_dirs)}\n"
             )
         out.write("\n</details>\n\n")
+    if unfinished:
+        out.write("## Not finished yet\n\n")
+        out.write("".join(f"- {line}\n" for line in unfinished) + "\n")
     return out.getvalue()
 
 
@@ -690,13 +719,37 @@ def write_report(
             if figures:
                 raise
             log(f"[report] figures skipped: {exc}")
-    atomic_write_text(out / "results.md", format_markdown(rows, reference, command, fig_names))
+    unfinished = unfinished_runs(items) if not isinstance(items[0], RunResult) else []
+    atomic_write_text(out / "results.md", format_markdown(rows, reference, command, fig_names, unfinished))
     atomic_write_text(out / "results.csv", format_csv(rows))
     atomic_write_text(
         out / "results.json", json.dumps([r.as_dict() for r in rows], indent=1, default=str, allow_nan=True) + "\n"
     )
     log(f"[report] {len(rows)} rows from {len(runs)} runs -> {out / 'results.md'}, {out / 'results.csv'}")
+    for line in unfinished:
+        log(f"[report] not finished yet: {line}")
     return rows
+
+
+def unfinished_runs(paths: Sequence[PathLike]) -> List[str]:
+    """The run directories under ``paths`` that started and have not finished: ``"DIR: epoch E of N"``
+    (from its log.csv and config.yaml), so a report on a grid still training shows what it lacks."""
+    found = []
+    for p in map(Path, paths):
+        if not p.is_dir():
+            continue
+        for cfg in sorted(p.rglob("config.yaml")):
+            run_dir = cfg.parent
+            if (run_dir / "summary.json").exists() or any(x.startswith(".") for x in run_dir.relative_to(p).parts):
+                continue
+            try:
+                epochs = (read_run_config(cfg, "skip it") or {}).get("train", {}).get("epochs", "?")
+                log = run_dir / "log.csv"
+                done = max(len(log.read_text().splitlines()) - 1, 0) if log.exists() else 0
+            except (OSError, ValueError, RunDirError):
+                epochs, done = "?", "?"
+            found.append(f"{run_dir}: epoch {done} of {epochs}")
+    return found
 
 
 def default_out(paths: Sequence[PathLike]) -> Path:

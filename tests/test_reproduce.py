@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from major2minor import engine, pipeline
+from major2minor import engine
 from major2minor.experiments import GridError, build_grid, parse_methods, parse_seeds, reproduce, run_cell
 
 # Two epochs; DRS switches on at the second so both methods are exercised.

@@ -10,9 +10,10 @@ directory here; loading happens when the engine sets up the run, before f trains
 from __future__ import annotations
 
 import copy
+import hashlib
 import warnings
 from pathlib import Path
-from typing import List, Sequence
+from typing import Any, Dict, List, Sequence
 
 import torch
 import torch.nn as nn
@@ -38,10 +39,32 @@ def checkpoint_file(path: Path) -> Path:
     return path
 
 
+def describe_generator(path: str) -> Dict[str, Any]:
+    """Which g a run used, for its summary.json and its seal: the path given, the checkpoint file read, its
+    SHA-256 and, for one of our runs, the method and seed it was trained with."""
+    file = checkpoint_file(Path(path))
+    info: Dict[str, Any] = {
+        "path": str(path),
+        "file": str(file),
+        "sha256": hashlib.sha256(file.read_bytes()).hexdigest(),
+    }
+    try:
+        obj = load_checkpoint(file)
+    except CheckpointError:  # loading g itself reports what is wrong with the file, with its own message
+        return info
+    config = obj.get("config") if isinstance(obj, dict) else None
+    if isinstance(config, dict):
+        info.update(method=config.get("method"), seed=(config.get("train") or {}).get("seed"))
+    return info
+
+
 def load_generator(path: Path, cfg, bundle, device: torch.device, counts: Sequence[int]) -> nn.Module:
     """Build g with the run's architecture (head inferred from the weights) and load ``path``."""
     file = checkpoint_file(Path(path))
-    obj = load_checkpoint(file)
+    try:
+        obj = load_checkpoint(file)
+    except CheckpointError as exc:  # the setting the file came from, for a run that loads several files
+        raise CheckpointError(f"m2m.generator={path}: {exc}", reason=exc.reason) from None
     sd = extract_state_dict(obj, file)
     head = "linear" if "linear.bias" in sd else "normed"
     cfg = copy.deepcopy(cfg)
