@@ -295,6 +295,35 @@ def _refusal(exc: BaseException, data: bytes) -> Optional[str]:
     return None
 
 
+_PICKLED_TYPES = {
+    "EMPTY_LIST": "a list",
+    "EMPTY_DICT": "a dict",
+    "EMPTY_TUPLE": "a tuple",
+    "EMPTY_SET": "a set",
+    "MARK": "a sequence",
+    "GLOBAL": "an object",
+    "STACK_GLOBAL": "an object",
+}
+
+
+def _plain_pickle(data: bytes) -> Optional[str]:
+    """What a whole, plain pickle holds ("a list"); None for what ``torch.save`` writes (a zip, or the legacy
+    format, whose first pickle is torch's magic number) and for anything that does not parse to its end.
+    ``pickletools`` only parses: nothing is imported or run."""
+    if data[:4] == b"PK\x03\x04":
+        return None
+    try:
+        ops = [(op.name, arg) for op, arg, _pos in pickletools.genops(io.BytesIO(data))]
+    except Exception:  # noqa: BLE001 - cut off or not a pickle: damage, reported as such
+        return None
+    first = next(((name, arg) for name, arg in ops if name not in ("PROTO", "FRAME")), ("STOP", None))
+    if first[0].startswith("LONG") and first[1] == torch.serialization.MAGIC_NUMBER:
+        return None
+    if first[0] in ("STOP", "FRAME"):
+        return None
+    return _PICKLED_TYPES.get(first[0], "a plain value")
+
+
 def _brief(exc: BaseException) -> str:
     """One line saying why torch could not read a file (its messages run to paragraphs)."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
@@ -332,14 +361,23 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> Dict[str, Any]
         reason = "truncated or corrupted (the file is empty)"
         raise CheckpointError(f"checkpoint {path} is {reason}; {_damage_hint(path)}", reason=reason)
     try:
-        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # a file it cannot read is explained below; torch's aside only confuses
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated zip, bad pickle, refused global, ...
         reason = _refusal(exc, data)
-        if reason is not None:
+        plain = _plain_pickle(data)
+        if plain is not None and (reason is None or "Python objects" not in reason):  # code-running ones: refused
+            reason = f"not a PyTorch checkpoint: it is a plain Python pickle of {plain}, not a file torch.save writes"
             raise CheckpointError(
-                f"checkpoint {path} was {reason}. If you trust the file, load it once yourself "
-                "(torch.load(path, weights_only=False)), re-save only the weights with "
-                "torch.save({'net': model.state_dict()}, path) and give that file.",
+                f"checkpoint {path} is {reason}, so it holds no model weights; give a checkpoint written by "
+                "torch.save (e.g. a run's best.pt, or an official M2m ckpt.t7).",
+                reason=reason,
+            ) from None
+        if reason is not None:  # no advice to load it unsafely: a refused file may be crafted to run code
+            raise CheckpointError(
+                f"checkpoint {path} was {reason}. If you made it, re-save only the weights with "
+                "torch.save({'net': model.state_dict()}, path) in the program that made it, and give that file.",
                 reason=reason,
             ) from None
         reason = f"truncated or corrupted ({_brief(exc)})"

@@ -26,7 +26,9 @@ import dataclasses
 import difflib
 import json
 import math
+import os
 import re
+import sys
 import typing
 import warnings
 from dataclasses import dataclass, field
@@ -768,6 +770,7 @@ def validate(cfg: Config) -> None:
     loss = LOSSES.get(cfg.loss.name)
     method = REBALANCERS.get(cfg.rebalance.name)
     _check_finite(cfg)
+    _check_decodable(cfg)
     for name, section in children(cfg):
         if dataclasses.is_dataclass(section):
             check_section(section, f"{name}.")
@@ -799,6 +802,23 @@ def validate(cfg: Config) -> None:
     check_config = getattr(method, "check_config", None)
     if check_config is not None:
         check_config(cfg)
+
+
+def _check_decodable(node: Any, prefix: str = "") -> None:
+    """No value holding bytes the locale could not decode (Python keeps them as lone surrogates): such a path
+    works for opening files but cannot be written into config.yaml or a report, so a run would stop half-made."""
+    for name, value in children(node):
+        if dataclasses.is_dataclass(value):
+            _check_decodable(value, f"{prefix}{name}.")
+            continue
+        for text in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(text, str) and any("\udc80" <= ch <= "\udcff" for ch in text):
+                shown = os.fsencode(text).decode("utf-8", "replace")
+                raise ConfigError(
+                    f"{prefix}{name}={shown!r} holds characters this locale cannot decode (its encoding is "
+                    f"{sys.getfilesystemencoding()}), so it could not be written into the run's files. Run under "
+                    "a UTF-8 locale (e.g. LC_ALL=C.UTF-8, or PYTHONUTF8=1), or use ASCII names."
+                )
 
 
 def _check_finite(node: Any, prefix: str = "") -> None:

@@ -314,7 +314,13 @@ def read_log(path: PathLike) -> LogRows:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; a run writes log.csv after its first epoch.")
-    hint = "the run may have been interrupted: resume it with --resume (or re-copy the file)."
+    if (path.parent / "summary.json").exists():  # finished: --resume reuses the run and never rewrites its log
+        hint = (
+            "the run finished, so --resume will not rewrite it: re-copy the file from where the run was made, "
+            "or train the run again in a new directory (run.dir=PATH)."
+        )
+    else:
+        hint = "the run may have been interrupted: resume it with --resume (or re-copy the file)."
     rows: LogRows = []
     with open(path, newline="") as fh:
         reader = csv.DictReader(fh)

@@ -180,12 +180,13 @@ def _link_target(path: Path) -> str:
 
 
 def refuse_link(path: Path, what: str) -> None:
-    """Refuse a symbolic link where ``what`` (a file major2minor writes) should be: writing through it would
-    overwrite the file it points to, possibly outside the run directory."""
+    """Refuse a symbolic link where ``what`` (a file major2minor writes or copies) should be: writing through it
+    would overwrite the file it points to, copying from it would bring that file in, possibly from outside the
+    run directory."""
     if path.is_symlink():
         raise RunDirError(
-            f"{path} is a symbolic link (to {_link_target(path)}) where {what} should be; major2minor never "
-            "writes through a link, which would overwrite the file it points to. Remove the link and run again."
+            f"{path} is a symbolic link (to {_link_target(path)}) where {what} should be; major2minor never follows "
+            "a link there (it could overwrite or copy a file outside the run directory). Remove the link and run again."
         )
 
 

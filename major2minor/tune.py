@@ -51,7 +51,7 @@ from major2minor.config import (
     is_result_neutral,
     load_config,
 )
-from major2minor.rundir import RunDirError, RunLock
+from major2minor.rundir import RunDirBusy, RunLock, refuse_link
 from major2minor.units import duration, percent
 
 Log = Callable[[str], None]
@@ -164,8 +164,16 @@ def _numbers(item: str, raw: str) -> Tuple[float, float]:
         low, high = (float(e) for e in ends)
     except ValueError:
         raise TuneError(f"range '{item}' must be LOW:HIGH with two numbers, e.g. optim.lr=0.01:0.2.") from None
+    key = item.split("=", 1)[0]
+    if low == high:  # nothing to search: the fix is a fixed value, not the same range reversed
+        step = abs(low) / 2 or 1
+        wider = f"{max(low - step, 0) if low >= 0 else low - step:g}:{high + step:g}"
+        raise TuneError(
+            f"range '{item}' is empty (LOW = HIGH = {low:g}); to fix {key} at {low:g}, give {key}={low:g}, or search "
+            f"a range with LOW below HIGH (e.g. {key}={wider})."
+        )
     if not low < high:
-        raise TuneError(f"range '{item}': LOW must be below HIGH (e.g. {item.split('=', 1)[0]}={high:g}:{low:g}).")
+        raise TuneError(f"range '{item}': LOW must be below HIGH (e.g. {key}={high:g}:{low:g}).")
     return low, high
 
 
@@ -380,19 +388,12 @@ def open_study(spec: TuneSpec, sampler_seed: int = 0) -> Tuple[Any, Any]:
     other settings."""
     optuna = _optuna()
     spec.dir.mkdir(parents=True, exist_ok=True)
-    storage = optuna.storages.RDBStorage(f"sqlite:///{(spec.dir / 'study.db').resolve()}")
     pruner = (
         optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS)
         if spec.prune
         else optuna.pruners.NopPruner()
     )
-    study = optuna.create_study(
-        study_name=spec.name,
-        storage=storage,
-        pruner=pruner,
-        direction="maximize",
-        load_if_exists=True,
-    )
+    storage, study = _load_storage(spec, pruner)
     # seeded with --sampler-seed plus the trials already held: a continued study draws new knobs, reproducibly
     study.sampler = optuna.samplers.TPESampler(seed=sampler_seed + len(study.get_trials(deepcopy=False)))
     saved = study.user_attrs.get("definition")
@@ -401,6 +402,30 @@ def open_study(spec: TuneSpec, sampler_seed: int = 0) -> Tuple[Any, Any]:
     else:
         _check_same_definition(spec, saved)
     return study, storage
+
+
+def _load_storage(spec: TuneSpec, pruner: Any) -> Tuple[Any, Any]:
+    """Optuna's SQLite storage ``study.db`` and the study in it; a file that is not a study database (damaged,
+    cut short, another file) is refused naming it, instead of SQLAlchemy's traceback."""
+    import sqlite3
+
+    import sqlalchemy.exc
+
+    optuna = _optuna()
+    db = spec.dir / "study.db"
+    refuse_link(db, "the study's database")  # SQLite would write into the file the link points to
+    try:
+        storage = optuna.storages.RDBStorage(f"sqlite:///{db.absolute()}")
+        study = optuna.create_study(
+            study_name=spec.name, storage=storage, pruner=pruner, direction="maximize", load_if_exists=True
+        )
+        return storage, study
+    except (sqlalchemy.exc.DatabaseError, sqlite3.DatabaseError) as exc:
+        why = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise TuneError(
+            f"study database {db} cannot be read ({why}): it is damaged or not an Optuna study. Move it aside "
+            "(the study then starts afresh there), or start another study with --study NAME or --root DIR."
+        ) from None
 
 
 def _check_same_definition(spec: TuneSpec, saved: Dict[str, Any]) -> None:
@@ -625,7 +650,7 @@ def study_lock(spec: TuneSpec) -> Iterator[None]:
     lock = RunLock(spec.dir)
     try:
         lock.__enter__()
-    except RunDirError:
+    except RunDirBusy:
         raise TuneError(
             f"study {spec.dir} is being tuned by another process; wait for it, or use --study NAME."
         ) from None

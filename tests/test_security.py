@@ -8,6 +8,7 @@ error naming the file, and the marker must not exist afterwards.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 import re
@@ -692,3 +693,84 @@ def test_real_cifar10_pickles_load_through_the_safe_reader(real_cifar):
         load_config(None, ["data.name=cifar10-lt", f"data.root={real_cifar}", "data.n_max=5000", "data.ratio=100"]).data
     )
     assert bundle.train_counts[0] == 5000 and bundle.train_counts[-1] == 50
+
+
+# ------------------------------------------------------------------------------------------------
+# 5. links planted in a run, cache, prefix or tune directory are never written (or read) through
+
+_FAST = ["train.progress=none", "train.threads=1", "optim.milestones=[1]", "train.deferred_epoch=1", "train.epochs=2"]
+
+
+def _precious(tmp_path: Path, name: str = "precious.txt") -> Path:
+    """A file outside every run root that a planted link points at; its content must survive."""
+    outside = tmp_path / "outside"
+    outside.mkdir(exist_ok=True)
+    marker = outside / name
+    marker.write_text(f"KEEP {name}\n")
+    return marker
+
+
+def _locked_dir_and_command(kind: str, root: Path):
+    """(the directory a RunLock guards, the m2m command that takes that lock first) for each kind of directory."""
+    from major2minor.pipeline import generator_config
+    from major2minor.prefix import prefix_config
+
+    if kind == "run":
+        return root / "r", ["train", *_FAST, f"run.dir={root / 'r'}"]
+    if kind == "cache":  # M2m's cached ERM generator g
+        overrides = ["method=m2m", *_FAST, f"run.root={root}"]
+        return Path(generator_config(load_config("digits-lt", overrides)).run.dir), ["train", *overrides]
+    if kind == "prefix":  # the shared first T0 epochs of m2m reproduce
+        cfg = load_config("digits-lt", ["method=drw", *_FAST, f"run.root={root}"])
+        command = ["reproduce", "--recipe", "digits-lt", "--methods", "drw", "--seeds", "1", "--root", str(root)]
+        return Path(prefix_config(cfg).run.dir), [*command, *_FAST]
+    common = ["--method", "erm", "optim.lr=0.01:0.2", "--trials", "1", "--seeds", "1", "--root", str(root)]
+    return root / "tune" / "digits-lt-erm", ["tune", "digits-lt", *common, *_FAST]
+
+
+@pytest.mark.parametrize("name", [".lock.owner", ".lock"])
+@pytest.mark.parametrize("kind", ["run", "cache", "prefix", "tune"])
+def test_a_lock_file_planted_as_a_link_is_refused_and_its_target_kept(tmp_path, capsys, kind, name):
+    """Issue 22 item 6: `.lock.owner` was written with write_text, through a planted link, overwriting the file
+    it points to with the lock's JSON.  The link is refused (naming it); the file outside is untouched."""
+    if kind != "run" and name == ".lock":
+        pytest.skip("the .lock link is the same check; one kind of directory shows it")
+    marker = _precious(tmp_path)
+    folder, argv = _locked_dir_and_command(kind, tmp_path / "runs")
+    folder.mkdir(parents=True)
+    (folder / name).symlink_to(marker)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{folder / name} is a symbolic link (to {marker}) where the run directory's lock file should be" in err
+    assert "never follows a link there" in err and "Traceback" not in err
+    assert marker.read_text() == "KEEP precious.txt\n"
+
+
+def test_reproduce_branches_a_cell_without_following_planted_links(tmp_path, capsys):
+    """Issue 22 item 6: the prefix branch copied log.csv and manifest.json with shutil.copyfile, following links
+    planted in the cell's directory to files outside the root (a planted config.yaml is refused before, as a
+    configuration that is not the cell's); and copied a file a link in the prefix pointed to into the cell."""
+    root = tmp_path / "runs"
+    cell = root / "digits-lt" / "drw" / "seed0"
+    cell.mkdir(parents=True)
+    planted = {name: _precious(tmp_path, f"{name}.txt") for name in ("log.csv", "manifest.json", "best.pt")}
+    for name, marker in planted.items():
+        (cell / name).symlink_to(marker)
+    command = ["reproduce", "--recipe", "digits-lt", "--seeds", "1", "--root", str(root), "--no-figures", *_FAST]
+    assert main([*command, "--methods", "drw"]) == 0, capsys.readouterr().err
+    for name, marker in planted.items():
+        assert marker.read_text() == f"KEEP {name}.txt\n", name  # never written through
+        assert not (cell / name).is_symlink() and (cell / name).stat().st_size > 0  # the cell has its own file
+    assert json.loads((cell / "summary.json").read_text())["method"] == "drw"
+
+    # a link planted in the finished prefix: the next branched cell refuses it instead of copying the file
+    secret = _precious(tmp_path, "secret.txt")
+    prefix_log = next((root / "digits-lt" / ".prefix").glob("*/seed0/log.csv"))
+    prefix_log.unlink()
+    prefix_log.symlink_to(secret)
+    capsys.readouterr()
+    assert main([*command, "--methods", "drs"]) == 2
+    err = capsys.readouterr().err
+    assert f"{prefix_log} is a symbolic link (to {secret}) where the shared prefix's log.csv should be" in err
+    drs_log = root / "digits-lt" / "drs" / "seed0" / "log.csv"
+    assert not drs_log.exists() or "KEEP" not in drs_log.read_text()

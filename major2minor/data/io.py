@@ -32,6 +32,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from major2minor.memory import require
+
 log = logging.getLogger("major2minor.data")
 
 CACHE_FORMAT = 2  # bump when the decoding rules or the cache key change (2: content-keyed)
@@ -271,6 +273,11 @@ def decode_images(
     (Pillow releases the GIL while decoding); the result does not depend on ``workers``.
     """
     channels = 3 if mode == "RGB" else 1
+    require(  # before the allocation: numpy would fail with a bare MemoryError, or the system kill the run
+        len(paths) * channels * size * size,
+        f"decoding {len(paths)} images at {size}x{size} pixels",
+        f"lower data.image_size (now {size})",
+    )
     out = np.empty((len(paths), channels, size, size), dtype=np.uint8)
     draft = 2 * size if rule == "center-square" else int(round(size / 0.875))
 
