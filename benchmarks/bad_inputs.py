@@ -1,18 +1,27 @@
 """Every bad input of the hardening review, fed to the real CLI: prints a Markdown table of the input, the
 exit status and the first line the user reads (stderr), all before any training starts.
 
-    python benchmarks/bad_inputs.py            # about a minute on a 2-core CPU
+    python benchmarks/bad_inputs.py            # a few minutes on a 2-core CPU
 
 Files it needs (a garbled Twitter file, CSV/NPZ data, a broken recipe, a truncated log) are written to a
-temporary folder in exactly their real formats; nothing outside it is touched.
+temporary folder in exactly their real formats; nothing outside it is touched.  The issue 22 item 6 rows plant
+links to marker files (in that folder) and say whether those were kept; a few rows of items 7 and 9 run in a
+subprocess (an ASCII locale, a SIGKILL inside the first checkpoint write) or simulate a full disk.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
+import os
+import pickle
+import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -150,6 +159,201 @@ BENCH_CASES = [
 ]
 
 
+# ------------------------------------------------------------------------------------------------
+# issue 22 items 6 (links planted in a run directory), 7 (tracebacks) and 9 (unclear messages)
+
+ASCII_LOCALE = {"LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+NON_ASCII = "i22-r\u00fcn"
+
+
+def planted(link: Path, target: Path) -> Path:
+    """A link at ``link`` to a marker file ``target`` outside every run root."""
+    target.write_text("KEEP\n")
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(target)
+    return target
+
+
+def with_marker(argv: list[str], *markers: Path) -> Callable[[], tuple[int, str]]:
+    """Run ``argv``; the line says, after it, whether the files the planted links point to were kept."""
+
+    def case() -> tuple[int, str]:
+        code, line = run(argv)
+        kept = all(m.read_text() == "KEEP\n" for m in markers)
+        return code, f"{line} [marker files {'kept' if kept else 'OVERWRITTEN'}]"
+
+    return case
+
+
+def full_disk(run_dir: Path) -> Callable[[], tuple[int, str]]:
+    """The disk fills while the second epoch's last.pt is written (its fsync fails with ENOSPC)."""
+
+    def case() -> tuple[int, str]:
+        real, seen = os.fsync, []
+
+        def fsync(fd: int) -> None:
+            if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(".last.pt."):
+                seen.append(fd)
+                if len(seen) == 2:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            real(fd)
+
+        os.fsync = fsync
+        try:
+            return run(["train", *FAST, "train.epochs=3", f"run.dir={run_dir}"])
+        finally:
+            os.fsync = real
+
+    return case
+
+
+def in_subprocess(argv: list[str], env: dict[str, str]) -> Callable[[], tuple[int, str]]:
+    def case() -> tuple[int, str]:
+        proc = subprocess.run([sys.executable, "-m", "major2minor", *argv], capture_output=True, text=True, env=env)
+        lines = [line for line in (proc.stderr or proc.stdout).splitlines() if line.strip()]
+        return proc.returncode, lines[-1] if lines else "(nothing printed)"
+
+    return case
+
+
+def killed_in_first_checkpoint(run_dir: Path) -> Callable[[], tuple[int, str]]:
+    """SIGKILL inside the first last.pt write (before its rename), then the same command with --resume."""
+    script = (
+        "import os, signal, sys\nreal = os.replace\n"
+        "def replace(src, dst):\n"
+        "    if os.path.basename(str(dst)) == 'last.pt':\n        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    real(src, dst)\nos.replace = replace\nfrom major2minor.cli import main\n"
+        f"sys.exit(main({['train', *FAST, f'run.dir={run_dir}']!r}))\n"
+    )
+
+    def case() -> tuple[int, str]:
+        subprocess.run([sys.executable, "-c", script], capture_output=True)
+        left = len(list(run_dir.glob(".last.pt.*.tmp")))
+        code, line = run(["train", *FAST, f"run.dir={run_dir}", "--resume"])
+        after = len(list(run_dir.glob(".*.tmp")))
+        return code, f"{line} [{left} .last.pt.*.tmp left by the kill, {after} after the next start]"
+
+    return case
+
+
+def image_folder(root: Path) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name, n in (("cat", 12), ("dog", 6), ("eel", 4)):
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (10, 12, 3), dtype=np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def damaged_copies(tmp: Path) -> dict[str, Path]:
+    """Copies of one finished run, each with one file damaged."""
+    finished = tmp / "i22-finished"
+    run(["train", *FAST, f"run.dir={finished}"])
+    copies = {}
+    for name in ("summary-list", "summary-cut", "config-list", "log-header"):
+        copies[name] = Path(shutil.copytree(finished, tmp / f"i22-{name}", ignore=shutil.ignore_patterns(".lock*")))
+    (copies["summary-list"] / "summary.json").write_text("[1, 2]\n")
+    (copies["summary-cut"] / "summary.json").write_text('{"best_epoch": ')
+    (copies["config-list"] / "config.yaml").write_text("- 1\n- 2\n")
+    for name in ("last.pt", "last.prev.pt"):  # a copied summary and config, without the sealed checkpoint
+        (copies["config-list"] / name).unlink(missing_ok=True)
+    log = copies["log-header"] / "log.csv"
+    log.write_text(log.read_text().splitlines()[0] + "\n")
+    return copies
+
+
+def link_cases(tmp: Path) -> list[tuple[str, Any]]:
+    """Item 6: files written (or copied) through links planted in run, prefix and tune directories."""
+    owner = planted(tmp / "i22-owned" / ".lock.owner", tmp / "i22-marker-owner")
+    tune_owner = planted(tmp / "i22-tune" / "tune" / "digits-lt-erm" / ".lock.owner", tmp / "i22-marker-tune")
+    cell = tmp / "i22-grid" / "digits-lt" / "drw" / "seed0"
+    cell_markers = [planted(cell / n, tmp / f"i22-marker-{n}") for n in ("log.csv", "manifest.json")]
+    grid = ["reproduce", "--recipe", "digits-lt", "--seeds", "1", "--root", str(tmp / "i22-grid"), "--no-figures"]
+    tune = ["tune", "digits-lt", "--method", "erm", "optim.lr=0.01:0.2", "--trials", "1", "--seeds", "1"]
+    return [
+        (
+            ".lock.owner planted as a link in a run directory",
+            with_marker(["train", *FAST, f"run.dir={tmp / 'i22-owned'}"], owner),
+        ),
+        (
+            ".lock.owner planted as a link in a tune directory",
+            with_marker([*tune, "--root", str(tmp / "i22-tune"), *FAST], tune_owner),
+        ),
+        (
+            "log.csv, manifest.json planted as links in a grid cell (prefix branch; accepted)",
+            with_marker([*grid, "--methods", "drw", *FAST], *cell_markers),
+        ),
+    ]
+
+
+def tracebacks_and_unclear_cases(tmp: Path) -> list[tuple[str, Any]]:
+    """Items 7 and 9."""
+    copies = damaged_copies(tmp)
+    for name, content in (
+        ("random", np.random.default_rng(0).bytes(4096)),
+        ("header", b"SQLite format 3\0" + bytes(84)),
+    ):
+        db = tmp / f"i22-db-{name}" / "tune" / "digits-lt-erm" / "study.db"
+        db.parent.mkdir(parents=True)
+        db.write_bytes(content)
+    text = tmp / "i22-notes.txt"
+    text.write_text("just some notes\n")
+    (tmp / "i22-cell" / "digits-lt" / "erm" / "seed0").mkdir(parents=True)
+    (tmp / "i22-cell" / "digits-lt" / "erm" / "seed0" / "config.yaml").symlink_to(text)
+    (tmp / "i22-file").write_text("a file\n")
+    (tmp / "i22-loop-a").symlink_to(tmp / "i22-loop-b")
+    (tmp / "i22-loop-b").symlink_to(tmp / "i22-loop-a")
+    (tmp / "i22-dangling").symlink_to(tmp / "i22-gone")
+    pickled = tmp / "i22-list.pkl"
+    pickled.write_bytes(pickle.dumps([1, 2, 3]))
+    images = image_folder(tmp / "i22-images")
+    folder = [
+        "data.name=folder",
+        f"data.root={images}",
+        "data.profile=natural",
+        "data.val_per_class=1",
+        "data.test_per_class=1",
+    ]
+    tune = ["tune", "digits-lt", "--method", "erm", "--trials", "1", "--seeds", "1"]
+    grid = ["reproduce", "--recipe", "digits-lt", "--methods", "erm", "--seeds", "1", "--root", str(tmp / "i22-cell")]
+    train = ["train", *FAST]
+    return [
+        ("random-bytes study.db (m2m tune)", [*tune, "optim.lr=0.01:0.2", "--root", str(tmp / "i22-db-random"), *FAST]),
+        ("header-only study.db (m2m tune)", [*tune, "optim.lr=0.01:0.2", "--root", str(tmp / "i22-db-header"), *FAST]),
+        ("summary.json that is a list (m2m report)", ["report", str(copies["summary-list"]), "--no-figures"]),
+        ("config.yaml that is a YAML list (m2m report)", ["report", str(copies["config-list"]), "--no-figures"]),
+        ("a grid cell's config.yaml symlinked to text", [*grid, *FAST]),
+        (
+            "data.image_size=100000 (folder of 22 PNGs)",
+            [*train, *folder, "data.image_size=100000", f"run.dir={tmp / 'i22-i'}"],
+        ),
+        ("m2m bench --device cuda on a CPU-only torch", ["bench", "--device", "cuda"]),
+        ("run.dir naming an existing file", [*train, f"run.dir={tmp / 'i22-file'}"]),
+        ("run.dir naming a symlink loop", [*train, f"run.dir={tmp / 'i22-loop-a'}"]),
+        ("run.dir naming a dangling link", [*train, f"run.dir={tmp / 'i22-dangling'}"]),
+        ("damaged summary.json on --resume", [*train, f"run.dir={copies['summary-cut']}", "--resume"]),
+        ("no space left on device (2nd last.pt)", full_disk(tmp / "i22-full")),
+        ("model.width=100000", [*train, "model.width=100000", f"run.dir={tmp / 'i22-w'}"]),
+        (
+            "model.hidden=[10000000000]",
+            [*train, "model.name=mlp", "model.hidden=[10000000000]", f"run.dir={tmp / 'i22-h'}"],
+        ),
+        (
+            "non-ASCII run.dir under an ASCII locale",
+            in_subprocess([*train, f"run.dir={tmp / NON_ASCII}"], {**os.environ, **ASCII_LOCALE}),
+        ),
+        (
+            "m2m.generator pointing at a pickled list",
+            [*train, "method=m2m", f"m2m.generator={pickled}", f"run.dir={tmp / 'i22-g'}"],
+        ),
+        ("tune range LOW:HIGH with LOW = HIGH", [*tune, "optim.lr=0.1:0.1", "--root", str(tmp / "i22-t")]),
+        ("m2m report on a finished run with a header-only log.csv", ["report", str(copies["log-header"])]),
+        (".last.pt.*.tmp left by a kill in the first checkpoint write", killed_in_first_checkpoint(tmp / "i22-kill")),
+    ]
+
+
 def main_table() -> None:
     print("| bad input | exit | first line on stderr |")
     print("| --- | ---: | --- |")
@@ -157,11 +361,12 @@ def main_table() -> None:
         cases = [(" ".join(o), ["train", *FAST, f"run.dir={Path(tmp) / 'r'}", *o]) for o in KEY_CASES]
         cases += [("m2m bench " + " ".join(o), ["bench", *o]) for o in BENCH_CASES]
         cases += file_cases(Path(tmp))
+        cases += link_cases(Path(tmp)) + tracebacks_and_unclear_cases(Path(tmp))
         DATASETS.register("int32-labels", labelled_blobs(np.int32))
         DATASETS.register("float-labels", labelled_blobs(np.float32))
         try:
             for what, argv in cases:
-                code, line = run(argv)
+                code, line = argv() if callable(argv) else run(argv)
                 print(f"| `{what}` | {code} | {line.replace(tmp, 'TMP').replace('|', '/')} |")
         finally:
             DATASETS.unregister("int32-labels")

@@ -121,8 +121,8 @@ def _disk_full(path: Path, exc: OSError) -> OSError:
     return OSError(
         exc.errno,
         f"{exc.strerror} while writing {path} ({kept}; every file is written whole or not at all). Free space "
-        f"on that disk (or give another directory) and run the same command again: m2m train --resume continues "
-        "from the last checkpoint written",
+        "on that disk (or give another directory) and run the same command again (m2m train: with --resume, "
+        "which continues from the last checkpoint written).",
     )
 
 

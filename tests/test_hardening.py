@@ -571,7 +571,7 @@ def test_a_full_disk_names_the_file_and_what_was_kept(tmp_path, monkeypatch, cap
     assert main(["train", *FAST, "train.epochs=3", f"run.dir={run}"]) == 2
     err = _one_line(capsys)
     assert f"No space left on device while writing {run / 'last.pt'} (the previous last.pt is kept unchanged" in err
-    assert "run the same command again: m2m train --resume continues from the last checkpoint written" in err
+    assert "run the same command again (m2m train: with --resume, which continues from the last checkpoint" in err
     assert load_checkpoint(run / "last.pt")["epoch"] == 0 and not list(run.glob(".*.tmp"))  # end of epoch 1
     monkeypatch.undo()
     assert main(["train", *FAST, "train.epochs=3", f"run.dir={run}", "--resume"]) == 0

@@ -129,6 +129,7 @@ def test_checkpoint_that_would_run_code_is_refused(tmp_path, payload, fmt):
     with pytest.raises(CheckpointError, match=re.escape(str(path)) + " " + REFUSED.format(name=re.escape(name))) as err:
         load_checkpoint(path)
     assert "\n" not in str(err.value)
+    assert "weights_only" not in str(err.value)  # an error never advises loading a refused file unsafely
     with pytest.raises(CheckpointError, match="refused"):
         load_weights(torch.nn.Linear(3, 1), path)
     assert not marker.exists()
