@@ -94,5 +94,5 @@ def test_cli_train_and_list(tmp_path, capsys):
 
 def test_finished_run_with_other_settings_is_not_reused(tiny_cfg, tmp_path):
     train(tiny_cfg("run.dir=" + str(tmp_path / "r")), log=None)
-    with pytest.raises(RunDirError, match="different settings.*optim.lr"):
+    with pytest.raises(RunDirError, match="trained with other settings: optim.lr=0.05 there, 0.2 now"):
         train(tiny_cfg("run.dir=" + str(tmp_path / "r"), "optim.lr=0.2"), resume=True, log=None)

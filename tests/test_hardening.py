@@ -277,8 +277,14 @@ def test_yaml_syntax_errors_name_the_file_and_the_line(tmp_path, capsys):
     run = tmp_path / "r"
     assert main(["train", *FAST, "train.epochs=2", f"run.dir={run}"]) == 0
     (run / "config.yaml").write_text("data: {name: [digits\n")
+    # a finished run: the damaged file is not the one the run wrote (its seal in last.pt says so), one line
     assert main(["train", *FAST, "train.epochs=2", f"run.dir={run}", "--resume"]) == 2
-    assert f"run configuration {run / 'config.yaml'} is not valid YAML at line" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "its config.yaml is not the one the run wrote" in err and err.count("\n") == 1
+    assert main(["report", str(run), "--no-figures"]) == 2
+    assert "its config.yaml is not the one the run wrote" in capsys.readouterr().err
+    # without the seal (a run of an earlier version), the YAML error itself, with the file and the line
+    (run / "last.pt").unlink()
     assert main(["report", str(run), "--no-figures"]) == 2
     assert f"run configuration {run / 'config.yaml'} is not valid YAML at line" in capsys.readouterr().err
 

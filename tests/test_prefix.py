@@ -84,8 +84,13 @@ def test_reproduce_shares_prefixes_and_counts_the_epochs(tmp_path):
     grid_line = next(m for m in messages if m.startswith("grid: 14 cells"))
     # 14 cells x 5 epochs = 70; with sharing: 4 prefixes (CE, LDAM x 2 seeds) of 3 epochs replace 12 x 3
     assert "70 training epochs cell by cell; 46 with 4 shared prefixes" in grid_line
-    # M2m's g: one ERM run per seed, shared by the seed's M2m cells, counted apart
-    assert "plus 2 ERM generator(s) g for M2m, 10 epochs, one per seed" in grid_line
+    # M2m's g: two seeds and an ERM row, so each seed's M2m cell uses the other seed's ERM cell; no g trained
+    assert "M2m's g is another seed's ERM cell (1 cells, no extra g trained)" not in grid_line
+    assert "M2m's g is another seed's ERM cell (2 cells, no extra g trained)" in grid_line
+    assert "ERM generator(s)" not in grid_line and not (tmp_path / ".generators").exists()
+    one_seed = []
+    reproduce("digits-lt", "m2m", 1, root=tmp_path / "one", overrides=FAST, figures=False, log=one_seed.append)
+    assert "plus 1 ERM generator(s) g for M2m, 5 epochs, one per seed" in next(m for m in one_seed if "grid:" in m)
     assert epochs_with_and_without_sharing(
         [cfg for _, cfg in build_grid("digits-lt", ["erm", "rw"], [0], tmp_path, FAST)]
     ) == {"without": 10, "with": 10, "prefixes": 1}
