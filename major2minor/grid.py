@@ -25,6 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from major2minor import pipeline, prefix
 from major2minor.config import differing_settings, result_settings
+from major2minor.models import head_for
 from major2minor.registry import REBALANCERS
 from major2minor.rundir import RunLock, read_run_config
 from major2minor.units import duration
@@ -158,6 +159,7 @@ def _same_as_generator(cfg: Any, erm_cfg: Any) -> bool:
 
     def key(c: Any) -> Dict[str, Any]:
         flat = result_settings(c.to_dict())
+        flat["model.head"] = head_for(c)  # "auto" is the linear head for ERM's cross-entropy, as g's "linear"
         return {k: v for k, v in flat.items() if k not in _G_FREE_KEYS and not k.startswith(sections)}
 
     return key(pipeline.generator_config(cfg)) == key(erm_cfg)
