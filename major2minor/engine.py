@@ -619,14 +619,14 @@ class Trainer:
     def earlier_best_note(self) -> Optional[str]:
         """A warning when an epoch that may not be reported (before T0) was better on validation than the
         reported one: the method then did worse on validation than the plain model it started from."""
-        st = self.state
+        st, t0 = self.state, self.cfg.train.deferred_epoch
         if st.best_epoch < 0 or self.selectable(st.overall_best_epoch) or st.overall_best_val_bacc <= st.best_val_bacc:
             return None
         return (
             f"the plain model before T0 was better on validation (bACC {percent(st.overall_best_val_bacc)} at epoch "
             f"{st.overall_best_epoch + 1}) than {self.cfg.method} at its reported epoch {st.best_epoch + 1} "
-            f"({percent(st.best_val_bacc)}); the reported epoch is chosen from epochs >= T0 = "
-            f"{self.cfg.train.deferred_epoch + 1} (train.select=from_t0; train.select=all chooses from every epoch)"
+            f"({percent(st.best_val_bacc)}); the reported epoch is chosen from epoch {t0 + 1} on, where the method "
+            f"acts (train.deferred_epoch={t0}, train.select=from_t0; train.select=all chooses from every epoch)"
         )
 
     def evaluate(self, split: Split) -> Dict[str, Any]:
