@@ -1,9 +1,8 @@
-"""Experiment grids and reports: ``m2m reproduce`` and ``m2m report``.
+"""Experiment grids: what ``m2m reproduce`` runs (its command line: :mod:`major2minor.cli.reproduce`).
 
     m2m reproduce --recipe digits-lt --methods erm,drs,m2m --seeds 3 [--root runs] [key=value ...]
-    m2m report runs/digits-lt [more dirs] [--out DIR] [--reference erm] [--at best|last]
 
-``reproduce`` trains every (method, seed) cell of the grid with :func:`major2minor.pipeline.train` in
+:func:`reproduce` trains every (method, seed) cell of the grid with :func:`major2minor.pipeline.train` in
 ``ROOT/RECIPE/METHOD/seedN``, in method-major order, then writes the report (:mod:`major2minor.report`)
 into ``ROOT/RECIPE/report``.  It can be interrupted and called again with the same arguments:
 
@@ -25,9 +24,6 @@ fails at once rather than after hours.
 
 from __future__ import annotations
 
-import argparse
-import shlex
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +43,7 @@ from major2minor.grid import (
 )
 from major2minor.prefix import epochs_with_and_without_sharing
 from major2minor.registry import METHODS
-from major2minor.report import default_out, write_report
+from major2minor.report import write_report
 from major2minor.units import duration
 
 Log = Callable[[str], None]
@@ -249,132 +245,6 @@ def _reference_for(reference: Optional[str], methods: Sequence[str]) -> Optional
     return reference
 
 
-# ----------------------------------------------------------------------------------------------
-# command line
-
-
-def _command_line(argv: Optional[Sequence[str]] = None) -> str:
-    args = list(sys.argv[1:] if argv is None else argv)
-    return "m2m " + " ".join(shlex.quote(a) for a in args)
-
-
-def _add_report_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--reference",
-        default="auto",
-        help="method of the row relative gains are computed against (default: erm when present; 'none' for no gains)",
-    )
-    p.add_argument(
-        "--at",
-        choices=["best", "last"],
-        default="best",
-        help="test metrics at the best-validation epoch (default, the paper's protocol) or the last",
-    )
-    p.add_argument(
-        "--ddof",
-        type=int,
-        choices=[0, 1],
-        default=1,
-        help="std over seeds: 1 = sample std, divisor n-1 (default); 0 = divisor n",
-    )
-    p.add_argument("--no-figures", action="store_true", help="write only the tables, no PNG figures")
-
-
-def cmd_reproduce(args: argparse.Namespace) -> int:
-    """``m2m reproduce``: run the grid, then write the report; exit status 1 if a cell failed."""
-    overrides = []
-    for item in args.overrides:
-        if "=" not in item:
-            raise GridError(
-                f"unexpected argument '{item}': after the options give only key=value overrides "
-                "(the recipe goes in --recipe)."
-            )
-        overrides.append(item)
-    result = reproduce(
-        args.recipe,
-        args.methods,
-        args.seeds,
-        root=args.root,
-        overrides=overrides,
-        first_seed=args.first_seed,
-        reference=args.reference,
-        at=args.at,
-        ddof=args.ddof,
-        keep_going=args.keep_going,
-        figures=False if args.no_figures else None,
-        command=_command_line(),
-        jobs=args.jobs,
-        share=args.share,
-        quiet=args.quiet,
-    )
-    if result.report_dir is not None:
-        print((result.report_dir / "results.md").read_text())
-    for cell in result.failed:
-        print(f"m2m: failed: {cell.method} seed {cell.seed} ({cell.run_dir}): {cell.error}", file=sys.stderr)
-    return 1 if result.failed else 0
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    """``m2m report DIR...``: tables (and figures) from finished runs."""
-    out = Path(args.out) if args.out else default_out(args.dirs)
-    write_report(
-        args.dirs,
-        out,
-        at=args.at,
-        ddof=args.ddof,
-        reference=args.reference,
-        figures=False if args.no_figures else None,
-        log=print,
-    )
-    print((out / "results.md").read_text())
-    return 0
-
-
-def add_parsers(subparsers: Any) -> None:
-    """Add the ``reproduce`` and ``report`` sub-commands to the ``m2m`` parser."""
-    r = subparsers.add_parser(
-        "reproduce",
-        help="run a (method x seed) grid and write its results table",
-        description="Train every (method, seed) in ROOT/RECIPE/METHOD/seedN (skipping finished runs, resuming "
-        "interrupted ones), then write results.md/.csv and figures into ROOT/RECIPE/report.",
-    )
-    r.add_argument("--recipe", required=True, help="built-in recipe name or YAML path (m2m list recipes)")
-    r.add_argument(
-        "--methods", required=True, help="comma-separated method presets, e.g. erm,drs,m2m (m2m list methods)"
-    )
-    r.add_argument("--seeds", default="3", help="number of seeds (3 = seeds 0,1,2) or a list such as 0,3,7")
-    r.add_argument("--first-seed", type=int, default=0, help="first seed when --seeds is a count")
-    r.add_argument("--root", default=None, help="where run directories go (default: run.root, 'runs')")
-    r.add_argument("--keep-going", action="store_true", help="continue with other cells when one fails")
-    r.add_argument(
-        "--jobs",
-        type=int,
-        default=1,
-        help="cells trained at once, in separate processes (CPU: each gets "
-        "cores/jobs threads; GPU: they share the device)",
-    )
-    r.add_argument(
-        "--no-share",
-        dest="share",
-        action="store_false",
-        help="train every cell from scratch instead of branching from shared prefixes (the epochs before T0)",
-    )
-    r.add_argument("--quiet", action="store_true", help="no progress display or line per finished cell")
-    _add_report_options(r)
-    r.add_argument("overrides", nargs="*", help="key=value config overrides for every cell (e.g. train.epochs=2)")
-    r.set_defaults(func=cmd_reproduce)
-
-    p = subparsers.add_parser(
-        "report",
-        help="results table (mean ± std over seeds) from finished run directories",
-        description="Walk DIRs for summary.json, group runs over seeds and write results.md, results.csv and figures.",
-    )
-    p.add_argument("dirs", nargs="+", help="run directories or folders holding them (e.g. runs/digits-lt)")
-    p.add_argument("--out", default=None, help="report directory (default: DIR/report, or the common parent's)")
-    _add_report_options(p)
-    p.set_defaults(func=cmd_report)
-
-
 __all__ = [
     "reproduce",
     "run_cell",
@@ -386,7 +256,4 @@ __all__ = [
     "Cell",
     "ReproduceResult",
     "GridError",
-    "add_parsers",
-    "cmd_reproduce",
-    "cmd_report",
 ]

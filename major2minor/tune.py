@@ -1,5 +1,7 @@
 """``m2m tune``: search M2m's knobs (or any config keys) on the VALIDATION split, with Optuna.
 
+(This is the library, :func:`build_spec` and :func:`tune`; the command line is :mod:`major2minor.cli.tune`.)
+
     m2m tune RECIPE [key=value ...] [key=LOW:HIGH | key=A,B,C ...] [--trials 20] [--seeds 3]
              [--root DIR] [--method m2m] [--study NAME] [--timeout S] [--sampler-seed 0] [--no-prune]
 
@@ -28,7 +30,6 @@ recipe and the seed, not on M2m's knobs, so all trials share it.  One process tu
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import dataclasses
@@ -51,6 +52,7 @@ from major2minor.config import (
     is_result_neutral,
     load_config,
 )
+from major2minor.figures import MissingDependencyError
 from major2minor.rundir import RunDirBusy, RunLock, refuse_link
 from major2minor.units import duration, percent
 
@@ -378,7 +380,7 @@ def _optuna():
     try:
         import optuna
     except ImportError:  # pragma: no cover - optuna is a dependency; a broken environment says so
-        raise RuntimeError(INSTALL_HINT) from None
+        raise MissingDependencyError(INSTALL_HINT) from None
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     return optuna
 
@@ -670,50 +672,6 @@ def _start_line(spec: TuneSpec, trials: int, done: int, requeued: int) -> str:
     )
 
 
-# ----------------------------------------------------------------------------------------------
-# command line
-
-
-def cmd_tune(args: argparse.Namespace) -> int:
-    """``m2m tune``: search, print the best knobs and the commands that use them."""
-    recipe, items = args.items[0], list(args.items[1:])
-    if "=" in recipe:
-        raise TuneError(f"the first argument must be the recipe (e.g. digits-lt), not '{recipe}'.")
-    spec = build_spec(recipe, items, args.method, args.seeds, args.root, args.study, prune=not args.no_prune)
-    tune(spec, trials=args.trials, timeout=args.timeout, sampler_seed=args.sampler_seed)
-    return 0
-
-
-def add_parser(sub: Any) -> None:
-    """Add the ``tune`` sub-command to the ``m2m`` parser."""
-    p = sub.add_parser(
-        "tune",
-        usage="m2m tune RECIPE [key=value | key=LOW:HIGH | key=A,B,C ...] [--trials N] [--seeds K] [options]",
-        help="search M2m's knobs (or any keys) on the validation split with Optuna",
-        description="Search the knobs of --method on the VALIDATION split (test metrics are never read): each "
-        "trial trains the tuning seeds (100, 101, ...) and scores the mean best validation bACC. Default space "
-        "for M2m: " + "; ".join(p.describe() for p in M2M_SPACE) + " (m2m.steps fixed). key=LOW:HIGH or "
-        "key=A,B,C items are searched too; plain key=value items are fixed. The study lives in "
-        "ROOT/tune/RECIPE-METHOD (study.db, trialN/seedS, trials.csv, best.json); the same command continues it.",
-    )
-    p.add_argument("items", nargs="+", help="RECIPE, then key=value (fixed), key=LOW:HIGH or key=A,B,C (searched)")
-    p.add_argument(
-        "--trials", type=int, default=20, metavar="N", help="finished trials the study should reach (default 20)"
-    )
-    p.add_argument("--seeds", default="3", metavar="K", help="tuning seeds: a count (3 = 100,101,102) or a list >= 100")
-    p.add_argument(
-        "--root", default=None, metavar="DIR", help="run root (default: run.root, 'runs'); the study is ROOT/tune/NAME"
-    )
-    p.add_argument("--method", default="m2m", metavar="NAME", help="method preset to tune (default m2m)")
-    p.add_argument("--study", default=None, metavar="NAME", help="study name (default RECIPE-METHOD)")
-    p.add_argument(
-        "--timeout", type=float, default=None, metavar="S", help="start no new trial after this many seconds"
-    )
-    p.add_argument("--sampler-seed", type=int, default=0, metavar="N", help="seed of the TPE sampler (default 0)")
-    p.add_argument("--no-prune", action="store_true", help="train every seed of every trial (no median pruning)")
-    p.set_defaults(func=cmd_tune)
-
-
 __all__ = [
     "M2M_SPACE",
     "Param",
@@ -726,6 +684,4 @@ __all__ = [
     "run_trial",
     "tune",
     "validation_view",
-    "add_parser",
-    "cmd_tune",
 ]

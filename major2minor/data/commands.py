@@ -1,10 +1,10 @@
-"""``m2m data prepare`` and ``m2m data info``.
+"""What ``m2m data prepare`` and ``m2m data info`` do (their command line: :mod:`major2minor.cli.data`).
 
     m2m data prepare NAME --root DIR [--cache DIR] [--no-verify] [key=value ...]
     m2m data info NAME [--root DIR] [key=value ...] [--manifest FILE] [--json]
 
-``prepare`` gets a data set ready once: for CIFAR it downloads the official archive when the pickles
-are missing (the only data sets with a stable public URL), verifies MD5 checksums of the archive
+``prepare`` (:func:`prepare`) gets a data set ready once: for CIFAR it downloads the official archive
+when the pickles are missing (the only data sets with a stable public URL), verifies MD5 checksums of the archive
 and of every pickle, and unpacks it; for CelebA-5 it regenerates the split lists from
 ``list_attr_celeba.txt`` when they are missing; for every image data set it decodes the images once
 into the decoded-array cache (``--cache``, else ``$M2M_CACHE``, else ``~/.cache/major2minor``).
@@ -12,22 +12,19 @@ Data sets without a public URL (CelebA, SUN397, ImageNet, R52, Twitter POS) must
 hand: the error says where.  Each data set owns its first-time step (the ``prepare`` metadata of its
 registration), so this command names none.
 
-``info`` builds the data set as a run would (starting from the built-in recipe of the same name
-when there is one, then ``key=value`` overrides; bare keys mean ``data.KEY``) and prints the class
+``info`` builds the data set as a run would (:func:`data_config`: starting from the built-in recipe of
+the same name when there is one, then ``key=value`` overrides; bare keys mean ``data.KEY``) and prints the class
 counts, imbalance ratio, split sizes and the manifest a run directory records (long index lists
 are summarised; ``--manifest FILE`` writes the full manifest as JSON).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import yaml
 
-from major2minor.argparsing import IntermixedParser
 from major2minor.config import (
     RECIPE_DIR,
     Config,
@@ -42,31 +39,6 @@ from major2minor.data import build_dataset
 from major2minor.registry import DATASETS
 
 LONG_KEYS = ("indices", "vocabulary", "class_names")
-
-
-def add_data_parser(subparsers) -> argparse.ArgumentParser:
-    """Add ``data prepare`` / ``data info`` to the ``m2m`` sub-command parsers."""
-    data = subparsers.add_parser("data", help="prepare data sets (download, verify, decode) and inspect them")
-    sub = data.add_subparsers(dest="data_command", required=True, parser_class=IntermixedParser)
-
-    prep = sub.add_parser("prepare", help="download (CIFAR), verify checksums, decode once into the cache")
-    prep.add_argument("name", help="data set name (see `m2m list datasets`)")
-    prep.add_argument("--root", required=True, help="folder that holds (or will hold) the data set's files")
-    prep.add_argument(
-        "--cache", default=None, help="decoded-array cache folder (default: $M2M_CACHE, else ~/.cache/major2minor)"
-    )
-    prep.add_argument("--no-verify", action="store_true", help="skip the MD5 check of existing CIFAR pickles")
-    prep.add_argument("items", nargs="*", help="data key=value overrides, e.g. image_size=32")
-    prep.set_defaults(func=cmd_prepare)
-
-    info = sub.add_parser("info", help="class counts, imbalance ratio, split sizes and the manifest")
-    info.add_argument("name", help="data set name (see `m2m list datasets`)")
-    info.add_argument("--root", default=None, help="data.root (default: the recipe's)")
-    info.add_argument("--manifest", default=None, help="also write the full manifest JSON to this file")
-    info.add_argument("--json", action="store_true", help="print only the manifest JSON")
-    info.add_argument("items", nargs="*", help="key=value overrides (bare keys mean data.KEY), e.g. ratio=50")
-    info.set_defaults(func=cmd_info)
-    return data
 
 
 # ----------------------------------------------------------------------------------------------
@@ -142,35 +114,22 @@ def describe(bundle) -> str:
     return "\n".join(lines)
 
 
-def cmd_info(args: argparse.Namespace) -> int:
+def prepare(
+    name: str,
+    root: Union[str, Path],
+    items: Sequence[str] = (),
+    cache: Optional[str] = None,
+    verify: bool = True,
+    say: Callable[[str], None] = print,
+):
+    """Get data set ``name`` ready under ``root`` once; returns its DataBundle (``m2m data prepare``).
 
-    cfg = data_config(args.name, args.items, root=args.root)
-    bundle = build_dataset(cfg, 0)
-    manifest = bundle.manifest()
-    if args.manifest:
-        Path(args.manifest).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.manifest).write_text(json.dumps(manifest, indent=1))
-    if args.json:
-        print(json.dumps(summary(manifest), indent=1))
-        return 0
-    print(describe(bundle))
-    print("manifest:")
-    for key, value in summary(manifest).items():
-        print(f"  {key}: {json.dumps(value)}")
-    return 0
-
-
-# ----------------------------------------------------------------------------------------------
-
-
-def cmd_prepare(args: argparse.Namespace) -> int:
-
-    root = Path(args.root).expanduser()
-    prepare = DATASETS.entry(args.name).meta.get("prepare")  # a data set's own first-time step, if any
-    if prepare is not None:
-        prepare(root, verify=not args.no_verify, say=print)
-    cfg = data_config(args.name, args.items, root=str(root), cache=args.cache)
-    bundle = build_dataset(cfg, 0)  # decodes images into the cache where the data set has one
-    print(describe(bundle))
-    print(f"{args.name}: ready (data.root={root})")
-    return 0
+    Runs the data set's own first-time step when it has one (the ``prepare`` metadata of its registration:
+    CIFAR's download and MD5 check, unless ``verify`` is False; CelebA-5's split lists), then builds it as a
+    run would, which decodes the images into the decoded-array cache where the data set has one."""
+    root = Path(root).expanduser()
+    first_time = DATASETS.entry(name).meta.get("prepare")  # a data set's own first-time step, if any
+    if first_time is not None:
+        first_time(root, verify=verify, say=say)
+    cfg = data_config(name, list(items), root=str(root), cache=cache)
+    return build_dataset(cfg, 0)

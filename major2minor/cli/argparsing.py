@@ -23,3 +23,26 @@ class IntermixedParser(argparse.ArgumentParser):
             return self.parse_known_intermixed_args(args, namespace)
         finally:
             self._inner = False
+
+
+def add_report_options(p: argparse.ArgumentParser) -> None:
+    """The report's options, shared by ``m2m reproduce`` and ``m2m report``."""
+    p.add_argument(
+        "--reference",
+        default="auto",
+        help="method of the row relative gains are computed against (default: erm when present; 'none' for no gains)",
+    )
+    p.add_argument(
+        "--at",
+        choices=["best", "last"],
+        default="best",
+        help="test metrics at the best-validation epoch (default, the paper's protocol) or the last",
+    )
+    p.add_argument(
+        "--ddof",
+        type=int,
+        choices=[0, 1],
+        default=1,
+        help="std over seeds: 1 = sample std, divisor n-1 (default); 0 = divisor n",
+    )
+    p.add_argument("--no-figures", action="store_true", help="write only the tables, no PNG figures")
