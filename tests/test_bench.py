@@ -6,6 +6,7 @@ from major2minor import bench
 from major2minor.cli import main
 
 
+@pytest.mark.slow  # every method timed; the auto choice is checked below
 def test_bench_reports_every_method_and_m2m_details():
     out = bench.run(batch_size=16, repeats=2, warmup=0, steps=1, methods=("erm", "drs", "m2m"), amp="none")
     assert (

@@ -63,6 +63,7 @@ def ddp_run(tmp_path_factory):
     return run
 
 
+@pytest.mark.slow  # two processes under torchrun
 def test_two_gloo_processes_train_shard_and_gather(ddp_run):
     run = ddp_run
     summary = json.loads((run / "summary.json").read_text())
@@ -95,6 +96,7 @@ def _rows(run):
     return [{k: v for k, v in r.items() if "seconds" not in k} for r in csv.DictReader(open(run / "log.csv"))]
 
 
+@pytest.mark.slow  # torchrun, killed and resumed
 def test_distributed_run_killed_and_resumed_matches_uninterrupted(ddp_run, tmp_path):
     import signal
     import time

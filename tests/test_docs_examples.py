@@ -27,6 +27,7 @@ print("caller's g unchanged")
 """
 
 
+@pytest.mark.slow  # the example script in a subprocess
 def test_own_training_loop_example_runs_and_accepts_translations():
     done = subprocess.run(
         [sys.executable, "-c", CHECK], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False

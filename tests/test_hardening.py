@@ -37,6 +37,7 @@ def _start_training(run_dir: Path, epochs: int = 150, *extra: str) -> subprocess
     return proc
 
 
+@pytest.mark.slow  # a live training process
 def test_a_second_writer_is_refused_and_the_live_run_finishes(tmp_path, capsys):
     run = tmp_path / "live"
     proc = _start_training(run)
@@ -54,6 +55,7 @@ def test_a_second_writer_is_refused_and_the_live_run_finishes(tmp_path, capsys):
     assert not (run / f"{LOCK_NAME}.owner").exists()  # released at the end
 
 
+@pytest.mark.slow  # a process killed holding the lock
 def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path):
     run = tmp_path / "stale"
     holder = (
@@ -86,6 +88,7 @@ def test_the_lock_is_reentrant_in_one_process_and_exclusive_across_processes(tmp
     assert released.returncode == 0, released.stderr
 
 
+@pytest.mark.slow  # a second process trains g
 def test_two_grids_sharing_a_root_train_one_generator(tmp_path):
     """The second process waits for the first one's g, then reuses it (never trains it twice)."""
     from major2minor.config import load_config
@@ -142,6 +145,7 @@ def test_a_run_killed_after_its_summary_gets_its_figures_on_resume(tmp_path):
     assert (run / "curves.png").exists()
 
 
+@pytest.mark.slow  # a process sent SIGINT
 def test_ctrl_c_during_reproduce_ends_with_one_line_not_a_traceback(tmp_path):
     cmd = [
         sys.executable,
@@ -618,6 +622,7 @@ def test_activations_too_large_for_memory_are_refused_naming_batch_size_and_imag
 ASCII_LOCALE = {"LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
 
 
+@pytest.mark.slow  # m2m in a process with an ASCII locale
 def test_a_non_ascii_path_under_an_ascii_locale_is_refused_before_anything_is_made(finished_run, tmp_path):
     """Item 9: under an ASCII locale a non-ASCII run.dir reaches Python as undecodable bytes: the run started,
     then failed writing its path into a file ("surrogates not allowed"), leaving a half-made run directory."""
@@ -680,6 +685,7 @@ def test_report_on_a_finished_run_with_a_header_only_log_does_not_advise_resume(
     assert "re-copy the file" in err and "resume it with --resume" not in err
 
 
+@pytest.mark.slow  # a process killed mid-write
 def test_a_temporary_file_left_by_a_kill_in_the_first_checkpoint_write_is_removed_on_the_next_start(tmp_path):
     """Item 9: a SIGKILL between writing the first last.pt and renaming it into place left .last.pt.*.tmp,
     and the next start kept it for ever."""

@@ -95,6 +95,7 @@ def _official_checkpoint(path, num_classes=10, in_ch=1):
     return net
 
 
+@pytest.mark.slow  # ResNet-32 trained with an official g; loading it is checked in test_security
 def test_official_m2m_checkpoint_loads_as_generator(tmp_path, monkeypatch):
     official = _official_checkpoint(tmp_path / "ckpt_erm.t7")
     cfg = _m2m_cfg(
@@ -143,6 +144,7 @@ def test_generator_trained_on_other_counts_warns(tmp_path):
         train(_m2m_cfg(tmp_path, f"m2m.generator=[{tmp_path / 'g5'}]", "train.epochs=3"), log=None)
 
 
+@pytest.mark.slow  # the presets also run in test_methods_generic
 def test_m2m_ablation_presets_run(tmp_path):
     for method in ("m2m-self", "m2m-no-reject", "ldam-m2m"):
         cfg = _m2m_cfg(tmp_path, f"method={method}", "train.epochs=3")

@@ -140,7 +140,13 @@ def test_method_sees_and_weighs_what_it_promises(runs, name):
     assert ("linear.bias" not in weights) == (cfg.loss.name == "ldam")  # LDAM trained the cosine head
 
 
-@pytest.mark.parametrize("name", METHODS.names())
+# one preset per re-balancing (and M2m-Self, where f plays g) in the fast suite, the other presets in the slow one
+DETERMINISM_FAST = {"erm", "ros", "rw", "cb-rw", "drw", "drs", "smote", "m2m", "m2m-self"}
+
+
+@pytest.mark.parametrize(
+    "name", [n if n in DETERMINISM_FAST else pytest.param(n, marks=pytest.mark.slow) for n in METHODS.names()]
+)
 def test_method_is_deterministic_with_a_fixed_seed(runs, name):
     _, a, history_a = runs(name, "a")
     _, b, history_b = runs(name, "b")

@@ -34,7 +34,7 @@ def _weights(path: Path):
     return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
 
-@pytest.mark.parametrize("method", ["drs", "drw", "m2m", "erm"])
+@pytest.mark.parametrize("method", ["m2m", *(pytest.param(m, marks=pytest.mark.slow) for m in ("drs", "drw", "erm"))])
 def test_a_branch_is_bit_identical_to_the_cell_trained_from_scratch(method, tmp_path):
     overrides = [*FAST, "m2m.beta=0.5", "m2m.gamma=0.1", "m2m.step_size=0.5"]
     scratch_cfg = load_config("digits-lt", [*overrides, f"method={method}", f"run.root={tmp_path}"])
@@ -68,6 +68,7 @@ def test_methods_active_from_epoch_one_have_no_prefix():
     assert (a.method, c.method, a.train.epochs) == ("erm", "ldam", 3)
 
 
+@pytest.mark.slow  # the longest end-to-end grid; a branch is checked below
 def test_reproduce_shares_prefixes_and_counts_the_epochs(tmp_path):
     messages = []
     result = reproduce(
@@ -98,6 +99,7 @@ def test_reproduce_shares_prefixes_and_counts_the_epochs(tmp_path):
     assert {c.status for c in again.cells} == {"skipped"}
 
 
+@pytest.mark.slow  # a grid with two jobs (processes)
 def test_a_grid_runs_two_cells_at_once_with_the_same_results(tmp_path):
     seq = reproduce("digits-lt", "erm,drs", 1, root=tmp_path / "seq", overrides=FAST, figures=False, log=None)
     par = reproduce("digits-lt", "erm,drs", 1, root=tmp_path / "par", overrides=FAST, figures=False, log=None, jobs=2)

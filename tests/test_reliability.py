@@ -708,6 +708,7 @@ def test_interrupt_mid_epoch_in_m2m_phase_resumes_exactly(tiny_cfg, tmp_path, mo
 
 
 # Not marked slow: four processes, ~20 s of CPU, 14-16 s wall on 2 cores (longer on a busy machine).
+@pytest.mark.slow  # SIGKILL of a training process, then resume
 def test_sigkill_in_m2m_phase_then_resume_matches_uninterrupted_run(tmp_path):
     g = tmp_path / "g"
     train(

@@ -559,6 +559,7 @@ def test_cifar_commands_refuse_pickles_that_would_run_code(tmp_path, capsys, arg
     assert not marker.exists()
 
 
+@pytest.mark.slow  # m2m in a subprocess; the in-process commands are checked above
 def test_cifar_train_command_refuses_pickles_that_would_run_code(tmp_path):
     """``m2m train cifar10-lt``, the real command line in a subprocess."""
     marker = tmp_path / "marker"
@@ -679,6 +680,7 @@ def real_cifar(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # the shared prepare script in a subprocess, then all 60,000 images
 def test_real_cifar10_pickles_load_through_the_safe_reader(real_cifar):
     from major2minor.data import build_dataset
     from major2minor.data.datasets.cifar import CIFAR10, load_arrays

@@ -5,6 +5,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 import torch.nn as nn
 
@@ -55,6 +56,7 @@ def test_conv_bn_pairs_are_the_folded_ones():
     assert pairs["conv_1_3x3"] == "bn_1" and pairs["stage_2.0.conv_b"] == "stage_2.0.bn_b"
 
 
+@pytest.mark.slow  # ResNets translated twice; the mirror is checked above
 def test_translating_through_folded_f_gives_the_same_batch():
     f, g = _resnet(0), _resnet(1)
     x = torch.rand(48, 3, 8, 8, generator=torch.Generator().manual_seed(2))
@@ -99,6 +101,7 @@ def test_flush_denormals_reports_threads_it_could_not_reach():
     assert out == "keep False mixed"
 
 
+@pytest.mark.slow  # a whole run in a subprocess
 def test_train_flushes_on_every_thread_and_restores_the_caller(tmp_path):
     """The engine sets the mode first thing, so a CLI-style run flushes on all its threads while it
     trains; afterwards the calling thread has IEEE subnormals again (NumPy/Python code after training)."""
@@ -118,6 +121,7 @@ def test_train_flushes_on_every_thread_and_restores_the_caller(tmp_path):
     assert out == "flush False False"
 
 
+@pytest.mark.slow  # ResNets translated twice; the padding rule is checked below
 def test_padding_the_translation_batch_changes_nothing():
     """Filler rows (a few distinct batch sizes for cuDNN on a GPU) are dropped and affect no real row."""
     f, g = _resnet(0), _resnet(1)

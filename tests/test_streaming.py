@@ -247,6 +247,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # two processes under torchrun
 def test_streaming_under_two_gloo_processes(tree, tmp_path):
     run = tmp_path / "ddp"
     args = _args(tree, run, "method=drs", "data.workers=1")
