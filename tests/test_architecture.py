@@ -87,12 +87,16 @@ def test_every_hook_the_engine_calls_is_declared_on_the_protocol():
 
 
 def test_parts_carry_their_own_labels():
-    """The results table and figures read names from the registry entries, not from lists elsewhere."""
-    for name in REBALANCERS.names():
-        assert REBALANCERS.get(name).label, name
-    for name in LOSSES.names():
-        assert LOSSES.get(name).label, name
-    for name in METHODS.names():
-        assert METHODS.get(name).label, name
+    """The results table and figures read names from the registry entries, not from lists elsewhere: each
+    re-balancing and loss declares its own label (an inherited one would name it as its base class does), and
+    the labels of each registry are distinct."""
+    for registry in (REBALANCERS, LOSSES):
+        parts = {name: registry.get(name) for name in registry.names()}
+        for name, part in parts.items():
+            assert "label" in vars(part) and part.label, name
+        labels = [part.label for part in parts.values()]
+        assert len(set(labels)) == len(labels), labels
+    labels = [METHODS.get(name).label for name in METHODS.names()]
+    assert all(labels) and len(set(labels)) == len(labels), labels
     report = (PACKAGE / "report.py").read_text()
     assert "METHOD_ORDER" not in report and "LOSS_NAMES" not in report

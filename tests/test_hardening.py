@@ -51,7 +51,8 @@ def test_a_second_writer_is_refused_and_the_live_run_finishes(tmp_path, capsys):
     finally:
         proc.kill()
     assert proc.returncode == 0, err
-    assert json.loads((run / "summary.json").read_text())["best_epoch"] >= 0
+    assert json.loads((run / "summary.json").read_text())["best_epoch"] in range(1, 151)  # 0: no epoch was judged
+    assert len((run / "log.csv").read_text().splitlines()) == 1 + 150  # header and every epoch
     assert not (run / f"{LOCK_NAME}.owner").exists()  # released at the end
 
 

@@ -502,7 +502,7 @@ def test_resume_with_other_settings_is_refused(tiny_cfg, tmp_path, monkeypatch):
         train(other, resume=True, log=None)
     assert (run / "config.yaml").read_text() == before  # nothing rewritten
     ok = tiny_cfg("train.epochs=4", f"run.dir={run}", "train.progress=none", "train.threads=0")
-    assert train(ok, resume=True, log=None)["best_epoch"] >= 0  # device/threads/progress are free
+    assert train(ok, resume=True, log=None)["best_epoch"] in range(1, 5)  # device/threads/progress are free
 
 
 # ------------------------------------------------------------------------------------------------
@@ -707,7 +707,8 @@ def test_interrupt_mid_epoch_in_m2m_phase_resumes_exactly(tiny_cfg, tmp_path, mo
     assert sum(int(r["m2m_accepted"]) for r in rows[2:]) > 0, "no translated sample was accepted"
 
 
-# Not marked slow: four processes, ~20 s of CPU, 14-16 s wall on 2 cores (longer on a busy machine).
+# Four processes, ~20 s of CPU, 14-16 s wall on 2 cores (longer on a busy machine); the in-process interruption
+# above keeps the M2m-phase resume in the fast suite.
 @pytest.mark.slow  # SIGKILL of a training process, then resume
 def test_sigkill_in_m2m_phase_then_resume_matches_uninterrupted_run(tmp_path):
     g = tmp_path / "g"
