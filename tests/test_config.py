@@ -1,5 +1,8 @@
+from pathlib import Path
+
 import pytest
 
+import major2minor
 from major2minor.config import ConfigError, list_recipes, load_config
 from major2minor.registry import UnknownNameError
 
@@ -60,8 +63,10 @@ def test_cross_field_errors():
 
 
 def test_every_shipped_recipe_loads():
-    for name in list_recipes():
-        load_config(name)
+    shipped = sorted(p.stem for p in (Path(major2minor.__file__).parent / "recipes").glob("*.yaml"))
+    assert "cifar10-lt" in shipped and list_recipes() == shipped  # an empty list would check nothing
+    for name in shipped:
+        assert load_config(name).recipe == name
 
 
 def test_unknown_recipe():
