@@ -755,14 +755,6 @@ def method_label(cfg: Config, requested: Optional[str] = None) -> str:
     return plain[0] if plain else f"{cfg.loss.name}+{cfg.rebalance.name}"
 
 
-def config_from_dict(values: Dict[str, Any]) -> Config:
-    """Rebuild a Config from its ``to_dict()`` form (e.g. a run directory's config.yaml)."""
-    cfg = Config()
-    values = copy.deepcopy(values)
-    apply_dict(cfg, values)
-    return cfg
-
-
 def validate(cfg: Config) -> None:
     """Every section's declared checks, then the cross-field checks, once before any work starts."""
     DATASETS.get(cfg.data.name)

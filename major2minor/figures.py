@@ -381,12 +381,6 @@ def _seed_values(logs: Sequence[LogRows], key: str) -> Tuple[np.ndarray, np.ndar
     return np.array(epochs, dtype=int), values
 
 
-def _series(logs: Sequence[LogRows], key: str):
-    """Epochs (1-based) and the mean over logs of ``key`` at each epoch present in every log (lists)."""
-    epochs, mean, _ = series_stats(logs, key)
-    return [int(e) for e in epochs], [float(v) for v in mean]
-
-
 def best_val_epoch(logs: Sequence[LogRows]) -> Optional[int]:
     """The best-validation epoch (1-based) the curves mark with a star.
 
