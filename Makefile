@@ -20,8 +20,8 @@ demo: $(STAMP)
 
 # lint: ruff (style and errors), ruff format (layout), import-linter (the package's layers, no cycles)
 lint: $(STAMP)
-	$(VENV)/bin/ruff check major2minor tests benchmarks
-	$(VENV)/bin/ruff format --check major2minor tests benchmarks
+	$(VENV)/bin/ruff check major2minor tests benchmarks tools
+	$(VENV)/bin/ruff format --check major2minor tests benchmarks tools
 	$(VENV)/bin/lint-imports
 
 test: lint

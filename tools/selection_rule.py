@@ -2,7 +2,7 @@
 chosen from T0 on (``train.select=from_t0``, the default) and at the whole-run best validation epoch (the
 earlier rule, ``train.select=all``), from the same runs: each summary.json records both.
 
-    python benchmarks/selection_rule.py runs/paper/reuters          # prints a Markdown table
+    python tools/selection_rule.py runs/paper/reuters          # prints a Markdown table
 
 Mean ± sample std over the seeds found, in %; "epochs" lists each seed's reported epoch (and, where it
 differs, the whole-run best epoch in brackets).

@@ -1,6 +1,6 @@
 """Compare two trees of run directories bit for bit (a refactor must not change any result).
 
-    python benchmarks/compare_runs.py runs/before runs/after
+    python tools/compare_runs.py runs/before runs/after
 
 For every run directory (a folder with ``summary.json``) found under the first root, the run at the
 same relative path under the second root must have:

@@ -1,7 +1,7 @@
 """Every bad input of the hardening review, fed to the real CLI: prints a Markdown table of the input, the
 exit status and the first line the user reads (stderr), all before any training starts.
 
-    python benchmarks/bad_inputs.py            # a few minutes on a 2-core CPU
+    python tools/bad_inputs.py > tools/bad_inputs.md     # a few minutes on a 2-core CPU
 
 Files it needs (a garbled Twitter file, CSV/NPZ data, a broken recipe, a truncated log) are written to a
 temporary folder in exactly their real formats; nothing outside it is touched.  The issue 22 item 6 rows plant
