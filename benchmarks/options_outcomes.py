@@ -40,7 +40,8 @@ def run_variant(name: str, seeds: int, root: str) -> dict:
             "digits-lt", ["method=m2m", f"train.seed={seed}", f"run.root={root}", "train.progress=none", *overrides]
         )
         run_dir = f"{root}/{name.split()[0]}/seed{seed}"
-        s = train(cfg, resume=True, log=None, run_dir=run_dir)
+        cfg.run.dir = str(run_dir)
+        s = train(cfg, resume=True, log=None)
         acc.append(s["m2m"]["acceptance"] or 0.0)
         bacc.append(s["test_at_best"]["bacc"])
     return {

@@ -22,7 +22,7 @@ the pipeline (:func:`major2minor.pipeline.train`) trains or finds g first and pa
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
 import platform
 import shutil
@@ -30,24 +30,18 @@ import sys
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 
 from major2minor import distributed as dist_utils
 from major2minor.checkpoint import (
-    atomic_write_json,
-    atomic_write_text,
     json_text,
-    load_resume_checkpoint,
-    save_checkpoint,
 )
 from major2minor.config import Config
 from major2minor.data import DataBundle, Split, build_dataset, to_float
 from major2minor.data.batches import batch_source, is_streamed, iter_uint8_batches
 from major2minor.data.sampling import epoch_indices
-from major2minor.figures import write_run_figures
 from major2minor.losses import build_loss
 from major2minor.methods.base import EpochContext, Rebalancer, RunContext
 from major2minor.methods.generator import describe_generator, load_generators
@@ -56,18 +50,7 @@ from major2minor.models import build_model
 from major2minor.models.footprint import check_training_memory
 from major2minor.numerics import ProcessSettings, choose_amp
 from major2minor.registry import MODELS, REBALANCERS
-from major2minor.rundir import (
-    RunDirError,
-    RunLock,
-    check_resume_config,
-    data_changes,
-    default_run_dir,
-    environment,
-    prepare_run_dir,
-    seal_finished,
-    verify_finished,
-    write_csv,
-)
+from major2minor.rundir import RunDir, RunDirError, TrainingCheckpoint, check_resume_config, data_changes
 from major2minor.tblog import NullTBLogger, TBLogger
 from major2minor.units import duration, percent
 
@@ -234,24 +217,29 @@ def check_splits(bundle: DataBundle) -> None:
             )
 
 
-def check_same_data(run_dir: Path, manifest: Dict[str, Any]) -> None:
+def check_same_data(run: RunDir, manifest: Dict[str, Any]) -> None:
     """A run resumes only on the data it started with: its manifest's checksum (labels of every split and
     the first inputs) and class names must match the ones ``manifest.json`` recorded at the start."""
-    path = run_dir / "manifest.json"
-    if not path.exists():
-        return
-    changes = data_changes(json.loads(path.read_text()), manifest)
+    before = run.read_manifest()
+    changes = data_changes(before, manifest) if before is not None else []
     if changes:
         raise RunDirError(
-            f"cannot resume {run_dir}: its data changed since the run started ({'; '.join(changes)}). Resume it "
+            f"cannot resume {run}: its data changed since the run started ({'; '.join(changes)}). Resume it "
             "on the data it started with (see its manifest.json), or start a new run with run.dir=PATH."
         )
 
 
-def _kept(run_dir: Path, epoch: int) -> str:
+def _kept(run: RunDir, epoch: int) -> str:
     if epoch == 0:
         return "no checkpoint was written (the first epoch did not finish)."
-    return f"the last good checkpoint {run_dir / 'last.pt'} (end of epoch {epoch}) is kept."
+    return f"the last good checkpoint {run / RunDir.LAST} (end of epoch {epoch}) is kept."
+
+
+FLUSH_NOT_APPLIED = (
+    "train.flush_denormal={} could not be applied to every CPU thread (the CPU lacks the mode, or torch's threads "
+    "were started before this run); results are unaffected but speed may be lower: call "
+    "major2minor.numerics.flush_denormals() at the start of the program."
+)
 
 
 def _progress(mode: str, total: int, initial: int, desc: str = ""):
@@ -273,65 +261,119 @@ def _progress(mode: str, total: int, initial: int, desc: str = ""):
     )
 
 
+@dataclass(frozen=True)
+class RunParts:
+    """Everything :meth:`Trainer.setup` builds for one run; the values that change from epoch to epoch are
+    in :class:`TrainState`, the progress display in :class:`Progress`."""
+
+    run: RunDir
+    dist: dist_utils.DistInfo
+    device: torch.device
+    log: Log  # rank 0's log; the other ranks log nothing
+    bundle: DataBundle
+    counts: List[int]
+    method: Rebalancer
+    model: torch.nn.Module  # f
+    step_model: torch.nn.Module  # what the training step calls (compiled, DDP)
+    translate_model: torch.nn.Module  # what methods translate with (never the DDP wrapper)
+    train_split: Split
+    loss_fn: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    sample_gen: torch.Generator
+    aug_gen: torch.Generator
+    source: Any  # the batches of each epoch (data.batches)
+    amp: str
+    amp_reason: str
+    tb: Any
+    generators_used: List[Dict[str, Any]]
+    n_batches: int
+
+
+class Progress:
+    """The run's progress bar (with ETA on a terminal), the time estimate of the first steps, and where
+    progress lines go (above the bar when it shows, else to the log)."""
+
+    def __init__(self, bar: Any, estimate: Optional[EpochEstimate], log: Log):
+        self.bar, self.estimate, self.log = bar, estimate, log
+
+    def say(self, msg: str) -> None:
+        if self.bar.disable:
+            self.log(msg)
+        else:
+            self.bar.write(msg)
+
+    def after_batch(self, b: int) -> None:
+        self.bar.update(1)
+        if self.estimate is not None and (msg := self.estimate.after_batch(b)):
+            self.say(msg)
+
+    def epoch_done(self) -> None:
+        self.estimate = None  # the first epoch this process runs is the one timed
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 class Trainer:
     """One run: ``Trainer(cfg, ...).fit(resume)`` trains it and returns its summary.
 
     Args:
-        cfg: the resolved, validated configuration.
-        run_dir: where the run's files go (default ``run.dir``, else ``ROOT/RECIPE/METHOD/seedN``).
+        cfg: the resolved, validated configuration; ``run.dir`` (else ``ROOT/RECIPE/METHOD/seedN``) is
+            where the run lives (:class:`~major2minor.rundir.RunDir`).
         log: where progress lines go (``None``: nowhere); only rank 0 logs under torchrun.
         generators: paths of the frozen classifiers the method needs (M2m's g), when the method's
             own settings do not give them (the pipeline passes its cached ERM g here).
+        progress_label: the progress bar's name (the pipeline's g: "g (ERM)").
+
+    The phases take and return what they use: :meth:`setup` returns the run's parts (:class:`RunParts`),
+    :meth:`restore` the loop's state (:class:`TrainState`), :meth:`announce` the :class:`Progress`.
     """
 
     def __init__(
         self,
         cfg: Config,
-        run_dir: Optional[Path] = None,
         log: Optional[Log] = print,
         generators: Sequence[str] = (),
         progress_label: str = "",
     ):
         self.cfg = cfg
-        self.progress_label = progress_label  # the progress bar's name (the pipeline's g: "g (ERM)")
-        self.run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
+        self.run = RunDir.of(cfg)
         self.log = log or (lambda s: None)
         self.generator_paths = list(generators)
+        self.progress_label = progress_label
+        # the first epoch that may be reported (train.select): T0 for a deferred method, else the first
+        deferred = REBALANCERS.get(cfg.rebalance.name).deferred
+        self.judged_from = cfg.train.deferred_epoch if deferred and cfg.train.select == "from_t0" else 0
 
     def fit(self, resume: bool = False) -> Dict[str, Any]:
         """Open, set up, restore, train epoch by epoch, finish; process-wide settings restored after."""
-        self.t_start = time.time()
+        t_start = time.time()
         with ProcessSettings(self.cfg.train, threads=resolved_threads(self.cfg)) as settings, ExitStack() as held:
-            self.dist, self.device = dist_utils.setup(self.cfg.train.device)
-            settings.for_device(self.device, self.dist.enabled)
-            if not self.dist.is_main:  # one voice: rank 0 logs, writes files and draws figures
-                self.log = lambda s: None
+            dist, device = dist_utils.setup(self.cfg.train.device)
+            settings.for_device(device, dist.enabled)
+            log = self.log if dist.is_main else (lambda s: None)  # one voice: rank 0 logs, writes, draws
             if not settings.flush_applied:
-                self.log(
-                    f"train.flush_denormal={str(self.cfg.train.flush_denormal).lower()} could not be applied "
-                    "to every CPU thread (the CPU lacks the mode, or torch's threads were started before "
-                    "this run); results are unaffected but speed may be lower: call "
-                    "major2minor.numerics.flush_denormals() at the start of the program."
-                )
+                log(FLUSH_NOT_APPLIED.format(str(self.cfg.train.flush_denormal).lower()))
             # the data first: a missing or unreadable file is reported as such, and reuse compares its manifest
-            self.bundle = self.load_data()
-            status = self.open_run_dir(resume, held)
+            bundle = self.load_data()
+            status = self.open_run_dir(dist, resume, held)
             if status == "done":
-                return self.reuse_finished()
-            checkpoint = self.read_resume_checkpoint() if status == "resume" else None
-            self.setup()
+                return self.reuse_finished(bundle, dist, log)
+            checkpoint = self.run.read_resume_checkpoint(log) if status == "resume" else None
             if checkpoint is not None:
-                self.restore(checkpoint)
-            self.announce()
+                check_resume_config(self.run.path, checkpoint.config, self.cfg.to_dict())
+            parts = self.setup(dist, device, bundle, status == "resume", log)
+            state = self.restore(parts, checkpoint) if checkpoint is not None else TrainState()
+            progress = self.announce(parts, state)
             # closed (and cleared) on the way out of an error or Ctrl-C too, before the caller prints why it
             # stopped: a bar closed later would put that line after the bar's text, or clear it away
-            held.callback(self.bar.close)
-            for epoch in range(self.state.epoch, self.cfg.train.epochs):
+            held.callback(progress.close)
+            for epoch in range(state.epoch, self.cfg.train.epochs):
                 t_epoch = time.time()
-                totals = self.train_epoch(epoch)
-                self.check_weights(epoch)
-                self.evaluate_and_checkpoint(epoch, totals, t_epoch)
-            return self.finish()
+                totals = self.train_epoch(parts, state, progress, epoch)
+                self.check_weights(parts, epoch)
+                self.evaluate_and_checkpoint(parts, state, progress, epoch, totals, t_epoch)
+            return self.finish(parts, state, progress, t_start)
 
     # -- phase: open the run directory ----------------------------------------------------------
 
@@ -339,83 +381,77 @@ class Trainer:
         cfg = self.cfg
         return build_dataset(cfg.data, cfg.train.seed if cfg.data.seed is None else cfg.data.seed)
 
-    def open_run_dir(self, resume: bool, held: ExitStack) -> str:
+    def open_run_dir(self, dist: dist_utils.DistInfo, resume: bool, held: ExitStack) -> str:
         """'new', 'resume' or 'done' (decided on rank 0, shared with every rank).  Rank 0, the only writer,
         holds the directory's lock until the run ends: a second writer is refused before it touches a file."""
         status = None
-        if self.dist.is_main:
-            held.enter_context(RunLock(self.run_dir))
-            status = prepare_run_dir(self.run_dir, resume)
-        self.status = dist_utils.broadcast_object(status, self.dist)
-        return self.status
+        if dist.is_main:
+            held.enter_context(self.run.lock())
+            status = self.run.prepare(resume)
+        return dist_utils.broadcast_object(status, dist)
 
-    def reuse_finished(self) -> Dict[str, Any]:
+    def reuse_finished(self, bundle: DataBundle, dist: dist_utils.DistInfo, log: Log) -> Dict[str, Any]:
         """A finished run is reused only when it is the result asked for: trained with these result-deciding
         settings, on this data (manifest checksum and class names), with the g's given, and with its
         summary.json and config.yaml as it wrote them (:func:`~major2minor.rundir.verify_finished`)."""
-        summary = verify_finished(self.run_dir, self.cfg.to_dict(), self.bundle.manifest(), self.generator_paths)
-        self.log(f"{self.run_dir}: finished already (same settings, data and files); reusing its summary")
-        if self.dist.is_main and not (self.run_dir / "curves.png").exists():  # killed after its summary
-            write_run_figures(self.run_dir, log=self.log)
+        summary = self.run.verify(self.cfg.to_dict(), bundle.manifest(), self.generator_paths)
+        log(f"{self.run}: finished already (same settings, data and files); reusing its summary")
+        if dist.is_main and not self.run.has_figures():  # killed after its summary
+            self.run.write_figures(log=log)
         return summary
-
-    def read_resume_checkpoint(self) -> Dict[str, Any]:
-        """last.pt, or last.prev.pt if it is unreadable; refused if it was made with other settings."""
-        checkpoint, _ = load_resume_checkpoint(self.run_dir, self.log)
-        check_resume_config(self.run_dir, checkpoint.get("config"), self.cfg.to_dict())
-        return checkpoint
 
     # -- phase: set up --------------------------------------------------------------------------
 
-    def setup(self) -> None:
-        """Data, f, the method and its frozen g, the training split, loss, optimiser, random streams."""
-        cfg, device, seed = self.cfg, self.device, self.cfg.train.seed
-        self.tb = (
-            TBLogger.from_config(cfg, self.run_dir, self.bundle.class_names) if self.dist.is_main else NullTBLogger()
-        )
-        check_splits(self.bundle)
-        manifest = self.bundle.manifest()
-        if self.status == "resume":
-            check_same_data(self.run_dir, manifest)
-        self.counts = self.bundle.train_counts
+    def setup(
+        self, dist: dist_utils.DistInfo, device: torch.device, bundle: DataBundle, resuming: bool, log: Log
+    ) -> RunParts:
+        """f, the method and its frozen g, the training split, loss, optimiser, random streams; the run's
+        config.yaml, manifest.json and environment.json (rank 0)."""
+        cfg, seed = self.cfg, self.cfg.train.seed
+        check_splits(bundle)
+        manifest = bundle.manifest()
+        if resuming:
+            check_same_data(self.run, manifest)
         method_cls = REBALANCERS.get(cfg.rebalance.name)
-        self.method: Rebalancer = method_cls(cfg, self.counts)
-        b = self.bundle  # estimated before anything is allocated: an impossible size is refused naming its setting
-        check_training_memory(cfg, b.num_classes, b.input_shape, device, train_size=len(b.train))
-        self.model = build_model_seeded(cfg, self.bundle, seed, device)
+        method: Rebalancer = method_cls(cfg, bundle.train_counts)
+        # estimated before anything is allocated: an impossible size is refused naming its setting
+        check_training_memory(cfg, bundle.num_classes, bundle.input_shape, device, train_size=len(bundle.train))
+        model = build_model_seeded(cfg, bundle, seed, device)
         # bf16 autocast where it pays (train.amp=auto): the choice and its reason go into environment.json
-        self.amp, self.amp_reason = choose_amp(cfg.train.amp, device, MODELS.entry(cfg.model.name).meta.get("bf16", ()))
+        amp, amp_reason = choose_amp(cfg.train.amp, device, MODELS.entry(cfg.model.name).meta.get("bf16", ()))
         paths = self.frozen_generator_paths(method_cls)
-        self.generators_used = [describe_generator(p) for p in paths]
-        generators = load_generators(paths, cfg, self.bundle, device)
-        self.method.setup(
-            RunContext(cfg, self.bundle, device, self.run_dir, self.log, self.dist.rank, generators, self.amp)
-        )
-        if is_streamed(self.bundle.train) and method_cls.rewrites_train:
+        generators = load_generators(paths, cfg, bundle, device)
+        method.setup(RunContext(cfg, bundle, device, self.run.path, log, dist.rank, generators, amp))
+        if is_streamed(bundle.train) and method_cls.rewrites_train:
             raise ValueError(
                 f"rebalance.name={cfg.rebalance.name} rewrites the training set in memory; it cannot "
                 "run on streamed data (data.stream=true)."
             )
-        self.train_split = self.method.prepare_train(self.bundle.train, seed).to(device)  # SMOTE adds samples
-        self.loss_fn = build_loss(cfg, self.counts).to(device)
+        train_split = method.prepare_train(bundle.train, seed).to(device)  # SMOTE adds samples
         o = cfg.optim
-        self.optimizer = torch.optim.SGD(
-            self.model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov
+        optimizer = torch.optim.SGD(
+            model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov
         )
-        self.step_model, self.translate_model = self.wrap_model()
         # separate generators per purpose, so e.g. M2m's draws do not shift the sampling stream
-        self.sample_gen = torch.Generator().manual_seed(seed)
-        self.aug_gen = torch.Generator(device=device).manual_seed(seed + 1 + 1000 * self.dist.rank)  # per rank
-        self.state = TrainState()
-        # the batches of each epoch: gathered from the device-resident split, or streamed from files
-        self.source = batch_source(self.train_split, self.bundle.augment, self.aug_gen, seed, self.dist, device)
-        if self.dist.is_main:
-            atomic_write_text(self.run_dir / "config.yaml", cfg.to_yaml())
-            atomic_write_json(self.run_dir / "manifest.json", manifest)
-            atomic_write_json(
-                self.run_dir / "environment.json",
-                {**environment(), "world_size": self.dist.world_size, "amp": self.amp, "amp_reason": self.amp_reason},
-            )
+        aug_gen = torch.Generator(device=device).manual_seed(seed + 1 + 1000 * dist.rank)  # per rank
+        if dist.is_main:
+            self.write_run_files(manifest, dist, amp, amp_reason)
+        return RunParts(
+            self.run, dist, device, log, bundle, bundle.train_counts, method, model,
+            *self.wrap_model(model, dist, device), train_split, build_loss(cfg, bundle.train_counts).to(device),
+            optimizer, torch.Generator().manual_seed(seed), aug_gen,
+            # the batches of each epoch: gathered from the device-resident split, or streamed from files
+            batch_source(train_split, bundle.augment, aug_gen, seed, dist, device),
+            amp, amp_reason,
+            TBLogger.from_config(cfg, self.run.path, bundle.class_names) if dist.is_main else NullTBLogger(),
+            [describe_generator(p) for p in paths],
+            math.ceil(len(train_split) / cfg.train.batch_size),
+        )  # fmt: skip
+
+    def write_run_files(self, manifest: Dict[str, Any], dist: dist_utils.DistInfo, amp: str, amp_reason: str):
+        self.run.write_config(self.cfg)
+        self.run.write_manifest(manifest)
+        self.run.write_environment({"world_size": dist.world_size, "amp": amp, "amp_reason": amp_reason})
 
     def frozen_generator_paths(self, method_cls: type) -> List[str]:
         """The g's to load: the method's own setting, else the paths given to the trainer."""
@@ -431,103 +467,103 @@ class Trainer:
             )
         return paths
 
-    def wrap_model(self):
+    def wrap_model(self, model: torch.nn.Module, dist: dist_utils.DistInfo, device: torch.device):
         """(the module the training step calls, the module methods translate with)."""
-        step_model = torch.compile(self.model) if self.cfg.train.compile else self.model
-        if not self.dist.enabled:
+        step_model = torch.compile(model) if self.cfg.train.compile else model
+        if not dist.enabled:
             return step_model, step_model
         # M2m translates with the plain module under DDP (translation needs input gradients only, which
         # must not trigger DDP's gradient all-reduce)
         ddp = torch.nn.parallel.DistributedDataParallel(
-            step_model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            step_model, device_ids=[device.index] if device.type == "cuda" else None
         )
-        return ddp, self.model
+        return ddp, model
 
     # -- phase: restore -------------------------------------------------------------------------
 
-    def restore(self, ckpt: Dict[str, Any]) -> None:
-        """Model, optimiser, sampler / augmentation / method random states and the loop state."""
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.sample_gen.set_state(ckpt["rng"]["sample"])
-        per_rank = ckpt.get("per_rank", [{"augment": ckpt["rng"]["augment"], "rebalancer": ckpt.get("rebalancer", {})}])
-        if len(per_rank) != self.dist.world_size:
+    def restore(self, parts: RunParts, ckpt: TrainingCheckpoint) -> TrainState:
+        """Model, optimiser, sampler / augmentation / method random states; returns the loop state."""
+        parts.model.load_state_dict(ckpt.model)
+        parts.optimizer.load_state_dict(ckpt.optimizer)
+        parts.sample_gen.set_state(ckpt.rng["sample"])
+        if len(ckpt.per_rank) != parts.dist.world_size:
             raise ValueError(
-                f"{self.run_dir} was saved by {len(per_rank)} process(es) but is resumed with "
-                f"{self.dist.world_size}; resume with the same torchrun --nproc_per_node."
+                f"{self.run} was saved by {len(ckpt.per_rank)} process(es) but is resumed with "
+                f"{parts.dist.world_size}; resume with the same torchrun --nproc_per_node."
             )
-        mine = per_rank[self.dist.rank]
-        self.aug_gen.set_state(mine["augment"].to(self.aug_gen.get_state().device))
-        self.method.load_state_dict(mine["rebalancer"])
-        self.state = TrainState(**ckpt["state"])
-        self.state.adopt_overall_best()
-        self.log(f"resuming {self.run_dir} at epoch {self.state.epoch}")
+        mine = ckpt.per_rank[parts.dist.rank]
+        parts.aug_gen.set_state(mine["augment"].to(parts.aug_gen.get_state().device))
+        parts.method.load_state_dict(mine["rebalancer"])
+        state = TrainState(**ckpt.state)
+        state.adopt_overall_best()
+        parts.log(f"resuming {self.run} at epoch {state.epoch}")
+        return state
 
-    def announce(self) -> None:
+    def announce(self, parts: RunParts, state: TrainState) -> Progress:
         """The run's one-line description; the progress bar and the time estimate of the first steps."""
-        cfg, bs, dist = self.cfg, self.cfg.train.batch_size, self.dist
-        n = len(self.train_split)
+        cfg, bs, dist, b = self.cfg, self.cfg.train.batch_size, parts.dist, parts.bundle
+        n = len(parts.train_split)
         if dist.enabled and bs < dist.world_size:
             raise ValueError(
                 f"train.batch_size={bs} is the global batch and must be >= the number of processes ({dist.world_size})."
             )
-        self.n_batches = math.ceil(n / bs)
-        self.bar = _progress(
+        bar = _progress(
             cfg.train.progress if dist.is_main else "none",
-            cfg.train.epochs * self.n_batches,
-            self.state.epoch * self.n_batches,
+            cfg.train.epochs * parts.n_batches,
+            state.epoch * parts.n_batches,
             desc=self.progress_label,
         )
-        counts, b = self.counts, self.bundle
-        self.log(
+        counts = parts.counts
+        parts.log(
             f"{cfg.method}: {b.name} train {len(b.train)} (counts {counts[:3]}...{counts[-3:]}), "
-            f"val {len(b.val)}, test {len(b.test)}; model {cfg.model.name}; device {self.device} "
-            f"({'bf16 autocast' if self.amp == 'bf16' else 'fp32'}; {self.amp_reason}); "
+            f"val {len(b.val)}, test {len(b.test)}; model {cfg.model.name}; device {parts.device} "
+            f"({'bf16 autocast' if parts.amp == 'bf16' else 'fp32'}; {parts.amp_reason}); "
             + (f"{dist.world_size} processes; " if dist.enabled else "")
-            + (f"streamed by {self.train_split.x.workers} loader workers per process; " if self.source.streamed else "")
-            + f"run dir {self.run_dir}"
+            + (
+                f"streamed by {parts.train_split.x.workers} loader workers per process; "
+                if parts.source.streamed
+                else ""
+            )
+            + f"run dir {self.run}"
         )
         n_steps = n // bs + int(n % bs >= max(dist.world_size, 1))  # batches actually run
-        self.estimate = (
-            EpochEstimate(n_steps, cfg.train.epochs - self.state.epoch, bs, self.device)
-            if self.state.epoch < cfg.train.epochs and n_steps > 0
+        estimate = (
+            EpochEstimate(n_steps, cfg.train.epochs - state.epoch, bs, parts.device)
+            if state.epoch < cfg.train.epochs and n_steps > 0
             else None
         )
+        return Progress(bar, estimate, parts.log)
 
     # -- phase: one epoch -----------------------------------------------------------------------
 
-    def train_epoch(self, epoch: int) -> EpochTotals:
+    def train_epoch(self, parts: RunParts, state: TrainState, progress: Progress, epoch: int) -> EpochTotals:
         """One pass over this epoch's index stream, one SGD step per batch."""
         lr = learning_rate(self.cfg.optim, epoch)
-        for group in self.optimizer.param_groups:
+        for group in parts.optimizer.param_groups:
             group["lr"] = lr
-        weights = self.method.class_weights(epoch)
-        class_weight = None if weights is None else torch.as_tensor(weights, dtype=torch.float32, device=self.device)
-        indices = epoch_indices(self.train_split.y, self.method.sample_weights(epoch), self.sample_gen)
-        self.method.on_epoch_start(
-            epoch, EpochContext(self.translate_model, self.train_split, self.bundle, self.n_batches)
+        weights = parts.method.class_weights(epoch)
+        class_weight = None if weights is None else torch.as_tensor(weights, dtype=torch.float32, device=parts.device)
+        indices = epoch_indices(parts.train_split.y, parts.method.sample_weights(epoch), parts.sample_gen)
+        parts.method.on_epoch_start(
+            epoch, EpochContext(parts.translate_model, parts.train_split, parts.bundle, parts.n_batches)
         )
-        self.model.train()
+        parts.model.train()
+        zeros = lambda **kw: torch.zeros(**kw, device=parts.device)  # noqa: E731
         totals = EpochTotals(
-            lr,
-            weights,
-            torch.zeros(self.bundle.num_classes, dtype=torch.long, device=self.device),
-            torch.zeros((), device=self.device),
-            torch.zeros((), device=self.device),
+            lr, weights, zeros(size=(parts.bundle.num_classes,), dtype=torch.long), zeros(size=()), zeros(size=())
         )
         # train.batch_size is the global batch: each rank gets its contiguous share of every global batch
         # (a final global batch smaller than the number of ranks is dropped on every rank alike), in
         # memory or decoded by DataLoader workers (data/batches.py)
-        for b, (x, y) in enumerate(self.source.batches(indices, self.cfg.train.batch_size, epoch)):
-            self.train_step(x, y, epoch, b, class_weight, totals)
-            self.bar.update(1)
-            if self.estimate is not None and (msg := self.estimate.after_batch(b)):
-                self.say(msg)
-        self.estimate = None
+        for b, (x, y) in enumerate(parts.source.batches(indices, self.cfg.train.batch_size, epoch)):
+            self.train_step(parts, x, y, epoch, b, class_weight, totals)
+            progress.after_batch(b)
+        progress.epoch_done()
         return totals
 
     def train_step(
         self,
+        parts: RunParts,
         x: torch.Tensor,
         y: torch.Tensor,
         epoch: int,
@@ -536,90 +572,92 @@ class Trainer:
         totals: EpochTotals,
     ) -> None:
         """The method's batch transform, then loss, backward and step; sums stay on the device."""
-        x, y = self.method.transform_batch(self.translate_model, x, y, epoch)
+        x, y = parts.method.transform_batch(parts.translate_model, x, y, epoch)
         if self.cfg.train.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp == "bf16"):
-            logits = self.step_model(x)
-        loss = self.method.batch_loss(self.loss_fn(logits.float(), y, class_weight), y, class_weight)
+        with torch.autocast(parts.device.type, dtype=torch.bfloat16, enabled=parts.amp == "bf16"):
+            logits = parts.step_model(x)
+        loss = parts.method.batch_loss(parts.loss_fn(logits.float(), y, class_weight), y, class_weight)
         # under DDP every rank must take the same decision, so the check sees the summed loss
         if not torch.isfinite(
-            dist_utils.all_reduce_sum(loss.detach().clone(), self.dist) if self.dist.enabled else loss
+            dist_utils.all_reduce_sum(loss.detach().clone(), parts.dist) if parts.dist.enabled else loss
         ):
             raise NonFiniteLossError(
                 f"non-finite loss ({loss.item()}) at epoch {epoch + 1}/{self.cfg.train.epochs}, batch "
-                f"{b + 1}/{self.n_batches}; {_kept(self.run_dir, epoch)} Lower optim.lr or check the inputs "
+                f"{b + 1}/{parts.n_batches}; {_kept(self.run, epoch)} Lower optim.lr or check the inputs "
                 "for NaN/inf."
             )
-        self.optimizer.zero_grad(set_to_none=True)
+        parts.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self.optimizer.step()
-        totals.seen += torch.bincount(y, minlength=self.bundle.num_classes)
+        parts.optimizer.step()
+        totals.seen += torch.bincount(y, minlength=parts.bundle.num_classes)
         totals.loss_sum += loss.detach() * len(y)
         totals.correct += (logits.argmax(1) == y).sum()
 
-    def check_weights(self, epoch: int) -> None:
+    def check_weights(self, parts: RunParts, epoch: int) -> None:
         """A step can leave inf/NaN weights with a finite loss (the last batch): never save such a model."""
-        tensors = [(n, t) for n, t in self.model.state_dict().items() if t.is_floating_point()]
+        tensors = [(n, t) for n, t in parts.model.state_dict().items() if t.is_floating_point()]
         if not bool(torch.stack([torch.isfinite(t).all() for _, t in tensors]).all()):  # one sync
             bad = [n for n, t in tensors if not bool(torch.isfinite(t).all())]
             raise NonFiniteLossError(
                 f"non-finite weights ({bad[:3]}) after epoch {epoch + 1}/"
-                f"{self.cfg.train.epochs}; {_kept(self.run_dir, epoch)} Lower optim.lr."
+                f"{self.cfg.train.epochs}; {_kept(self.run, epoch)} Lower optim.lr."
             )
 
     # -- phase: evaluate and checkpoint ---------------------------------------------------------
 
-    def evaluate_and_checkpoint(self, epoch: int, totals: EpochTotals, t_epoch: float) -> None:
+    def evaluate_and_checkpoint(
+        self, parts: RunParts, state: TrainState, progress: Progress, epoch: int, totals: EpochTotals, t_epoch: float
+    ) -> None:
         """Validation on the whole split (model selection on its bACC only), test on a new best, the
-        log row, best.pt / last.pt."""
+        log row, best.pt / last.pt, the epoch's line."""
         for t in (totals.seen, totals.loss_sum, totals.correct):  # what all ranks together saw this epoch
-            dist_utils.all_reduce_sum(t, self.dist)
-        dist_utils.broadcast_buffers(self.model, self.dist)  # evaluate (and save) rank 0's BN statistics
-        val = self.evaluate(self.bundle.val)
-        improved = self.track_best(epoch, val)
-        row = self.epoch_row(epoch, totals, val)
+            dist_utils.all_reduce_sum(t, parts.dist)
+        dist_utils.broadcast_buffers(parts.model, parts.dist)  # evaluate (and save) rank 0's BN statistics
+        val = self.evaluate(parts, parts.bundle.val)
+        improved = self.track_best(parts, state, epoch, val)
+        row = self.epoch_row(parts, state, epoch, totals, val)
         row["epoch_seconds"] = time.time() - t_epoch  # training and evaluation
-        self.state.history.append(row)
-        self.state.train_seconds += row["epoch_seconds"]
-        self.state.epoch = epoch + 1
-        self.save(epoch, row, improved)
-        fields = self.method.progress_fields(row)
-        if self.earlier_best_note() is not None:  # said in full once, at the end (summary.json warnings)
-            fields["WARNING"] = f"pre-T0 epoch {self.state.overall_best_epoch + 1} better on val"
+        state.history.append(row)
+        state.train_seconds += row["epoch_seconds"]
+        state.epoch = epoch + 1
+        self.save(parts, state, epoch, row, improved)
+        fields = parts.method.progress_fields(row)
+        if self.earlier_best_note(state) is not None:  # said in full once, at the end (summary.json warnings)
+            fields["WARNING"] = f"pre-T0 epoch {state.overall_best_epoch + 1} better on val"
         extra = (" | " + ", ".join(f"{k} {v}" for k, v in fields.items())) if fields else ""
-        self.bar.set_postfix_str(f"val bACC {percent(val['bacc'])}")
-        self.say(
+        progress.bar.set_postfix_str(f"val bACC {percent(val['bacc'])}")
+        progress.say(
             f"epoch {epoch + 1}/{self.cfg.train.epochs} lr {totals.lr:.4g} loss {row['train_loss']:.4f} "
             f"val bACC {percent(val['bacc'])} GM {percent(val['gm'])}{' *' if improved else ''}{extra} "
             f"({row['epoch_seconds']:.1f}s)"
         )
-        for warning in self.method.epoch_warnings(row):
-            self.say(f"WARNING: {warning}")
+        for warning in parts.method.epoch_warnings(row):
+            progress.say(f"WARNING: {warning}")
 
     def selectable(self, epoch: int) -> bool:
         """May ``epoch`` (0-based) be the reported one?  With ``train.select=from_t0`` a method with a deferred
         phase (DRS, DRW, M2m, ...) is judged on its own epochs, ``epoch >= T0``: before T0 it is the plain model."""
-        return self.cfg.train.select == "all" or not self.method.deferred or epoch >= self.cfg.train.deferred_epoch
+        return epoch >= self.judged_from
 
-    def track_best(self, epoch: int, val: Dict[str, Any]) -> bool:
+    def track_best(self, parts: RunParts, state: TrainState, epoch: int, val: Dict[str, Any]) -> bool:
         """Keep the whole-run best and the reported best (the best selectable epoch; a later epoch wins a tie);
         test on a new best of either.  True when the reported best moved to this epoch (best.pt is written)."""
-        st, test = self.state, None
+        st, test = state, None
         if val["bacc"] >= st.overall_best_val_bacc:
-            test = self.evaluate(self.bundle.test)
+            test = self.evaluate(parts, parts.bundle.test)
             st.overall_best_val_bacc, st.overall_best_epoch, st.test_at_overall_best = val["bacc"], epoch, test
         # a best left from epochs that may not be reported (a branched prefix's, before T0) is replaced
         improved = self.selectable(epoch) and (val["bacc"] >= st.best_val_bacc or not self.selectable(st.best_epoch))
         if improved:
             st.best_val_bacc, st.best_epoch, st.val_at_best = val["bacc"], epoch, val
-            st.test_at_best = test if test is not None else self.evaluate(self.bundle.test)
+            st.test_at_best = test if test is not None else self.evaluate(parts, parts.bundle.test)
         return improved
 
-    def earlier_best_note(self) -> Optional[str]:
+    def earlier_best_note(self, state: TrainState) -> Optional[str]:
         """A warning when an epoch that may not be reported (before T0) was better on validation than the
         reported one: the method then did worse on validation than the plain model it started from."""
-        st, t0 = self.state, self.cfg.train.deferred_epoch
+        st, t0 = state, self.cfg.train.deferred_epoch
         if st.best_epoch < 0 or self.selectable(st.overall_best_epoch) or st.overall_best_val_bacc <= st.best_val_bacc:
             return None
         return (
@@ -629,21 +667,23 @@ class Trainer:
             f"acts (train.deferred_epoch={t0}, train.select=from_t0; train.select=all chooses from every epoch)"
         )
 
-    def evaluate(self, split: Split) -> Dict[str, Any]:
+    def evaluate(self, parts: RunParts, split: Split) -> Dict[str, Any]:
         return evaluate(
-            self.model,
+            parts.model,
             split,
-            self.bundle.num_classes,
-            self.counts,
-            self.device,
+            parts.bundle.num_classes,
+            parts.counts,
+            parts.device,
             self.cfg.train.eval_batch_size,
-            self.amp,
-            self.dist,
+            parts.amp,
+            parts.dist,
         )
 
-    def epoch_row(self, epoch: int, totals: EpochTotals, val: Dict[str, Any]) -> Dict[str, Any]:
+    def epoch_row(
+        self, parts: RunParts, state: TrainState, epoch: int, totals: EpochTotals, val: Dict[str, Any]
+    ) -> Dict[str, Any]:
         """The epoch's log.csv row: training and validation figures, then the method's statistics."""
-        n_seen, st = int(totals.seen.sum()), self.state
+        n_seen, st = int(totals.seen.sum()), state
         row: Dict[str, Any] = {
             "epoch": epoch + 1,  # epochs are numbered from 1 in every file and on screen
             "lr": totals.lr,
@@ -661,104 +701,101 @@ class Trainer:
             "seen_per_class": totals.seen.tolist(),
             "class_weights": None if totals.weights is None else [round(float(w), 6) for w in totals.weights],
         }
-        row.update(self.method.merge_epoch_stats(dist_utils.all_gather_object(self.method.epoch_stats(), self.dist)))
+        stats = dist_utils.all_gather_object(parts.method.epoch_stats(), parts.dist)
+        row.update(parts.method.merge_epoch_stats(stats))
         return row
 
-    def save(self, epoch: int, row: Dict[str, Any], improved: bool) -> None:
+    def save(self, parts: RunParts, state: TrainState, epoch: int, row: Dict[str, Any], improved: bool) -> None:
         """log.csv, TensorBoard, best.pt (on a new best) and last.pt, atomically, from rank 0."""
         per_rank = dist_utils.all_gather_object(
-            {"augment": self.aug_gen.get_state().cpu(), "rebalancer": self.method.state_dict()}, self.dist
+            {"augment": parts.aug_gen.get_state().cpu(), "rebalancer": parts.method.state_dict()}, parts.dist
         )
-        if not self.dist.is_main:
+        if not parts.dist.is_main:
             return
-        write_csv(self.run_dir / "log.csv", self.state.history)
-        self.tb.log_row(row["epoch"], row)
-        ckpt = {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "epoch": epoch,
-            "state": self.state.__dict__,
-            "rng": {"sample": self.sample_gen.get_state(), "augment": self.aug_gen.get_state()},
-            "rebalancer": self.method.state_dict(),
-            "per_rank": per_rank,
-            "counts": self.counts,
-            "num_classes": self.bundle.num_classes,
-            "model_name": self.cfg.model.name,
-            "config": self.cfg.to_dict(),
-        }
+        self.run.write_log(state.history)
+        parts.tb.log_row(row["epoch"], row)
+        ckpt = TrainingCheckpoint(
+            model=parts.model.state_dict(),
+            optimizer=parts.optimizer.state_dict(),
+            epoch=epoch,
+            state=state.__dict__,
+            rng={"sample": parts.sample_gen.get_state(), "augment": parts.aug_gen.get_state()},
+            rebalancer=parts.method.state_dict(),
+            per_rank=per_rank,
+            counts=parts.counts,
+            num_classes=parts.bundle.num_classes,
+            model_name=self.cfg.model.name,
+            config=self.cfg.to_dict(),
+        )
         if improved:
-            save_checkpoint({**ckpt, "kind": "best"}, self.run_dir / "best.pt")
-        save_checkpoint(ckpt, self.run_dir / "last.pt", keep_previous=True)
+            self.run.save_checkpoint(dataclasses.replace(ckpt, kind="best"), RunDir.BEST)
+        self.run.save_checkpoint(ckpt, RunDir.LAST, keep_previous=True)
 
-    def selection_summary(self) -> Dict[str, Any]:
+    def selection_summary(self, state: TrainState) -> Dict[str, Any]:
         """How the reported epoch was chosen, and the whole-run best validation epoch beside it."""
-        st = self.state
         return {
             "rule": self.cfg.train.select,
-            "from_epoch": 1 if self.selectable(0) else self.cfg.train.deferred_epoch + 1,
-            "overall_best_epoch": st.overall_best_epoch + 1,
-            "val_bacc_at_overall_best": st.overall_best_val_bacc,
-            "test_at_overall_best": st.test_at_overall_best,
+            "from_epoch": self.judged_from + 1,
+            "overall_best_epoch": state.overall_best_epoch + 1,
+            "val_bacc_at_overall_best": state.overall_best_val_bacc,
+            "test_at_overall_best": state.test_at_overall_best,
         }
-
-    def say(self, msg: str) -> None:
-        """A progress line: above the bar when it is shown, else to the log."""
-        if self.bar.disable:
-            self.log(msg)
-        else:
-            self.bar.write(msg)
 
     # -- phase: finish --------------------------------------------------------------------------
 
-    def finish(self) -> Dict[str, Any]:
-        """Test at the last epoch, summary.json and figures; every rank returns the summary."""
-        self.bar.close()
-        test_last = self.evaluate(self.bundle.test)
-        cfg, st, device = self.cfg, self.state, self.device
+    def finish(self, parts: RunParts, state: TrainState, progress: Progress, t_start: float) -> Dict[str, Any]:
+        """Test at the last epoch, summary.json (sealed in last.pt first) and figures; every rank returns
+        the summary."""
+        progress.close()
+        test_last = self.evaluate(parts, parts.bundle.test)
+        summary = self.summary(parts, state, test_last, time.time() - t_start)
+        if parts.dist.is_main:
+            text = json_text(summary)
+            self.run.seal(text, parts.bundle.manifest(), parts.generators_used)
+            self.run.write_summary(text)
+            self.run.drop_previous()
+            parts.tb.close()
+            self.run.write_figures(log=parts.log)
+        dist_utils.barrier(parts.dist)  # no rank reads this run's files (e.g. as M2m's g) before they exist
+        for warning in summary.get("warnings", []):
+            parts.log(f"WARNING: {warning}")
+        parts.log(
+            f"done: test bACC {percent(state.test_at_best['bacc'])} GM {percent(state.test_at_best['gm'])} "
+            f"at best-val epoch {state.best_epoch + 1}; last epoch bACC {percent(test_last['bacc'])}; {self.run}"
+        )
+        return summary
+
+    def summary(self, parts: RunParts, state: TrainState, test_last: Dict[str, Any], wall: float) -> Dict[str, Any]:
+        """summary.json: the run, the test metrics at the reported and at the last epoch, how the epoch was
+        chosen, timings, device, the method's own entries, the g's used and any warnings."""
+        cfg, st, device = self.cfg, state, parts.device
         summary = {
-            "run_dir": str(self.run_dir),
+            "run_dir": str(self.run),
             "recipe": cfg.recipe,
             "method": cfg.method,
             "loss": cfg.loss.name,
             "rebalance": cfg.rebalance.name,
             "seed": cfg.train.seed,
-            "dataset": self.bundle.name,
-            "train_counts": self.counts,
+            "dataset": parts.bundle.name,
+            "train_counts": parts.counts,
             "best_epoch": st.best_epoch + 1,
             "val_at_best": st.val_at_best,
             "test_at_best": st.test_at_best,
             "test_at_last": test_last,
-            "selection": self.selection_summary(),
+            "selection": self.selection_summary(state),
             "train_seconds": st.train_seconds,
-            "wall_seconds": time.time() - self.t_start,
+            "wall_seconds": wall,
             "device": str(device),
-            "amp": self.amp,
-            "device_name": (
-                torch.cuda.get_device_name(device)
-                if device.type == "cuda"
-                else platform.processor() or platform.machine()
-            ),
+            "amp": parts.amp,
+            "device_name": _device_name(device),
         }
-        summary.update(self.method.run_summary(st.history))
-        if self.generators_used:
-            summary["generators"] = self.generators_used
-        if (note := self.earlier_best_note()) is not None:
+        summary.update(parts.method.run_summary(st.history))
+        if parts.generators_used:
+            summary["generators"] = parts.generators_used
+        if (note := self.earlier_best_note(state)) is not None:
             summary["warnings"] = summary.get("warnings", []) + [note]
-        if self.dist.is_main:
-            summary["world_size"] = self.dist.world_size
-            text = json_text(summary)
-            seal_finished(self.run_dir, text, self.bundle.manifest(), self.generators_used)
-            atomic_write_text(self.run_dir / "summary.json", text)
-            (self.run_dir / "last.prev.pt").unlink(missing_ok=True)  # a finished run resumes from nothing
-            self.tb.close()
-            write_run_figures(self.run_dir, log=self.log)
-        dist_utils.barrier(self.dist)  # no rank reads this run's files (e.g. as M2m's g) before they exist
-        for warning in summary.get("warnings", []):
-            self.log(f"WARNING: {warning}")
-        self.log(
-            f"done: test bACC {percent(st.test_at_best['bacc'])} GM {percent(st.test_at_best['gm'])} "
-            f"at best-val epoch {st.best_epoch + 1}; last epoch bACC {percent(test_last['bacc'])}; {self.run_dir}"
-        )
+        if parts.dist.is_main:
+            summary["world_size"] = parts.dist.world_size
         return summary
 
 
@@ -766,13 +803,17 @@ def fit(
     cfg: Config,
     resume: bool = False,
     log: Optional[Log] = print,
-    run_dir: Optional[Path] = None,
     generators: Sequence[str] = (),
     progress_label: str = "",
 ) -> Dict[str, Any]:
-    """Train one run as configured; returns (and writes) its summary.  See :class:`Trainer`.
+    """Train one run as configured, in ``run.dir`` (else ``ROOT/RECIPE/METHOD/seedN``); returns (and writes)
+    its summary.  See :class:`Trainer`.
 
     The engine does not train M2m's frozen g: give it ``generators`` (or ``m2m.generator``), or use
     :func:`major2minor.pipeline.train`, which trains and caches an ERM g first.
     """
-    return Trainer(cfg, run_dir, log, generators, progress_label).fit(resume)
+    return Trainer(cfg, log, generators, progress_label).fit(resume)
+
+
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()

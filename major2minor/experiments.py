@@ -41,6 +41,7 @@ from major2minor.grid import (
     run_cell,
     run_tasks,
 )
+from major2minor.methods.presets import PLAIN_METHOD
 from major2minor.prefix import epochs_with_and_without_sharing
 from major2minor.registry import METHODS
 from major2minor.report import write_report
@@ -236,7 +237,7 @@ def run_grid(grid, jobs: int, share: bool, quiet: bool, keep_going: bool, log: L
 
 def _reference_for(reference: Optional[str], methods: Sequence[str]) -> Optional[str]:
     if reference == "auto":
-        return "erm" if "erm" in methods else None
+        return PLAIN_METHOD if PLAIN_METHOD in methods else None
     if reference not in (None, "none") and reference not in methods:
         raise GridError(
             f"reference='{reference}' is not among the grid's methods ({', '.join(methods)}); "

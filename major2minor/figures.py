@@ -31,23 +31,20 @@ How the figures read:
 
 from __future__ import annotations
 
-import csv
 import io
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
-import yaml
 
 from major2minor.checkpoint import atomic_write_bytes
 from major2minor.registry import LOSSES, METHODS, REBALANCERS
+from major2minor.runlog import LogRows, read_log
 from major2minor.units import percent as fmt_percent
 
 PathLike = Union[str, Path]
-LogRows = List[Dict[str, Any]]
 Series = Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]  # epochs, mean, std over seeds (None for one)
 
 
@@ -302,51 +299,6 @@ def plot_per_class_recall(
 
 # ----------------------------------------------------------------------------------------------
 # training curves
-
-
-def read_log(path: PathLike) -> LogRows:
-    """Read a run's ``log.csv``: numbers become floats, empty cells None, space-separated lists stay text.
-
-    The engine rewrites log.csv whole and atomically after every epoch, so an empty file, a header
-    without rows or a row with the wrong number of fields means a copy was cut short or the run was
-    interrupted: refused here naming the file, rather than a vague "no rows" from a figure later.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist; a run writes log.csv after its first epoch.")
-    if (path.parent / "summary.json").exists():  # finished: --resume reuses the run and never rewrites its log
-        hint = (
-            "the run finished, so --resume will not rewrite it: re-copy the file from where the run was made, "
-            "or train the run again in a new directory (run.dir=PATH)."
-        )
-    else:
-        hint = "the run may have been interrupted: resume it with --resume (or re-copy the file)."
-    rows: LogRows = []
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        if not reader.fieldnames:
-            raise ValueError(f"{path}: the per-epoch log is empty (no header, no rows); {hint}")
-        for rec in reader:
-            if None in rec or None in rec.values():  # csv puts extra fields under None, fills missing ones with None
-                got = sum(rec.get(k) is not None for k in reader.fieldnames) + len(rec.get(None) or ())
-                line = reader.line_num
-                what = "a half-written last line" if next(reader, None) is None else "a malformed row"
-                raise ValueError(
-                    f"{path}, line {line}: {what} ({got} fields, the header has {len(reader.fieldnames)}); {hint}"
-                )
-            rows.append({k: _cell(v) for k, v in rec.items()})
-    if not rows:
-        raise ValueError(f"{path}: the per-epoch log has a header but no rows; {hint}")
-    return rows
-
-
-def _cell(v: Optional[str]) -> Any:
-    if v is None or v == "":
-        return None
-    try:
-        return float(v)
-    except ValueError:
-        return v
 
 
 def _by_epoch(rows: LogRows, key: str) -> Dict[int, float]:
@@ -833,24 +785,6 @@ def translation_gallery(
 # per run
 
 
-def _load_json(path: Path) -> Optional[Dict[str, Any]]:
-    if not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, OSError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _load_config(run_dir: Path) -> Dict[str, Any]:
-    try:
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else {}
-    except Exception:  # a figure annotation must never fail a run
-        return {}
-    return cfg if isinstance(cfg, dict) else {}
-
-
 @dataclass
 class _RunInfo:
     """What the per-run figures say about a run: its name, counts, T0 and files."""
@@ -865,24 +799,35 @@ class _RunInfo:
     epochs: Optional[int]  # train.epochs: the last epoch's number
 
 
-def _run_info(run_dir: Path) -> _RunInfo:
-    manifest, summary = _load_json(run_dir / "manifest.json"), _load_json(run_dir / "summary.json")
-    cfg = _load_config(run_dir)
+@dataclass
+class RunFigureInputs:
+    """What the per-run figures are drawn from: a run's files as read by :func:`major2minor.rundir.write_run_figures`
+    (``None`` for a file that is absent or unreadable: its figure or annotation is left out)."""
+
+    out_dir: Path
+    config: Dict[str, Any]
+    manifest: Optional[Dict[str, Any]]
+    summary: Optional[Dict[str, Any]]
+    log_rows: Optional[LogRows]
+
+
+def _run_info(inputs: RunFigureInputs) -> _RunInfo:
+    manifest, summary, cfg = inputs.manifest, inputs.summary, inputs.config
     s = summary or {}
     part = lambda key: s.get(key) or (cfg.get(key) or {}).get("name")  # noqa: E731
     label = method_label(s.get("method") or cfg.get("method"), part("loss"), part("rebalance"))
     recipe = s.get("recipe") or cfg.get("recipe") or (manifest or {}).get("name")
     seed = s.get("seed", (cfg.get("train") or {}).get("seed"))
-    bits = [label or run_dir.name, str(recipe) if recipe else None, f"seed {seed}" if seed is not None else None]
+    bits = [label or inputs.out_dir.name, str(recipe) if recipe else None, f"seed {seed}" if seed is not None else None]
     counts = (manifest or {}).get("train_counts") or s.get("train_counts")
     return _RunInfo(
-        run_dir=run_dir,
+        run_dir=inputs.out_dir,
         label=label,
         heading=" · ".join(b for b in bits if b),
         counts=[int(c) for c in counts] if counts else None,
         names=(manifest or {}).get("class_names"),
         summary=summary,
-        t0=_deferred_epoch(run_dir),
+        t0=_deferred_epoch(cfg),
         epochs=(cfg.get("train") or {}).get("epochs"),
     )
 
@@ -914,15 +859,14 @@ def _run_recall_figure(info: _RunInfo) -> Optional[Path]:
     )
 
 
-def _run_figures(info: _RunInfo) -> List[Path]:
+def _run_figures(info: _RunInfo, log_rows: Optional[LogRows]) -> List[Path]:
     run_dir, written = info.run_dir, []
     if info.counts:
         title = f"{info.heading}\ntraining samples per class ({len(info.counts)} classes, {sum(info.counts)} samples)"
         written.append(plot_class_counts(info.counts, run_dir / "class_counts.png", info.names, title))
-    if (run_dir / "log.csv").exists():
-        rows = read_log(run_dir / "log.csv")
+    if log_rows is not None:
         title = f"{info.heading}: training curves"  # the heading names the run; a path would leak the machine
-        written.append(plot_training_curves(rows, run_dir / "curves.png", title=title, deferred_epoch=info.t0))
+        written.append(plot_training_curves(log_rows, run_dir / "curves.png", title=title, deferred_epoch=info.t0))
     if info.summary and info.counts:
         path = _run_recall_figure(info)
         if path:
@@ -930,24 +874,13 @@ def _run_figures(info: _RunInfo) -> List[Path]:
     return written
 
 
-def write_run_figures(
-    run_dir: PathLike, log: Optional[Callable[[str], None]] = None, missing_ok: bool = True
+def draw_run_figures(
+    inputs: RunFigureInputs, log: Optional[Callable[[str], None]] = None, missing_ok: bool = True
 ) -> List[Path]:
-    """Write a run's figures into its directory; returns the files written.
-
-    * ``class_counts.png`` from ``manifest.json`` (or ``summary.json``),
-    * ``curves.png`` from ``log.csv`` (T0 from ``config.yaml`` for a deferred re-balancing),
-    * ``per_class_recall.png`` from ``summary.json`` (test at best-validation and at last epoch), if finished.
-
-    Figures are titled with the method's paper label (``M2m · digits-lt · seed 0``). Meant to be called
-    by the engine at the end of training. With ``missing_ok`` (default), a missing matplotlib is
-    reported through ``log`` and nothing is written instead of failing the run.
-    """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(
-            f"run_dir='{run_dir}' is not a directory; pass a run directory (e.g. runs/digits-lt/erm/seed0)."
-        )
+    """The per-run figures (``class_counts.png``, ``curves.png``, ``per_class_recall.png``) into
+    ``inputs.out_dir``; returns the files written.  With ``missing_ok``, a missing matplotlib is reported
+    through ``log`` and nothing is written instead of failing the run.  A run directory's figures:
+    :func:`major2minor.rundir.write_run_figures`."""
     try:
         _require_matplotlib()
     except MissingDependencyError as exc:
@@ -956,16 +889,15 @@ def write_run_figures(
         if log:
             log(f"[figures] skipped: {exc}")
         return []
-    written = _run_figures(_run_info(run_dir))
+    written = _run_figures(_run_info(inputs), inputs.log_rows)
     if log and written:
-        log(f"[figures] {', '.join(p.name for p in written)} -> {run_dir}")
+        log(f"[figures] {', '.join(p.name for p in written)} -> {inputs.out_dir}")
     return written
 
 
-def _deferred_epoch(run_dir: Path) -> Optional[int]:
-    """T0 from the run's config.yaml when its re-balancing is deferred (drs, drw, m2m), else None."""
+def _deferred_epoch(cfg: Dict[str, Any]) -> Optional[int]:
+    """T0 from the run's configuration when its re-balancing is deferred (drs, drw, m2m), else None."""
     try:
-        cfg = _load_config(Path(run_dir))
         name = (cfg.get("rebalance") or {}).get("name")
         if name and getattr(REBALANCERS.get(name), "deferred", False):
             return int((cfg.get("train") or {}).get("deferred_epoch"))
@@ -986,9 +918,10 @@ __all__ = [
     "plot_class_counts",
     "plot_per_class_recall",
     "plot_training_curves",
+    "RunFigureInputs",
+    "draw_run_figures",
     "read_log",
     "series_stats",
     "training_curves_figure",
     "translation_gallery",
-    "write_run_figures",
 ]

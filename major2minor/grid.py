@@ -25,9 +25,10 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from major2minor import pipeline, prefix
 from major2minor.config import differing_settings, result_settings
+from major2minor.methods.presets import PLAIN_METHOD
 from major2minor.models import head_for
 from major2minor.registry import REBALANCERS
-from major2minor.rundir import RunLock, read_run_config
+from major2minor.rundir import RunDir
 from major2minor.units import duration
 
 Log = Callable[[str], None]
@@ -69,13 +70,8 @@ def config_mismatch(run_dir: Path, cfg: Any) -> List[str]:
 
     Settings that do not change results (:func:`major2minor.config.result_neutral_keys`) may differ.
     """
-    path = run_dir / "config.yaml"
-    if not path.exists():
-        return []
-    stored = read_run_config(path, f"remove {run_dir} (or use another --root) to make that cell again") or {}
-    # An empty generator list means "train/cache g as needed"; the run may have recorded the path it used.
-    ignore = () if cfg.to_dict().get("m2m", {}).get("generator") else ("m2m.generator",)
-    return differing_settings(stored, cfg.to_dict(), ignore=ignore)
+    stored = RunDir(run_dir).read_config(f"remove {run_dir} (or use another --root) to make that cell again")
+    return differing_settings(stored, cfg.to_dict()) if stored is not None else []
 
 
 def run_cell(
@@ -98,8 +94,8 @@ def run_cell(
         )
     t0 = time.time()
     generators = [str(_finished_cell(*g_from, log, share))] if g_from is not None else None
-    finished = (cell.run_dir / "summary.json").exists()
-    started = (cell.run_dir / "last.pt").exists() or (cell.run_dir / "last.prev.pt").exists()
+    run = RunDir.of(cfg)
+    finished, started = run.finished, run.started
     cell.status = "skipped" if finished else "resumed" if started else "trained"
     shared = prefix.prefix_config(cfg) if share and not started and not finished else None
     if shared is not None:
@@ -107,17 +103,16 @@ def run_cell(
         cell.status = "branched"
     # resume=True also covers a directory left by a crash before the first epoch ended (config.yaml,
     # manifest.json, no last.pt): the engine then starts it afresh instead of refusing a non-empty dir.
-    cell.summary = pipeline.train(
-        cfg, resume=True, log=log if not finished else None, run_dir=cell.run_dir, generators=generators
-    )
+    cell.summary = pipeline.train(cfg, resume=True, log=log if not finished else None, generators=generators)
     cell.seconds = time.time() - t0
     return cell
 
 
 def _finished_cell(cell: Cell, cfg: Any, log: Log, share: bool) -> Path:
     """``cell``'s run directory, trained first when it has not finished (one process trains it; others wait)."""
-    with RunLock(cell.run_dir, wait=True, log=log):
-        if not (cell.run_dir / "summary.json").exists():
+    run = RunDir.of(cfg)
+    with run.lock(wait=True, log=log):
+        if not run.finished:
             run_cell(cell, cfg, log, share)
     return cell.run_dir
 
@@ -137,7 +132,7 @@ def cross_seed_generators(grid: List[Tuple[Cell, Any]]) -> Dict[Tuple[str, int],
     seeds); the grid trains no separate g.  Used only when the ERM cell is exactly the g the cell would
     otherwise train (same recipe, data and model settings) and the data does not depend on the seed.
     """
-    erm = {cell.seed: (cell, cfg) for cell, cfg in grid if cell.method == "erm"}
+    erm = {cell.seed: (cell, cfg) for cell, cfg in grid if cell.method == PLAIN_METHOD}
     seeds = sorted({cell.seed for cell, _ in grid})
     if len(seeds) < 2 or set(seeds) - set(erm):
         return {}
@@ -191,7 +186,7 @@ def plan(grid: List[Tuple[Cell, Any]], share: bool) -> List[Task]:
     tasks: Dict[str, Task] = {}
     for seed in sorted(by_seed):
         needs_g = lambda cfg: REBALANCERS.get(cfg.rebalance.name).generator_paths(cfg) == []  # noqa: E731
-        ordered = sorted(by_seed[seed], key=lambda cc: (needs_g(cc[1]), cc[0].method != "erm"))
+        ordered = sorted(by_seed[seed], key=lambda cc: (needs_g(cc[1]), cc[0].method != PLAIN_METHOD))
         for cell, cfg in ordered:
             _add_cell(tasks, cell, cfg, share, g_from.get((cell.method, cell.seed)), needs_g(cfg))
     return list(tasks.values())
@@ -203,9 +198,10 @@ def _add_cell(tasks: Dict[str, Task], cell: Cell, cfg: Any, share: bool, g_from:
     if key in tasks:
         return
     deps = []
-    finished = (cell.run_dir / "summary.json").exists()
+    run = RunDir.of(cfg)
+    finished = run.finished
     shared = prefix.prefix_config(cfg) if share and not finished else None
-    if shared is not None and not (cell.run_dir / "last.pt").exists():
+    if shared is not None and not (run / RunDir.LAST).exists():
         deps.append(f"prefix {shared.run.dir}")
         tasks.setdefault(deps[-1], Task("prefix", f"prefix {shared.method} seed {cell.seed}", shared, key=deps[-1]))
     if g_from is not None:

@@ -20,8 +20,9 @@ from typing import Any, Callable, Dict, List, Optional
 
 from major2minor import engine
 from major2minor.config import Config, result_settings
+from major2minor.methods.presets import PLAIN_METHOD
 from major2minor.registry import REBALANCERS
-from major2minor.rundir import RunLock, default_run_dir
+from major2minor.rundir import RunDir
 from major2minor.units import duration, percent
 
 Log = Callable[[str], None]
@@ -43,7 +44,7 @@ def generator_config(cfg: Config) -> Config:
     (in the directory name), T0 and ``train.select`` (an ERM run reads neither).
     """
     g_cfg = copy.deepcopy(cfg)
-    g_cfg.method = "erm"
+    g_cfg.method = PLAIN_METHOD
     g_cfg.loss = type(cfg.loss)()  # ce, defaults: loss knobs of f do not shape g
     g_cfg.rebalance = type(cfg.rebalance)()  # none
     g_cfg.sections = {name: type(section)() for name, section in cfg.sections.items()}
@@ -77,29 +78,30 @@ def generator_root(cfg: Config) -> Path:
 def ensure_generator(cfg: Config, log: Log) -> Path:
     """The run directory of ``cfg``'s cached ERM g, trained first if it is not there (or unfinished)."""
     g_cfg = generator_config(cfg)
-    run_dir = Path(g_cfg.run.dir)
+    run = RunDir.of(g_cfg)
+    run_dir = run.path
     # grids sharing a run root: one process trains a given g, the others wait and then reuse it
-    with RunLock(run_dir, wait=True, log=log):
-        if (run_dir / "summary.json").exists():
+    with run.lock(wait=True, log=log):
+        if run.finished:
             log(f"M2m: using cached ERM generator g from {run_dir}")
         else:
             log(
                 f"M2m: no m2m.generator given; training the ERM generator g first (seed {g_cfg.train.seed}) "
                 f"into {run_dir}"
             )
-            g = engine.fit(g_cfg, resume=True, log=None, run_dir=run_dir, progress_label="g (ERM)")
+            g = engine.fit(g_cfg, resume=True, log=None, progress_label="g (ERM)")
             log(
                 f"M2m: g trained in {duration(g['wall_seconds'])} (validation bACC {percent(g['val_at_best']['bacc'])})"
             )
     return run_dir
 
 
-def generators_for(cfg: Config, run_dir: Path, log: Log) -> List[str]:
+def generators_for(cfg: Config, log: Log) -> List[str]:
     """g's to hand to the engine: the cached ERM g when the method needs one and none is given."""
     wanted = REBALANCERS.get(cfg.rebalance.name).generator_paths(cfg)
     if wanted is None or wanted:  # no g needed, or the method's own settings name it
         return []
-    if (run_dir / "summary.json").exists():  # finished: the engine reuses (or refuses) it without g
+    if RunDir.of(cfg).finished:  # finished: the engine reuses (or refuses) it without g
         return []
     return [str(ensure_generator(cfg, log))]
 
@@ -108,21 +110,19 @@ def train(
     cfg: Config,
     resume: bool = False,
     log: Optional[Log] = print,
-    run_dir: Optional[Path] = None,
     generators: Optional[List[str]] = None,
 ) -> Dict[str, Any]:
     """Train one run as configured, with every step it needs first; returns (and writes) its summary.
 
     Args:
-        cfg: a resolved configuration (:func:`major2minor.config.load_config`).
+        cfg: a resolved configuration (:func:`major2minor.config.load_config`); it runs in ``run.dir``
+            (default ``ROOT/RECIPE/METHOD/seedN``).
         resume: continue the run in its directory (or reuse it if finished with the same settings).
         log: where progress lines go (``None``: nowhere).
-        run_dir: the run directory (default ``run.dir``, else ``ROOT/RECIPE/METHOD/seedN``).
         generators: the g's to use when the method needs one and its settings name none (``m2m reproduce``
             gives another seed's ERM cell); default: the cached ERM g, trained first if needed.
     """
     log = log or (lambda s: None)
-    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
     if generators is None:
-        generators = generators_for(cfg, run_dir, log)
-    return engine.fit(cfg, resume, log, run_dir, generators=generators)
+        generators = generators_for(cfg, log)
+    return engine.fit(cfg, resume, log, generators=generators)

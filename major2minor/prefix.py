@@ -19,16 +19,16 @@ digits-lt).  Methods active from the first epoch (ROS, RW, CB-RW, SMOTE) have no
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Callable, Dict, Optional
 
 from major2minor import engine
-from major2minor.checkpoint import atomic_write_bytes, atomic_write_text, load_checkpoint, save_checkpoint
 from major2minor.config import Config, method_label, result_settings
 from major2minor.registry import REBALANCERS
-from major2minor.rundir import RunLock, refuse_link
+from major2minor.rundir import RunDir, TrainingCheckpoint
 
 Log = Callable[[str], None]
 
@@ -59,40 +59,34 @@ def prefix_config(cfg: Config) -> Optional[Config]:
 
 def ensure_prefix(prefix: Config, log: Log) -> Path:
     """The prefix's run directory, trained first if it is not finished (one process trains it; others wait)."""
-    run_dir = Path(prefix.run.dir)
-    with RunLock(run_dir, wait=True, log=log):
-        if not (run_dir / "summary.json").exists():
-            engine.fit(prefix, resume=True, log=None, run_dir=run_dir, progress_label=f"prefix ({prefix.method})")
-    return run_dir
+    run = RunDir.of(prefix)
+    with run.lock(wait=True, log=log):
+        if not run.finished:
+            engine.fit(prefix, resume=True, log=None, progress_label=f"prefix ({prefix.method})")
+    return run.path
 
 
-def _relabelled(path: Path, cfg: Config) -> Dict[str, Any]:
-    """A prefix checkpoint as the cell would have written it: the cell's configuration, and its method's
-    state as at the start (no method draws anything before T0)."""
-    ckpt = load_checkpoint(path)
-    ckpt["config"] = cfg.to_dict()
-    ckpt["rebalancer"] = {}
-    for rank_state in ckpt.get("per_rank", []):
-        rank_state["rebalancer"] = {}
-    return ckpt
+def _relabelled(ckpt: TrainingCheckpoint, cfg: Config) -> TrainingCheckpoint:
+    """A prefix checkpoint as the cell would have written it: the cell's configuration, its method's state as
+    at the start (no method draws anything before T0), and not finished (the prefix's seal does not apply)."""
+    per_rank = [{**rank_state, "rebalancer": {}} for rank_state in ckpt.per_rank]
+    return dataclasses.replace(ckpt, config=cfg.to_dict(), rebalancer={}, per_rank=per_rank, finished=None)
 
 
 def branch(prefix_dir: Path, cfg: Config, cell_dir: Path) -> None:
     """Start ``cell_dir`` as the prefix's run stopped at the end of epoch T0, relabelled with ``cfg``; the
     caller then resumes it (``pipeline.train(cfg, resume=True)``).  A cell that has started already
     (``last.pt``) is left as it is."""
-    with RunLock(cell_dir):
-        if (cell_dir / "last.pt").exists() or (cell_dir / "summary.json").exists():
+    source, cell = RunDir(prefix_dir), RunDir(cell_dir)
+    with cell.lock():
+        if cell.started or cell.finished:
             return
         # a link planted in either directory is never followed: one in the prefix would copy a file from
         # outside into the cell; in the cell, the atomic writes replace a link instead of writing through it
-        for name in ("manifest.json", "log.csv", "best.pt", "last.pt"):
-            refuse_link(prefix_dir / name, f"the shared prefix's {name}")
-        for name in ("manifest.json", "log.csv"):
-            atomic_write_bytes(cell_dir / name, (prefix_dir / name).read_bytes())
-        atomic_write_text(cell_dir / "config.yaml", cfg.to_yaml())
-        save_checkpoint(_relabelled(prefix_dir / "best.pt", cfg), cell_dir / "best.pt")
-        save_checkpoint(_relabelled(prefix_dir / "last.pt", cfg), cell_dir / "last.pt")  # written last: the marker
+        cell.copy_files_from(source, (RunDir.MANIFEST, RunDir.LOG), check=(RunDir.BEST, RunDir.LAST))
+        cell.write_config(cfg)
+        cell.save_checkpoint(_relabelled(source.read_checkpoint(RunDir.BEST), cfg), RunDir.BEST)
+        cell.save_checkpoint(_relabelled(source.read_checkpoint(RunDir.LAST), cfg), RunDir.LAST)  # last: the marker
 
 
 def epochs_with_and_without_sharing(cfgs) -> Dict[str, int]:

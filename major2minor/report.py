@@ -41,8 +41,9 @@ from major2minor import figures as figs
 from major2minor.checkpoint import atomic_write_text
 from major2minor.config import result_settings
 from major2minor.figures import MissingDependencyError
+from major2minor.methods.presets import PLAIN_METHOD
 from major2minor.registry import LOSSES, METHODS, REBALANCERS
-from major2minor.rundir import RunDirError, UnsealedRunError, read_run_config, verify_finished
+from major2minor.rundir import RunDir, RunDirError, UnsealedRunError
 
 PathLike = Union[str, os.PathLike]
 Log = Callable[[str], None]
@@ -124,10 +125,10 @@ def _check_at(at: str) -> None:
 
 def load_run(run_dir: PathLike) -> RunResult:
     """Read one run directory (``summary.json`` required, ``config.yaml`` optional)."""
-    run_dir = Path(run_dir)
-    path = run_dir / "summary.json"
+    run = RunDir(run_dir)
+    run_dir, path = run.path, run / RunDir.SUMMARY
     try:
-        summary = json.loads(path.read_text())
+        summary = run.read_summary()
     except FileNotFoundError:
         raise FileNotFoundError(
             f"{path} does not exist; the run in {run_dir} has not finished "
@@ -142,17 +143,14 @@ def load_run(run_dir: PathLike) -> RunResult:
             f"{path} holds a JSON {type(summary).__name__}, not a run summary (an object with the run's "
             "metrics); it was replaced or edited: re-run that run or remove its directory from the report."
         )
-    if (run_dir / "last.pt").exists():  # the numbers must be the ones the run wrote (sealed in its last.pt)
+    if (run / RunDir.LAST).exists():  # the numbers must be the ones the run wrote (sealed in its last.pt)
         try:
-            verify_finished(run_dir)
+            run.verify()
         except UnsealedRunError:
             pass  # finished by an earlier version: nothing to verify against
         except RunDirError as exc:
             raise ReportError(str(exc)) from None
-    config = None
-    cfg_path = run_dir / "config.yaml"
-    if cfg_path.exists():
-        config = read_run_config(cfg_path, "re-run that run or remove its directory from the report") or None
+    config = run.read_config("re-run that run or remove its directory from the report") or None
     return RunResult(run_dir, summary, config)
 
 
@@ -178,14 +176,14 @@ def collect_runs(paths: Union[PathLike, Sequence[PathLike]]) -> List[RunResult]:
                 "that hold them (e.g. runs/digits-lt)."
             )
         if p.is_file():
-            if p.name != "summary.json":
+            if p.name != RunDir.SUMMARY:
                 raise ReportError(
                     f"report path '{p}' is a file but not a summary.json; pass a run "
                     "directory, a folder of runs, or a summary.json."
                 )
             found[p.parent.resolve()] = None
             continue
-        for s in sorted(p.rglob("summary.json")):
+        for s in sorted(p.rglob(RunDir.SUMMARY)):
             if any(part.startswith(".") for part in s.relative_to(p).parts[:-1]):
                 continue  # the tool's own hidden folders: M2m's cached generators (.generators), caches
             found[s.parent.resolve()] = None
@@ -203,15 +201,18 @@ def collect_runs(paths: Union[PathLike, Sequence[PathLike]]) -> List[RunResult]:
 
 def config_signature(config: Optional[Dict[str, Any]]) -> Tuple[Tuple[str, str], ...]:
     """The parts of a resolved config that decide a result: everything but the seed and the settings
-    that never change results (:func:`major2minor.config.result_neutral_keys`).  M2m's generator
-    paths differ per seed; only their count (the ensemble size) tells rows apart."""
+    that never change results (:func:`major2minor.config.result_neutral_keys`).  A method's per-run inputs
+    (:attr:`~major2minor.methods.base.Rebalancer.per_run_keys`: M2m's g paths) differ per seed; only their
+    count (the ensemble size) tells rows apart."""
     if not config:
         return ()
     flat = result_settings(config)
-    gens = flat.pop("m2m.generator", None) or []
     flat.pop("train.seed", None)
-    if gens:
-        flat["m2m.generator#count"] = len(gens)
+    name = (config.get("rebalance") or {}).get("name", "none")
+    for key in REBALANCERS.get(name).per_run_keys if name in REBALANCERS.names() else ():
+        given = flat.pop(key, None) or []
+        if given:
+            flat[f"{key}#count"] = len(given)
     return tuple(sorted((k, json.dumps(v, sort_keys=True, default=str)) for k, v in flat.items()))
 
 
@@ -324,14 +325,11 @@ def _order_key(method: str, order: Sequence[str]) -> Tuple[int, str]:
 
 
 def _class_names(run: RunResult) -> Optional[List[str]]:
-    manifest = run.run_dir / "manifest.json"
-    if manifest.exists():
-        try:
-            names = json.loads(manifest.read_text()).get("class_names")
-            return [str(n) for n in names] if names else None
-        except (json.JSONDecodeError, AttributeError):
-            return None
-    return None
+    try:
+        names = (RunDir(run.run_dir).read_manifest() or {}).get("class_names")
+        return [str(n) for n in names] if names else None
+    except (json.JSONDecodeError, AttributeError):
+        return None
 
 
 def summarize_runs(
@@ -463,9 +461,9 @@ def _apply_reference(rows: List[ResultRow], reference: Optional[str]) -> None:
         return
     methods = sorted({r.method for r in rows})
     if reference == "auto":
-        if "erm" not in methods:
+        if PLAIN_METHOD not in methods:
             return
-        reference = "erm"
+        reference = PLAIN_METHOD
     ref_rows = [r for r in rows if r.method == reference or r.method.lower() == str(reference).lower()]
     if not ref_rows:
         raise ReportError(
@@ -660,11 +658,11 @@ def report_figures(rows: Sequence[ResultRow], out: Path) -> Dict[str, List[str]]
                 names.append(f"{prefix}per_class_recall.png")
         logs: Dict[str, List[List[Dict[str, Any]]]] = {}
         for r in rec_rows:
-            seed_logs = [figs.read_log(Path(d) / "log.csv") for d in r.run_dirs if (Path(d) / "log.csv").exists()]
+            seed_logs = [RunDir(d).read_log() for d in r.run_dirs if (RunDir(d) / RunDir.LOG).exists()]
             if seed_logs:
                 logs[r.label] = seed_logs
         if logs:
-            t0s = {figs._deferred_epoch(Path(r.run_dirs[0])) for r in rec_rows} - {None}
+            t0s = {figs._deferred_epoch(RunDir(r.run_dirs[0]).read_config() or {}) for r in rec_rows} - {None}
             figs.plot_training_curves(
                 logs,
                 out / f"{prefix}curves.png",
@@ -738,17 +736,11 @@ def unfinished_runs(paths: Sequence[PathLike]) -> List[str]:
     for p in map(Path, paths):
         if not p.is_dir():
             continue
-        for cfg in sorted(p.rglob("config.yaml")):
-            run_dir = cfg.parent
-            if (run_dir / "summary.json").exists() or any(x.startswith(".") for x in run_dir.relative_to(p).parts):
+        for cfg in sorted(p.rglob(RunDir.CONFIG)):
+            run = RunDir(cfg.parent)
+            if run.finished or any(x.startswith(".") for x in run.path.relative_to(p).parts):
                 continue
-            try:
-                epochs = (read_run_config(cfg, "skip it") or {}).get("train", {}).get("epochs", "?")
-                log = run_dir / "log.csv"
-                done = max(len(log.read_text().splitlines()) - 1, 0) if log.exists() else 0
-            except (OSError, ValueError, RunDirError):
-                epochs, done = "?", "?"
-            found.append(f"{run_dir}: epoch {done} of {epochs}")
+            found.append(f"{run}: {run.progress()}")
     return found
 
 

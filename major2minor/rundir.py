@@ -1,5 +1,6 @@
 """Run directories: where a run's config, manifest, versions, logs, checkpoints and summary live,
-and the lock that keeps one writer per directory.
+and the lock that keeps one writer per directory.  :class:`RunDir` owns every file name and format;
+:class:`TrainingCheckpoint` declares what ``best.pt`` / ``last.pt`` hold.
 
 A run directory moves through three states: *new* (absent, or holding only the files a run writes
 before its first epoch ends), *started* (``last.pt``: resume it) and *finished* (``summary.json``:
@@ -9,9 +10,7 @@ existing run without ``--resume``, and ``--resume`` on a folder that holds other
 
 from __future__ import annotations
 
-import csv
 import errno
-import io
 import json
 import os
 import platform
@@ -19,20 +18,25 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from filelock import FileLock, Timeout
 
+from major2minor import figures
 from major2minor._version import __version__
 from major2minor.checkpoint import (
     CheckpointError,
+    atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
     load_checkpoint,
+    load_resume_checkpoint,
     save_checkpoint,
 )
 from major2minor.config import differing_settings, read_yaml
+from major2minor.runlog import LogRows, read_log, write_log
 
 
 class RunDirError(RuntimeError):
@@ -399,27 +403,225 @@ def environment() -> Dict[str, Any]:
     }
 
 
-def write_csv(path: Path, rows: List[Dict[str, Any]]) -> None:
-    """Rewrite the whole per-epoch log atomically (it is small), so a crash never truncates it."""
-    if not rows:
-        return
-    columns: List[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns)
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _fmt(row.get(k)) for k in columns})
-    atomic_write_text(path, buf.getvalue())
+@dataclass
+class TrainingCheckpoint:
+    """What ``best.pt`` and ``last.pt`` hold (a plain dict on disk, loaded with ``weights_only=True``)."""
+
+    model: Dict[str, Any]  # f's state_dict
+    optimizer: Dict[str, Any]  # SGD's state_dict (momentum buffers)
+    epoch: int  # the epoch just finished, 0-based
+    state: Dict[str, Any]  # the loop's state (engine.TrainState as a dict): next epoch, bests, history
+    rng: Dict[str, Any]  # {"sample": sampling generator state, "augment": rank 0's augmentation state}
+    rebalancer: Dict[str, Any]  # the method's own state (M2m: its generator), rank 0
+    per_rank: List[Dict[str, Any]]  # [{"augment": ..., "rebalancer": ...}] for every rank under torchrun
+    counts: List[int]  # training samples per class
+    num_classes: int
+    model_name: str
+    config: Dict[str, Any]  # the resolved configuration (Config.to_dict())
+    kind: Optional[str] = None  # "best" in best.pt
+    finished: Optional[Dict[str, Any]] = None  # the seal of a finished run (RunDir.seal), in last.pt
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None or k not in ("kind", "finished")}
+
+    @classmethod
+    def from_dict(cls, obj: Dict[str, Any]) -> TrainingCheckpoint:
+        """A checkpoint of ours; missing entries of earlier versions get their old meaning (rank 0 only)."""
+        obj = dict(obj)
+        obj.setdefault("rebalancer", {})
+        obj.setdefault("per_rank", [{"augment": obj["rng"]["augment"], "rebalancer": obj["rebalancer"]}])
+        for key in ("counts", "num_classes", "model_name", "config", "kind", "finished"):
+            obj.setdefault(key, None)
+        return cls(**{k: obj[k] for k in cls.__dataclass_fields__})
 
 
-def _fmt(v: Any) -> Any:
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    if isinstance(v, (list, tuple)):
-        return " ".join(str(_fmt(x)) for x in v)
-    return v
+class RunDir:
+    """One run's directory: every file a run reads or writes, by name and format, and its lock.
+
+    ====================  =====================================================================
+    ``config.yaml``       the resolved configuration (:meth:`write_config`, :meth:`read_config`)
+    ``manifest.json``     the data: split sizes, per-class counts, checksum, class names
+    ``environment.json``  versions, git commit, threads, amp and why
+    ``log.csv``           one row per epoch (:mod:`major2minor.runlog`)
+    ``summary.json``      the result (:meth:`read_summary`), written last; sealed in ``last.pt``
+    ``best.pt``           the best-validation checkpoint (:class:`TrainingCheckpoint`, ``kind="best"``)
+    ``last.pt``           the latest checkpoint; ``last.prev.pt`` the one before (kept until the end)
+    ``*.png``, ``tb/``    figures (:meth:`write_figures`), TensorBoard events
+    ``.lock``             the writer's lock; ``.lock.owner`` names its holder (:class:`RunLock`)
+    ====================  =====================================================================
+
+    ``RunDir.of(cfg)`` is where ``cfg`` runs: ``run.dir``, else ``RUN_ROOT/RECIPE/METHOD/seedN``.
+    """
+
+    CONFIG, MANIFEST, ENVIRONMENT = "config.yaml", "manifest.json", "environment.json"
+    LOG, SUMMARY = "log.csv", "summary.json"
+    BEST, LAST, LAST_PREV = "best.pt", "last.pt", "last.prev.pt"
+    CURVES = "curves.png"
+
+    def __init__(self, path: Union[str, os.PathLike]):
+        self.path = Path(path)
+
+    @classmethod
+    def of(cls, cfg) -> RunDir:
+        return cls(default_run_dir(cfg))
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, RunDir) and other.path == self.path
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+    # -- state and lock -------------------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        return (self.path / self.SUMMARY).exists()
+
+    @property
+    def started(self) -> bool:
+        return (self.path / self.LAST).exists() or (self.path / self.LAST_PREV).exists()
+
+    def prepare(self, resume: bool) -> str:
+        """'new', 'resume' or 'done' (see :func:`prepare_run_dir`)."""
+        return prepare_run_dir(self.path, resume)
+
+    def lock(self, wait: bool = False, log: Optional[Callable[[str], None]] = None) -> RunLock:
+        return RunLock(self.path, wait=wait, log=log)
+
+    def progress(self) -> str:
+        """``"epoch E of N"`` for a run that has started (from log.csv and config.yaml), ``?`` where unreadable."""
+        try:
+            epochs = ((self.read_config("skip it") or {}).get("train") or {}).get("epochs", "?")
+        except (OSError, ValueError, RunDirError):
+            epochs = "?"
+        try:
+            log = self.path / self.LOG
+            done = max(len(log.read_text().splitlines()) - 1, 0) if log.exists() else 0
+        except OSError:
+            done = "?"
+        return f"epoch {done} of {epochs}"
+
+    # -- readers --------------------------------------------------------------------------------
+
+    def read_config(self, fix: str = "re-run that run or remove its directory") -> Optional[Dict[str, Any]]:
+        return read_run_config(self.path / self.CONFIG, fix)
+
+    def read_manifest(self) -> Optional[Dict[str, Any]]:
+        path = self.path / self.MANIFEST
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def read_summary(self) -> Any:
+        return json.loads((self.path / self.SUMMARY).read_text())
+
+    def read_log(self) -> LogRows:
+        return read_log(self.path / self.LOG)
+
+    def read_checkpoint(self, name: str) -> TrainingCheckpoint:
+        return TrainingCheckpoint.from_dict(load_checkpoint(self.path / name))
+
+    def read_resume_checkpoint(self, log: Optional[Callable[[str], None]] = None) -> TrainingCheckpoint:
+        """``last.pt``, or ``last.prev.pt`` when it is unreadable (see :func:`load_resume_checkpoint`)."""
+        ckpt, _ = load_resume_checkpoint(self.path, log)
+        return TrainingCheckpoint.from_dict(ckpt)
+
+    # -- writers (rank 0 only; every write is atomic) --------------------------------------------
+
+    def write_config(self, cfg) -> None:
+        atomic_write_text(self.path / self.CONFIG, cfg.to_yaml())
+
+    def write_manifest(self, manifest: Dict[str, Any]) -> None:
+        atomic_write_json(self.path / self.MANIFEST, manifest)
+
+    def write_environment(self, extra: Dict[str, Any]) -> None:
+        atomic_write_json(self.path / self.ENVIRONMENT, {**environment(), **extra})
+
+    def write_log(self, rows: LogRows) -> None:
+        write_log(self.path / self.LOG, rows)
+
+    def write_summary(self, text: str) -> None:
+        atomic_write_text(self.path / self.SUMMARY, text)
+
+    def save_checkpoint(self, ckpt: TrainingCheckpoint, name: str, keep_previous: bool = False) -> None:
+        save_checkpoint(ckpt.to_dict(), self.path / name, keep_previous=keep_previous)
+
+    def copy_files_from(self, other: RunDir, names: Sequence[str], check: Sequence[str] = ()) -> None:
+        """Copy ``names`` from ``other`` (a shared prefix) atomically; a link planted among ``names`` or
+        ``check`` in ``other`` is refused, never followed (it would copy a file from outside the root)."""
+        for name in (*names, *check):
+            refuse_link(other / name, f"the shared prefix's {name}")
+        for name in names:
+            atomic_write_bytes(self.path / name, (other / name).read_bytes())
+
+    def drop_previous(self) -> None:
+        """A finished run resumes from nothing: its ``last.prev.pt`` goes."""
+        (self.path / self.LAST_PREV).unlink(missing_ok=True)
+
+    def seal(self, summary_text: str, manifest: Dict[str, Any], generators: List[Dict[str, Any]]) -> None:
+        seal_finished(self.path, summary_text, manifest, generators)
+
+    def verify(self, config=None, manifest=None, generators: Sequence[str] = ()) -> Dict[str, Any]:
+        return verify_finished(self.path, config, manifest, generators)
+
+    def write_figures(self, log: Optional[Callable[[str], None]] = None, missing_ok: bool = True) -> List[Path]:
+        return write_run_figures(self.path, log=log, missing_ok=missing_ok)
+
+    def has_figures(self) -> bool:
+        return (self.path / self.CURVES).exists()
+
+
+def write_run_figures(
+    run_dir: Union[str, os.PathLike], log: Optional[Callable[[str], None]] = None, missing_ok: bool = True
+) -> List[Path]:
+    """Write a run's figures into its directory from its files; returns the files written.
+
+    * ``class_counts.png`` from ``manifest.json`` (or ``summary.json``),
+    * ``curves.png`` from ``log.csv`` (T0 from ``config.yaml`` for a deferred re-balancing),
+    * ``per_class_recall.png`` from ``summary.json`` (test at best-validation and at last epoch), if finished.
+
+    Figures are titled with the method's paper label (``M2m · digits-lt · seed 0``). Called by the
+    engine at the end of training. With ``missing_ok`` (default), a missing matplotlib is reported
+    through ``log`` and nothing is written instead of failing the run.
+    """
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"run_dir='{path}' is not a directory; pass a run directory (e.g. runs/digits-lt/erm/seed0)."
+        )
+    return figures.draw_run_figures(run_figure_inputs(path), log=log, missing_ok=missing_ok)
+
+
+def run_figure_inputs(path: Path) -> figures.RunFigureInputs:
+    """What a run's figures are drawn from, read from its files (a damaged file leaves its part out; a
+    damaged log.csv is an error naming it)."""
+    run = RunDir(path)
+    return figures.RunFigureInputs(
+        out_dir=run.path,
+        config=_quietly(run.read_config) or {},
+        manifest=_quietly(run.read_manifest),
+        summary=_quietly(run.read_summary) if run.finished else None,
+        log_rows=run.read_log() if (run / RunDir.LOG).exists() else None,
+    )
+
+
+def _quietly(read: Callable[[], Any]) -> Any:
+    """A file a figure annotation reads: a damaged one only leaves the annotation out."""
+    try:
+        value = read()
+    except (OSError, ValueError, RunDirError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 __all__ = [
@@ -434,7 +636,9 @@ __all__ = [
     "UnsealedRunError",
     "verify_finished",
     "environment",
-    "write_csv",
+    "RunDir",
+    "TrainingCheckpoint",
+    "write_run_figures",
     "atomic_write_json",
     "atomic_write_text",
 ]

@@ -19,8 +19,16 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from major2minor.figures import MissingDependencyError
+from major2minor.registry import REBALANCERS
 
-GROUPS = ("train", "val", "test", "m2m")
+SPLITS = ("train", "val", "test")
+
+
+def groups() -> tuple:
+    """The tag groups: the splits, and each registered method's own statistics (its config section, e.g.
+    M2m's ``m2m_*`` columns)."""
+    sections = {getattr(e.obj, "config_section", None) for e in REBALANCERS.in_order()} - {None}
+    return SPLITS + tuple(sorted(sections))
 
 
 def _summary_writer_class():
@@ -39,7 +47,7 @@ def _summary_writer_class():
 def tag_for(key: str) -> str:
     """``'train_loss' -> 'train/loss'``, ``'lr' -> 'optim/lr'``, ``'epoch_seconds' -> 'misc/epoch_seconds'``."""
     head, _, rest = key.partition("_")
-    if head in GROUPS and rest:
+    if head in groups() and rest:
         return f"{head}/{rest}"
     if key == "lr":
         return "optim/lr"

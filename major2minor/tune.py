@@ -14,10 +14,10 @@ reported to a median pruner, which stops a trial that is worse than the median o
 trials at the same seed (from the 6th trial on; never after the last seed).
 
 The search space: any key given as ``key=LOW:HIGH`` (a float range, on a log scale when both ends
-are > 0 and HIGH/LOW >= 10; whole numbers for integer keys) or ``key=A,B,C`` (a choice), plus, for
-a method that translates with M2m, the default space :data:`M2M_SPACE` (minus keys given a fixed
-value).  Plain ``key=value`` items are fixed for every trial.  Every key and value (both ends of a
-range, every choice) is checked against the configuration before anything trains.
+are > 0 and HIGH/LOW >= 10; whole numbers for integer keys) or ``key=A,B,C`` (a choice), plus the
+method's own declared space (:attr:`~major2minor.methods.base.Rebalancer.search_space`, e.g. M2m's
+β, λ, γ, η; minus keys given a fixed value).  Plain ``key=value`` items are fixed for every trial.
+Every key and value (both ends of a range, every choice) is checked against the configuration before anything trains.
 
 Everything lives in ``ROOT/tune/<study>/`` (``<study>`` = ``RECIPE-METHOD`` unless ``--study``):
 ``study.db`` (Optuna's SQLite storage: the same command continues an interrupted study up to
@@ -53,6 +53,7 @@ from major2minor.config import (
     load_config,
 )
 from major2minor.figures import MissingDependencyError
+from major2minor.registry import REBALANCERS
 from major2minor.rundir import RunDirBusy, RunLock, refuse_link
 from major2minor.units import duration, percent
 
@@ -96,6 +97,11 @@ class Param:
     log: bool = False
     choices: Tuple[Any, ...] = ()
 
+    @classmethod
+    def from_knob(cls, knob: Any) -> Param:
+        """A method's declared :class:`~major2minor.methods.base.Knob`."""
+        return cls(knob.key, knob.kind, knob.low, knob.high, knob.log, tuple(knob.choices))
+
     def suggest(self, trial: Any) -> Any:
         if self.kind == "choice":
             return trial.suggest_categorical(self.key, list(self.choices))
@@ -119,16 +125,6 @@ class Param:
         if self.kind == "choice":
             return {"kind": "choice", "choices": list(self.choices)}
         return {"kind": self.kind, "low": self.low, "high": self.high, "log": self.log}
-
-
-#: Searched for any method that translates with M2m (``rebalance.name=m2m``) unless given a fixed
-#: value; ``m2m.steps`` (T, the cost of a translation) stays the recipe's unless given as a range.
-M2M_SPACE = (
-    Param("m2m.beta", "choice", choices=(0.9, 0.99, 0.999)),
-    Param("m2m.lam", "float", 0.01, 1.0, log=True),
-    Param("m2m.gamma", "float", 0.5, 0.99),
-    Param("m2m.step_size", "float", 0.05, 5.0, log=True),
-)
 
 
 def _text(value: Any) -> str:
@@ -300,7 +296,8 @@ def build_spec(
     base_cfg = load_config(recipe, [*fixed, f"method={method}"])  # unknown keys and bad values fail here
     base = [*fixed, f"method={method}"]
     given = [parse_param(recipe, base, item) for item, (kind, _, _) in zip(items, parsed) if kind != "fixed"]
-    defaults = [p for p in M2M_SPACE if base_cfg.rebalance.name == "m2m" and p.key not in keys]
+    own = REBALANCERS.get(base_cfg.rebalance.name).search_space  # the method declares what to search
+    defaults = [Param.from_knob(k) for k in own if k.key not in keys]
     space = defaults + given
     if not space:
         raise TuneError(
@@ -321,7 +318,7 @@ def validation_view(summary: Dict[str, Any]) -> Dict[str, Any]:
     return {
         "val_bacc": summary["val_at_best"]["bacc"],
         "best_epoch": summary["best_epoch"],
-        "acceptance": (summary.get("m2m") or {}).get("acceptance"),
+        "acceptance": REBALANCERS.get(summary.get("rebalance", "none")).acceptance(summary),
     }
 
 
@@ -673,7 +670,6 @@ def _start_line(spec: TuneSpec, trials: int, done: int, requeued: int) -> str:
 
 
 __all__ = [
-    "M2M_SPACE",
     "Param",
     "TuneSpec",
     "TuneError",

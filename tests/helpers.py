@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import major2minor.engine as engine
+from major2minor.rundir import RunDir
 
 
 def read_log_rows(path: Path):
@@ -16,15 +16,15 @@ def read_log_rows(path: Path):
 
 def crash_at_epoch(monkeypatch, n_rows: int):
     """Make the engine die (KeyboardInterrupt) while writing the log of epoch ``n_rows``; returns the
-    real writer so a test can put it back."""
-    real = engine.write_csv
+    real writer so a test can put it back (``monkeypatch.setattr(RunDir, "write_log", real)``)."""
+    real = RunDir.write_log
 
-    def write(path, rows):
+    def write(self, rows):
         if len(rows) == n_rows:
             raise KeyboardInterrupt(f"simulated crash in epoch {n_rows}")
-        real(path, rows)
+        real(self, rows)
 
-    monkeypatch.setattr(engine, "write_csv", write)
+    monkeypatch.setattr(RunDir, "write_log", write)
     return real
 
 
@@ -38,5 +38,5 @@ def interrupted_run(tiny_cfg, tmp_path: Path, monkeypatch, name: str = "cut"):
     cfg = tiny_cfg("train.epochs=4", f"run.dir={tmp_path / name}")
     with pytest.raises(KeyboardInterrupt):
         train(cfg, log=None)
-    monkeypatch.setattr(engine, "write_csv", real)
+    monkeypatch.setattr(RunDir, "write_log", real)
     return cfg, tmp_path / name

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import inspect
 from pathlib import Path
+from typing import List
 
 import major2minor
 from major2minor.methods.base import Rebalancer
@@ -78,7 +79,11 @@ def test_every_hook_the_engine_calls_is_declared_on_the_protocol():
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr == "method":
             called.add(node.attr)
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "method_cls":
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in ("method_cls", "method")
+        ):
             called.add(node.attr)
     assert called >= {"setup", "transform_batch", "epoch_stats", "merge_epoch_stats", "run_summary"}
     for hook in called:
@@ -100,3 +105,58 @@ def test_parts_carry_their_own_labels():
     assert all(labels) and len(set(labels)) == len(labels), labels
     report = (PACKAGE / "report.py").read_text()
     assert "METHOD_ORDER" not in report and "LOSS_NAMES" not in report
+
+
+def _attributes_set_outside_init(cls_name: str, source: Path) -> List[str]:
+    """``method: self.X`` for every attribute of class ``cls_name`` assigned in a method other than __init__."""
+    tree = ast.parse(source.read_text())
+    (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls_name]
+    found = []
+    for method in (n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name != "__init__"):
+        for node in ast.walk(method):
+            targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+            for target in targets:
+                for t in ast.walk(target) if target is not None else ():
+                    if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == "self":
+                        found.append(f"{method.name}: self.{t.attr}")
+    return found
+
+
+def test_the_trainer_creates_no_attribute_outside_init(tmp_path):
+    """The phases take and return what they use (RunParts, TrainState, Progress): no hidden state."""
+    assert _attributes_set_outside_init("Trainer", ENGINE) == []
+    # the check itself sees an assignment outside __init__
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "class Trainer:\n    def __init__(self):\n        self.a = 1\n    def fit(self):\n        self.b = 2\n"
+    )
+    assert _attributes_set_outside_init("Trainer", probe) == ["fit: self.b"]
+
+
+#: Where a method's name may stand as a string outside methods/ and losses/ (the parts themselves): user-facing
+#: text and defaults a user sees and sets, never a decision the code takes on a method's name.
+USER_FACING_NAMES = {
+    ("cli/__init__.py", "m2m"),  # the program's name
+    ("cli/tune.py", "m2m"),  # --method's default
+    ("tune.py", "m2m"),  # tune()'s default method, as the command's
+    ("config.py", "erm"),  # the default method=
+    ("demo.py", "erm"),  # the demo's methods
+    ("demo.py", "m2m"),
+    ("bench.py", "erm"),  # the benchmark's workloads, by the names `m2m bench --methods` takes
+    ("bench.py", "m2m"),
+}
+
+
+def test_no_code_outside_the_methods_decides_on_a_method_name():
+    """`grep "m2m" / "erm" / "ldam"` outside methods/ and losses/ finds only user-facing text: the rest asks the
+    registered parts (search space, g, labels, acceptance, per-run keys, logit scale, the plain preset)."""
+    found = set()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE).as_posix()
+        if rel.startswith(("methods/", "losses/")):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in ("m2m", "erm", "ldam"):
+                found.add((rel, node.value))
+    assert found - USER_FACING_NAMES == set()
+    assert found, "the scan found nothing at all: it no longer reads the package"

@@ -3,9 +3,8 @@ import json
 import pytest
 import torch
 
-import major2minor.engine as engine
 from major2minor.pipeline import train
-from major2minor.rundir import RunDirError
+from major2minor.rundir import RunDir, RunDirError
 
 
 def _strip(history):
@@ -38,18 +37,18 @@ def test_same_seed_same_result(tiny_cfg, tmp_path):
 def test_resume_after_interruption_continues_from_saved_epoch(tiny_cfg, tmp_path, monkeypatch):
     full = train(tiny_cfg("train.epochs=4", "run.dir=" + str(tmp_path / "full")), log=None)
 
-    real_write = engine.write_csv
+    real_write = RunDir.write_log
 
-    def crash_at_third_epoch(path, rows):
+    def crash_at_third_epoch(self, rows):
         if len(rows) == 3:
             raise KeyboardInterrupt("simulated crash during epoch 3")
-        real_write(path, rows)
+        real_write(self, rows)
 
-    monkeypatch.setattr(engine, "write_csv", crash_at_third_epoch)
+    monkeypatch.setattr(RunDir, "write_log", crash_at_third_epoch)
     cfg = tiny_cfg("train.epochs=4", "run.dir=" + str(tmp_path / "cut"))
     with pytest.raises(KeyboardInterrupt):
         train(cfg, log=None)
-    monkeypatch.setattr(engine, "write_csv", real_write)
+    monkeypatch.setattr(RunDir, "write_log", real_write)
     ckpt = torch.load(tmp_path / "cut" / "last.pt", weights_only=False)
     assert ckpt["epoch"] == 1 and ckpt["state"]["epoch"] == 2  # epochs 0 and 1 were saved
 

@@ -19,8 +19,8 @@ from major2minor.figures import (
     plot_training_curves,
     read_log,
     translation_gallery,
-    write_run_figures,
 )
+from major2minor.rundir import RunDir, write_run_figures
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -138,7 +138,7 @@ def test_write_run_figures(tmp_path):
     for p in written:
         assert_png(p)
     assert messages and "per_class_recall.png" in messages[0]
-    assert figures._deferred_epoch(run) == 2
+    assert figures._deferred_epoch(RunDir(run).read_config()) == 2
     with pytest.raises(FileNotFoundError, match="run_dir="):
         write_run_figures(tmp_path / "nope")
 

@@ -24,8 +24,8 @@ from major2minor.figures import (  # noqa: E402
     per_class_recall_figure,
     plot_training_curves,
     training_curves_figure,
-    write_run_figures,
 )
+from major2minor.rundir import run_figure_inputs, write_run_figures  # noqa: E402
 from major2minor.units import percent  # noqa: E402
 
 
@@ -221,7 +221,7 @@ def test_run_figures_use_the_paper_label_and_one_based_epochs(tmp_path):
             }
         )
     )
-    info = figures._run_info(run)
+    info = figures._run_info(run_figure_inputs(run))
     assert info.heading == "LDAM-DRW · digits-lt · seed 1" and info.t0 == 2 and info.epochs == 4
     assert [p.name for p in write_run_figures(run)] == ["class_counts.png", "curves.png", "per_class_recall.png"]
     assert figures.method_label("erm") == "ERM" and figures.method_label("m2m") == "M2m"

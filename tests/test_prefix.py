@@ -38,7 +38,8 @@ def _weights(path: Path):
 def test_a_branch_is_bit_identical_to_the_cell_trained_from_scratch(method, tmp_path):
     overrides = [*FAST, "m2m.beta=0.5", "m2m.gamma=0.1", "m2m.step_size=0.5"]
     scratch_cfg = load_config("digits-lt", [*overrides, f"method={method}", f"run.root={tmp_path}"])
-    scratch = train(scratch_cfg, log=None, run_dir=tmp_path / "scratch")
+    scratch_cfg.run.dir = str(tmp_path / "scratch")
+    scratch = train(scratch_cfg, log=None)
 
     ((cell, cfg),) = build_grid("digits-lt", [method], [0], tmp_path, overrides)
     assert prefix_config(cfg) is not None

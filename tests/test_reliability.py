@@ -38,7 +38,8 @@ from major2minor.data import DataBundle, Split, build_dataset
 from major2minor.engine import NonFiniteLossError
 from major2minor.models import build_model
 from major2minor.pipeline import train
-from major2minor.rundir import RunDirError, prepare_run_dir, write_csv
+from major2minor.rundir import RunDir, RunDirError, prepare_run_dir
+from major2minor.runlog import write_log as write_csv
 
 REPO = Path(__file__).resolve().parents[1]
 PINNED = ["model.name=cnn", "model.width=32", "optim.lr=0.1"]  # so that recipe tuning cannot silence M2m here
@@ -47,7 +48,7 @@ PINNED = ["model.name=cnn", "model.width=32", "optim.lr=0.1"]  # so that recipe 
 @pytest.fixture(autouse=True)
 def _no_figures(monkeypatch):
     """The per-run figures are not under test here and cost a second a run."""
-    monkeypatch.setattr(engine, "write_run_figures", lambda *a, **k: [], raising=False)
+    monkeypatch.setattr(RunDir, "write_figures", lambda *a, **k: [])
 
 
 # ------------------------------------------------------------------------------------------------

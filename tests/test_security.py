@@ -26,7 +26,6 @@ import torch
 from helpers import crash_at_epoch, interrupted_run, read_log_rows
 
 import major2minor.checkpoint as checkpoint
-import major2minor.engine as engine
 from major2minor.checkpoint import (
     CheckpointError,
     atomic_write_text,
@@ -40,6 +39,7 @@ from major2minor.config import load_config
 from major2minor.data.io import DataFormatError
 from major2minor.models import build_model
 from major2minor.pipeline import train
+from major2minor.rundir import RunDir
 
 # --- hostile payloads -----------------------------------------------------------------------------
 
@@ -77,7 +77,7 @@ PAYLOADS = {
 
 @pytest.fixture(autouse=True)
 def _no_figures(monkeypatch):
-    monkeypatch.setattr(engine, "write_run_figures", lambda *a, **k: [], raising=False)
+    monkeypatch.setattr(RunDir, "write_figures", lambda *a, **k: [])
 
 
 def _write_checkpoint(path: Path, obj, fmt: str) -> Path:
@@ -290,7 +290,7 @@ def test_own_training_checkpoint_loads_with_weights_only_and_resumes(tiny_cfg, t
     cfg = tiny_cfg(*M2M_SELF, f"run.dir={tmp_path / 'cut'}")
     with pytest.raises(KeyboardInterrupt):
         train(cfg, log=None)
-    monkeypatch.setattr(engine, "write_csv", real)
+    monkeypatch.setattr(RunDir, "write_log", real)
     for name in ("last.pt", "last.prev.pt", "best.pt"):
         path = tmp_path / "cut" / name
         assert torch.serialization.get_unsafe_globals_in_checkpoint(path) == [], name

@@ -14,7 +14,6 @@ import pytest
 import torch
 from PIL import Image
 
-import major2minor.engine as engine
 from major2minor import distributed as dist_utils
 from major2minor.config import ConfigError, load_config
 from major2minor.data import build_dataset
@@ -23,6 +22,7 @@ from major2minor.data.sampling import batch_slices, epoch_indices
 from major2minor.engine import build_model_seeded, evaluate, predict
 from major2minor.methods.base import inverse_frequency
 from major2minor.pipeline import train
+from major2minor.rundir import RunDir
 
 COUNTS = (10, 6, 3, 2)  # a long tail over 4 classes
 
@@ -221,18 +221,18 @@ def test_m2m_translates_streamed_batches(tree, streamed_run, tmp_path):
 
 def test_streamed_run_resumes_exactly(tree, streamed_run, tmp_path, monkeypatch):
     _, full_run, full, _ = streamed_run
-    real_write = engine.write_csv
+    real_write = RunDir.write_log
 
-    def crash_at_second_epoch(path, rows):
+    def crash_at_second_epoch(self, rows):
         if len(rows) == 2:
             raise KeyboardInterrupt("simulated crash during epoch 2")
-        real_write(path, rows)
+        real_write(self, rows)
 
     cfg = load_config("imagenet-lt", _args(tree, tmp_path / "cut", "method=drs"))
-    monkeypatch.setattr(engine, "write_csv", crash_at_second_epoch)
+    monkeypatch.setattr(RunDir, "write_log", crash_at_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, log=None)
-    monkeypatch.setattr(engine, "write_csv", real_write)
+    monkeypatch.setattr(RunDir, "write_log", real_write)
     resumed = train(cfg, resume=True, log=None)
     assert resumed["test_at_best"] == full["test_at_best"] and resumed["test_at_last"] == full["test_at_last"]
 

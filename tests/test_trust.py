@@ -123,11 +123,13 @@ VAL_BACC = [0.50, 0.90, 0.60, 0.70]  # epoch 2 (before T0 = 3) is the whole-run 
 def scripted_validation(monkeypatch):
     """Validation bACC per epoch from VAL_BACC (test metrics stay real)."""
     real = engine.Trainer.evaluate
+    epochs = []  # one entry per validation pass, i.e. per epoch
 
-    def evaluate(self, split):
-        metrics = real(self, split)
-        if split is self.bundle.val:
-            metrics["bacc"] = VAL_BACC[len(self.state.history)]
+    def evaluate(self, parts, split):
+        metrics = real(self, parts, split)
+        if split is parts.bundle.val:
+            metrics["bacc"] = VAL_BACC[len(epochs) % len(VAL_BACC)]  # each run here has 4 epochs
+            epochs.append(metrics["bacc"])
         return metrics
 
     monkeypatch.setattr(engine.Trainer, "evaluate", evaluate)

@@ -11,6 +11,7 @@ import pytest
 from major2minor import pipeline, tune
 from major2minor.cli import main
 from major2minor.config import differing_settings, load_config, read_yaml
+from major2minor.registry import REBALANCERS
 
 #: A few-second digits-lt schedule (T0 = 2 of 4 epochs).
 TINY = ["train.epochs=4", "train.deferred_epoch=2", "optim.milestones=[3]", "optim.warmup_epochs=1", "train.threads=1"]
@@ -61,7 +62,8 @@ def test_study_runs_resumes_and_prints_a_command_that_reproduces_the_best_trial(
     assert hidden_test_metrics == [100, 100]  # tuning seed 100, never an evaluation seed
     assert out.count("] trial ") == 2 and "acceptance" in out
     best = json.loads((study_dir(root) / "best.json").read_text())
-    spaces = {p.key: p for p in tune.M2M_SPACE if p.key != "m2m.lam"}
+    declared = REBALANCERS.get("m2m").search_space  # M2m's own search space
+    spaces = {k.key: tune.Param.from_knob(k) for k in declared if k.key != "m2m.lam"}
     spaces["m2m.lam"] = tune.Param("m2m.lam", "float", 0.05, 0.5)
     spaces["m2m.steps"] = tune.Param("m2m.steps", "choice", choices=(2, 3))
     assert set(best["knobs"]) == set(spaces)
@@ -208,7 +210,7 @@ def test_pruning_stops_a_bad_trial_between_seeds_but_never_after_the_last(tmp_pa
 
 def test_only_validation_scores_are_read_from_a_summary():
     seen = tune.validation_view(
-        NoTestMetrics({"val_at_best": {"bacc": 0.8}, "best_epoch": 7, "m2m": {"acceptance": 0.2}})
+        NoTestMetrics({"val_at_best": {"bacc": 0.8}, "best_epoch": 7, "rebalance": "m2m", "m2m": {"acceptance": 0.2}})
     )
     assert seen == {"val_bacc": 0.8, "best_epoch": 7, "acceptance": 0.2}
     source = Path(tune.__file__).read_text()

@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from major2minor.tune import M2M_SPACE, TuneError, build_spec, tune
+from major2minor.registry import REBALANCERS
+from major2minor.tune import Param, TuneError, build_spec, tune
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -22,6 +23,16 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def default_spaces() -> str:
+    """Each method's declared search space, for the help text (e.g. "M2m: m2m.beta in {0.9, ...}; ...")."""
+    spaces = [
+        f"{e.obj.label}: " + "; ".join(Param.from_knob(k).describe() for k in e.obj.search_space)
+        for e in REBALANCERS.in_order()
+        if e.obj.search_space
+    ]
+    return " | ".join(spaces) or "none declared"
+
+
 def add_parser(sub: Any) -> None:
     """Add the ``tune`` sub-command to the ``m2m`` parser."""
     p = sub.add_parser(
@@ -29,8 +40,8 @@ def add_parser(sub: Any) -> None:
         usage="m2m tune RECIPE [key=value | key=LOW:HIGH | key=A,B,C ...] [--trials N] [--seeds K] [options]",
         help="search M2m's knobs (or any keys) on the validation split with Optuna",
         description="Search the knobs of --method on the VALIDATION split (test metrics are never read): each "
-        "trial trains the tuning seeds (100, 101, ...) and scores the mean best validation bACC. Default space "
-        "for M2m: " + "; ".join(p.describe() for p in M2M_SPACE) + " (m2m.steps fixed). key=LOW:HIGH or "
+        "trial trains the tuning seeds (100, 101, ...) and scores the mean best validation bACC. Default space: "
+        "the method's own (" + default_spaces() + "). key=LOW:HIGH or "
         "key=A,B,C items are searched too; plain key=value items are fixed. The study lives in "
         "ROOT/tune/RECIPE-METHOD (study.db, trialN/seedS, trials.csv, best.json); the same command continues it.",
     )

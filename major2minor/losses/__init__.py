@@ -36,6 +36,12 @@ class Loss(nn.Module):
     label: str = ""
     head: Optional[str] = None
 
+    @classmethod
+    def logit_scale(cls, loss_cfg) -> float:
+        """The factor the loss applies to the model's logits before its softmax (1 unless declared):
+        f's probabilities "as its loss sees them" are softmax(scale * logits)."""
+        return 1.0
+
     def __init__(self, cfg, counts: Sequence[int]):
         super().__init__()
         self.cfg = cfg
@@ -110,6 +116,10 @@ class LDAMLoss(Loss):
 
     label = "LDAM"
     head = "normed"  # margins are subtracted from cosine logits in [-1, 1]
+
+    @classmethod
+    def logit_scale(cls, loss_cfg) -> float:
+        return loss_cfg.ldam_scale  # s * cosine
 
     def __init__(self, cfg, counts):
         super().__init__(cfg, counts)

@@ -61,6 +61,19 @@ def effective_number_weights(counts: Sequence[int], beta: float) -> np.ndarray:
     return w / w.sum() * len(counts)
 
 
+@dataclass(frozen=True)
+class Knob:
+    """One setting a tuner may search (``m2m tune``): a float or int range ``low``..``high`` (``log``
+    scale) or a ``choice`` among ``choices``.  A method lists its own in :attr:`Rebalancer.search_space`."""
+
+    key: str
+    kind: str  # float | int | choice
+    low: Optional[float] = None
+    high: Optional[float] = None
+    log: bool = False
+    choices: Tuple[Any, ...] = ()
+
+
 @dataclass
 class RunContext:
     """What a method may need beyond the class counts, handed to :meth:`Rebalancer.setup`."""
@@ -97,6 +110,11 @@ class Rebalancer:
     #: a config section of the method's own (``cfg.<config_section>``, dataclass ``config_class``)
     config_section: Optional[str] = None
     config_class: Optional[type] = None
+    #: what ``m2m tune`` searches for this method unless a key is given a fixed value or a range
+    search_space: Tuple[Knob, ...] = ()
+    #: settings that name a run's own inputs (M2m's g: one path per seed): they do not make a variant of a
+    #: method in the results table, only their count does
+    per_run_keys: Tuple[str, ...] = ()
 
     def __init__(self, cfg, counts: Sequence[int]):
         self.cfg = cfg
@@ -109,6 +127,12 @@ class Rebalancer:
     @classmethod
     def check_config(cls, cfg) -> None:
         """Cross-field checks of the method's settings (raise ConfigError); called by config.validate."""
+
+    @classmethod
+    def acceptance(cls, summary: Dict[str, Any]) -> Optional[float]:
+        """The share of the method's generated samples that it used (M2m's acceptance rate), read from a
+        finished run's summary; None for a method that generates none.  Shown by ``m2m tune`` and the demo."""
+        return None
 
     @classmethod
     def generator_paths(cls, cfg) -> Optional[List[str]]:
@@ -215,14 +239,19 @@ class Preset:
         self.label = self.label or self.help.split(":")[0]
 
 
-def register_method(name: str, *, loss: str = "ce", label: Optional[str] = None, help: str = "") -> Callable:
-    """Class decorator: register a :class:`Rebalancer` under ``name`` and a preset ``method=name``
-    (``loss`` + this re-balancing) in one line."""
+def register_method(
+    name: str, *, loss: str = "ce", label: Optional[str] = None, help: str = "", preset: bool = True
+) -> Callable:
+    """Class decorator: register a :class:`Rebalancer` under ``name`` (``rebalance.name=name``) and a preset
+    ``method=name`` (``loss`` + this re-balancing) in one line.  The built-in methods register this way too,
+    with ``preset=False``: their presets are the paper's, listed in its table order in
+    :mod:`major2minor.methods.presets`."""
 
     def add(cls: type) -> type:
         text = help or ((cls.__doc__ or "").strip().splitlines() or [name])[0]
         REBALANCERS.register(name, cls, help=text)
-        METHODS.register(name, Preset(loss, name, text, label=label or cls.label), help=text)
+        if preset:
+            METHODS.register(name, Preset(loss, name, text, label=label or cls.label), help=text)
         return cls
 
     return add
@@ -231,7 +260,7 @@ def register_method(name: str, *, loss: str = "ce", label: Optional[str] = None,
 REBALANCERS.register("none", Rebalancer)
 
 
-@REBALANCERS.register("ros")
+@register_method("ros", preset=False)
 class RandomOverSampling(Rebalancer):
     """ROS: over-sample every epoch, P(sample) proportional to 1 / N_y."""
 
@@ -241,7 +270,7 @@ class RandomOverSampling(Rebalancer):
         return inverse_frequency(self.counts) if self.active(epoch) else None
 
 
-@REBALANCERS.register("drs")
+@register_method("drs", preset=False)
 class DeferredReSampling(RandomOverSampling):
     """DRS: ERM until T0, then over-sampling proportional to 1 / N_y."""
 
@@ -249,7 +278,7 @@ class DeferredReSampling(RandomOverSampling):
     label = "DRS"
 
 
-@REBALANCERS.register("rw")
+@register_method("rw", preset=False)
 class ReWeighting(Rebalancer):
     """RW: loss weights proportional to 1 / N_c, normalised to sum to C, every epoch."""
 
@@ -259,7 +288,7 @@ class ReWeighting(Rebalancer):
         return inverse_frequency(self.counts) if self.active(epoch) else None
 
 
-@REBALANCERS.register("cbrw")
+@register_method("cbrw", preset=False)
 class ClassBalancedReWeighting(Rebalancer):
     """CB-RW: effective-number weights (Cui et al.), beta = rebalance.cb_beta (0.999)."""
 
@@ -269,7 +298,7 @@ class ClassBalancedReWeighting(Rebalancer):
         return effective_number_weights(self.counts, self.cfg.rebalance.cb_beta) if self.active(epoch) else None
 
 
-@REBALANCERS.register("drw")
+@register_method("drw", preset=False)
 class DeferredReWeighting(ClassBalancedReWeighting):
     """DRW: ERM until T0, then class-balanced weights (as LDAM-DRW, beta = rebalance.cb_beta)."""
 
@@ -277,7 +306,7 @@ class DeferredReWeighting(ClassBalancedReWeighting):
     label = "DRW"
 
 
-@REBALANCERS.register("smote")
+@register_method("smote", preset=False)
 class Smote(Rebalancer):
     """SMOTE: imbalanced-learn's SMOTE on flattened inputs, every class up to N_max, before training.
 

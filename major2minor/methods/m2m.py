@@ -62,10 +62,10 @@ import torch.nn.functional as F
 
 from major2minor.config import Check, ConfigError, Interval, OneOf
 from major2minor.data.core import to_float
-from major2minor.methods.base import EpochContext, Rebalancer, RunContext, inverse_frequency
+from major2minor.methods.base import EpochContext, Knob, Rebalancer, RunContext, inverse_frequency, register_method
 from major2minor.metrics import as_labels
 from major2minor.models.fold import FoldedMirror, conv_bn_pairs, fold_batchnorm
-from major2minor.registry import REBALANCERS
+from major2minor.registry import LOSSES
 from major2minor.units import duration, percent
 
 
@@ -529,7 +529,7 @@ def _plain_step_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> f
     return _timed(step, x.device)
 
 
-@REBALANCERS.register("m2m")
+@register_method("m2m", preset=False)
 class M2mRebalancer(Rebalancer):
     """M2m: ERM until T0, then over-sampling (1/N_y) with major-to-minor translation of each batch."""
 
@@ -537,6 +537,14 @@ class M2mRebalancer(Rebalancer):
     label = "M2m"
     config_section = "m2m"
     config_class = M2mConfig
+    # m2m.steps (T, the cost of a translation) stays the recipe's unless given as a range
+    search_space = (
+        Knob("m2m.beta", "choice", choices=(0.9, 0.99, 0.999)),
+        Knob("m2m.lam", "float", 0.01, 1.0, log=True),
+        Knob("m2m.gamma", "float", 0.5, 0.99),
+        Knob("m2m.step_size", "float", 0.05, 5.0, log=True),
+    )
+    per_run_keys = ("m2m.generator",)
 
     def __init__(self, cfg, counts):
         super().__init__(cfg, counts)
@@ -563,6 +571,10 @@ class M2mRebalancer(Rebalancer):
                 )
 
     @classmethod
+    def acceptance(cls, summary: Dict[str, Any]) -> Optional[float]:
+        return (summary.get("m2m") or {}).get("acceptance")
+
+    @classmethod
     def generator_paths(cls, cfg) -> Optional[List[str]]:
         """g: the given ``m2m.generator`` paths (several = M2m-Ensemble), none for M2m-Self (f plays g),
         else ``[]``: an ERM run of the same recipe, trained and cached by the pipeline."""
@@ -573,7 +585,7 @@ class M2mRebalancer(Rebalancer):
         # per-rank stream under torchrun: each rank translates its own local batch
         self.rng = torch.Generator(device=ctx.device).manual_seed(self.cfg.train.seed + 2 + 1000 * ctx.rank)
         # f's probabilities in the statistics as its loss sees them (LDAM: s * cosine)
-        scale = self.cfg.loss.ldam_scale if self.cfg.loss.name == "ldam" else 1.0
+        scale = LOSSES.get(self.cfg.loss.name).logit_scale(self.cfg.loss)
         self.translator = M2mTranslator(
             g,
             self.counts,

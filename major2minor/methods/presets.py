@@ -16,8 +16,12 @@ from major2minor.registry import METHODS
 #: rebalance.weighted_mean=mean (recorded as method "ce+drw").
 KAIDIC_DRW = {"rebalance.cb_beta": 0.9999, "rebalance.weighted_mean": "weights"}
 
+#: The preset of plain training: the results table's default reference row, the method of M2m's g and of the
+#: shared prefixes before T0, and in a multi-seed grid the cells whose best checkpoints serve as g.
+PLAIN_METHOD = "erm"
+
 PRESETS = [
-    ("erm", Preset("ce", "none", "ERM: cross-entropy, no re-balancing", label="ERM")),
+    (PLAIN_METHOD, Preset("ce", "none", "ERM: cross-entropy, no re-balancing", label="ERM")),
     ("ros", Preset("ce", "ros", "ROS: random over-sampling proportional to 1/N", label="ROS")),
     ("smote", Preset("ce", "smote", "SMOTE: synthetic minority over-sampling up to N_max", label="SMOTE")),
     ("rw", Preset("ce", "rw", "RW: re-weighting by 1/N", label="RW")),
