@@ -35,9 +35,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import torch
 
 from major2minor import distributed as dist_utils
-from major2minor.checkpoint import (
-    json_text,
-)
+from major2minor.atomic import json_text
 from major2minor.config import Config
 from major2minor.data import DataBundle, Split, build_dataset, to_float
 from major2minor.data.batches import batch_source, is_streamed, iter_uint8_batches

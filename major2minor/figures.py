@@ -39,7 +39,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from major2minor.checkpoint import atomic_write_bytes
+from major2minor.atomic import atomic_write_bytes
 from major2minor.registry import LOSSES, METHODS, REBALANCERS
 from major2minor.runlog import LogRows, read_log
 from major2minor.units import percent as fmt_percent

@@ -38,7 +38,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from major2minor import figures as figs
-from major2minor.checkpoint import atomic_write_text
+from major2minor.atomic import atomic_write_text
 from major2minor.config import result_settings
 from major2minor.figures import MissingDependencyError
 from major2minor.methods.presets import PLAIN_METHOD

@@ -26,11 +26,9 @@ from filelock import FileLock, Timeout
 
 from major2minor import figures
 from major2minor._version import __version__
+from major2minor.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from major2minor.checkpoint import (
     CheckpointError,
-    atomic_write_bytes,
-    atomic_write_json,
-    atomic_write_text,
     load_checkpoint,
     load_resume_checkpoint,
     save_checkpoint,

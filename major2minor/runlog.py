@@ -12,7 +12,7 @@ import io
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
-from major2minor.checkpoint import atomic_write_text
+from major2minor.atomic import atomic_write_text
 
 PathLike = Union[str, Path]
 LogRows = List[Dict[str, Any]]

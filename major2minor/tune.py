@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from major2minor import pipeline
-from major2minor.checkpoint import atomic_write_json, atomic_write_text
+from major2minor.atomic import atomic_write_json, atomic_write_text
 from major2minor.config import (
     Config,
     children,

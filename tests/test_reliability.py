@@ -24,9 +24,9 @@ from helpers import interrupted_run, read_log_rows
 
 import major2minor.checkpoint as checkpoint
 import major2minor.engine as engine
+from major2minor.atomic import atomic_write_text
 from major2minor.checkpoint import (
     CheckpointError,
-    atomic_write_text,
     load_checkpoint,
     load_resume_checkpoint,
     load_weights,

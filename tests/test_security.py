@@ -26,9 +26,9 @@ import torch
 from helpers import crash_at_epoch, interrupted_run, read_log_rows
 
 import major2minor.checkpoint as checkpoint
+from major2minor.atomic import atomic_write_text
 from major2minor.checkpoint import (
     CheckpointError,
-    atomic_write_text,
     load_checkpoint,
     load_resume_checkpoint,
     load_weights,
