@@ -40,6 +40,7 @@ from major2minor.config import Config
 from major2minor.data import DataBundle, Split, build_dataset, to_float
 from major2minor.data.batches import batch_source, is_streamed, iter_uint8_batches
 from major2minor.data.sampling import epoch_indices
+from major2minor.display import duration, percent
 from major2minor.losses import build_loss
 from major2minor.methods.base import EpochContext, Rebalancer, RunContext
 from major2minor.methods.generator import describe_generator, load_generators
@@ -50,7 +51,6 @@ from major2minor.numerics import ProcessSettings, choose_amp
 from major2minor.registry import MODELS, REBALANCERS
 from major2minor.rundir import RunDir, RunDirError, TrainingCheckpoint, check_resume_config, data_changes
 from major2minor.tblog import NullTBLogger, TBLogger
-from major2minor.units import duration, percent
 
 Log = Callable[[str], None]
 

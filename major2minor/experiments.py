@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, List, Optional, Sequence, Union
 
 from major2minor.config import load_config, parse_override
+from major2minor.display import duration
 from major2minor.grid import (
     Cell,
     GridError,
@@ -45,7 +46,6 @@ from major2minor.methods.presets import PLAIN_METHOD
 from major2minor.prefix import epochs_with_and_without_sharing
 from major2minor.registry import METHODS
 from major2minor.report import write_report
-from major2minor.units import duration
 
 Log = Callable[[str], None]
 

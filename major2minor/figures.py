@@ -40,9 +40,9 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from major2minor.atomic import atomic_write_bytes
+from major2minor.display import percent as fmt_percent
 from major2minor.registry import LOSSES, METHODS, REBALANCERS
 from major2minor.runlog import LogRows, read_log
-from major2minor.units import percent as fmt_percent
 
 PathLike = Union[str, Path]
 Series = Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]  # epochs, mean, std over seeds (None for one)

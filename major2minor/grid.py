@@ -25,11 +25,11 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from major2minor import pipeline, prefix
 from major2minor.config import differing_settings, result_settings
+from major2minor.display import duration
 from major2minor.methods.presets import PLAIN_METHOD
 from major2minor.models import head_for
 from major2minor.registry import REBALANCERS
 from major2minor.rundir import RunDir
-from major2minor.units import duration
 
 Log = Callable[[str], None]
 

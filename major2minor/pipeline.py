@@ -20,10 +20,10 @@ from typing import Any, Callable, Dict, List, Optional
 
 from major2minor import engine
 from major2minor.config import Config, result_settings
+from major2minor.display import duration, percent
 from major2minor.methods.presets import PLAIN_METHOD
 from major2minor.registry import REBALANCERS
 from major2minor.rundir import RunDir
-from major2minor.units import duration, percent
 
 Log = Callable[[str], None]
 

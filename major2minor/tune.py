@@ -52,10 +52,10 @@ from major2minor.config import (
     is_result_neutral,
     load_config,
 )
+from major2minor.display import duration, percent
 from major2minor.figures import MissingDependencyError
 from major2minor.registry import REBALANCERS
 from major2minor.rundir import RunDirBusy, RunLock, refuse_link
-from major2minor.units import duration, percent
 
 Log = Callable[[str], None]
 

@@ -15,6 +15,7 @@ import pytest
 pytest.importorskip("matplotlib")
 
 from major2minor import figures  # noqa: E402
+from major2minor.display import percent  # noqa: E402
 from major2minor.figures import (  # noqa: E402
     acceptance_ylim,
     best_val_epoch,
@@ -26,7 +27,6 @@ from major2minor.figures import (  # noqa: E402
     training_curves_figure,
 )
 from major2minor.rundir import run_figure_inputs, write_run_figures  # noqa: E402
-from major2minor.units import percent  # noqa: E402
 
 
 def make_log(val, loss=None, acceptance=None, best_epoch=None, slots=1000):
@@ -71,7 +71,7 @@ def test_acceptance_axis_follows_the_data_and_shows_the_overall_rate():
     line = next(ln for ln in ax_acc.lines if ln.get_gid() != "t0")
     assert list(line.get_ydata()) == pytest.approx([0.2, 0.4, 0.6])  # in %
     box = by_gid(ax_acc, "acceptance-mean")
-    assert box and percent(0.004) in box[0].get_text()  # the run's accepted / slots, as units.percent shows it
+    assert box and percent(0.004) in box[0].get_text()  # the run's accepted / slots, as display.percent shows it
     big = training_curves_figure(make_log([0.2, 0.3, 0.4], acceptance=[None, 0.1, 0.2]))
     assert big.axes[2].get_ylim()[1] == pytest.approx(23.0)
 

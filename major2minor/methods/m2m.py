@@ -62,11 +62,11 @@ import torch.nn.functional as F
 
 from major2minor.config import Check, ConfigError, Interval, OneOf
 from major2minor.data.core import to_float
+from major2minor.display import duration, percent
 from major2minor.methods.base import EpochContext, Knob, Rebalancer, RunContext, inverse_frequency, register_method
 from major2minor.metrics import as_labels
 from major2minor.models.fold import FoldedMirror, conv_bn_pairs, fold_batchnorm
 from major2minor.registry import LOSSES
-from major2minor.units import duration, percent
 
 
 @dataclass

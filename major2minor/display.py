@@ -1,4 +1,4 @@
-"""How numbers are shown to people: durations and percentages, one format everywhere.
+"""Display formatting: how numbers are shown to people (durations and percentages), one format everywhere.
 
 Files for programs (``summary.json``, ``log.csv``) hold fractions (0.784); everything shown to people
 (the terminal, ``m2m report``, figures) shows percent (78.40%), with two decimals, or more significant
