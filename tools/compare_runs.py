@@ -5,7 +5,8 @@
 For every run directory (a folder with ``summary.json``) found under the first root, the run at the
 same relative path under the second root must have:
 
-* the same ``summary.json`` apart from timings and paths (``*_seconds``, ``run_dir``, ``device_name``);
+* the same ``summary.json`` apart from timings and paths (``*_seconds``, ``run_dir``, ``device_name``, and a g's
+  ``path``, ``file`` and ``sha256``: the file holds its own run paths; the g runs are compared as runs);
 * the same ``log.csv`` apart from the timing columns (``epoch_seconds``, ``m2m_seconds``);
 * bit-identical model weights in ``best.pt`` and ``last.pt`` (every tensor of the ``model`` entry).
 
@@ -27,7 +28,9 @@ from typing import Any, Dict, List
 import torch
 
 TIMING_KEYS = ("wall_seconds", "train_seconds", "translation_seconds", "epoch_seconds", "m2m_seconds", "seconds")
-PATH_KEYS = ("run_dir", "device_name")
+# where a run lives (and, in summary.json's "generators", where its g lives and the checksum of g's file, which
+# holds g's own run paths): the g's are compared as runs of their own (their weights, bit for bit)
+PATH_KEYS = ("run_dir", "device_name", "path", "file", "sha256")
 
 
 def _strip(obj: Any) -> Any:
