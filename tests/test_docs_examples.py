@@ -73,7 +73,7 @@ def test_translator_leaves_the_callers_g_unchanged_and_translates_the_same(fold,
     frozen = [copy.deepcopy(g).eval().requires_grad_(False) for g in gs]  # what the caller could pass instead
     cfg = M2mConfig(beta=0.5, gamma=0.0, step_size=0.5, fold_generator=fold, fold_classifier=False)
     arg = gs if ensemble else gs[0]
-    translator = M2mTranslator(arg, [200, 100, 5], cfg, generator=torch.Generator().manual_seed(0))
+    translator = M2mTranslator(arg, [200, 100, 5], cfg, rng=torch.Generator().manual_seed(0))
     f = SmallCNN(2).train()
     x, y = _batch()
     x1, y1, stats = translator(f, x, y)
@@ -82,11 +82,11 @@ def test_translator_leaves_the_callers_g_unchanged_and_translates_the_same(fold,
         assert g.training and all(p.requires_grad for p in g.parameters())
         assert all(p.grad is None for p in g.parameters())
         assert all(torch.equal(v, state[k]) for k, v in g.state_dict().items())  # BN statistics too
-        assert all(t is not g for t in translator.generators)
-    assert all(not p.requires_grad for t in translator.generators for p in t.parameters())
+        assert all(t is not g for t in translator.g_models)
+    assert all(not p.requires_grad for t in translator.g_models for p in t.parameters())
     # the translator's copy has the same weights: the same translations as from an already frozen g
     again = M2mTranslator(
-        frozen if ensemble else frozen[0], [200, 100, 5], cfg, generator=torch.Generator().manual_seed(0)
+        frozen if ensemble else frozen[0], [200, 100, 5], cfg, rng=torch.Generator().manual_seed(0)
     )
     x2, y2, _ = again(f, x, y)
     assert torch.equal(x1, x2) and torch.equal(y1, y2)

@@ -75,7 +75,7 @@ def test_seeds_come_only_from_larger_classes_and_p_seed_matches():
 def _translate(cfg, g=None, f=None, counts=(200, 100, 5), n=96, seed=0, bounds=(0.0, 1.0)):
     g = g if g is not None else Linear(seed=1)
     f = f if f is not None else Linear(seed=2)
-    t = M2mTranslator(g, list(counts), cfg, bounds=bounds, generator=torch.Generator().manual_seed(seed))
+    t = M2mTranslator(g, list(counts), cfg, bounds=bounds, rng=torch.Generator().manual_seed(seed))
     x, y = _batch(n)
     return t, x, y, t(f, x, y)
 
@@ -138,8 +138,8 @@ def test_lambda_term_lowers_f_seed_class_logit():
 def test_g_is_frozen_and_never_changes_while_f_trains():
     g, f = Linear(seed=1), Linear(seed=2)
     before = {k: v.clone() for k, v in g.state_dict().items()}
-    t = M2mTranslator(g, [200, 100, 5], M2mConfig(beta=0.5, gamma=0.0), generator=torch.Generator().manual_seed(0))
-    frozen = t.generators[0]  # the translator's own copy: the caller's g is left as it was
+    t = M2mTranslator(g, [200, 100, 5], M2mConfig(beta=0.5, gamma=0.0), rng=torch.Generator().manual_seed(0))
+    frozen = t.g_models[0]  # the translator's own copy: the caller's g is left as it was
     assert not any(p.requires_grad for p in frozen.parameters()) and not frozen.training
     assert all(p.requires_grad for p in g.parameters()) and g.training
     opt = torch.optim.SGD(f.parameters(), lr=0.5)
@@ -236,7 +236,7 @@ def test_folded_generator_is_the_same_function():
     assert torch.allclose(folded(x), g(x), atol=1e-4)
     assert all(isinstance(m, nn.BatchNorm2d) for m in [g.bn_1])  # the original is untouched
     t = M2mTranslator(g, [200, 100, 5], M2mConfig())
-    assert t.generators[0] is not g and not any(p.requires_grad for p in t.generators[0].parameters())
+    assert t.g_models[0] is not g and not any(p.requires_grad for p in t.g_models[0].parameters())
 
 
 def test_f_probability_statistics_are_those_of_the_accepted_samples():
@@ -244,7 +244,7 @@ def test_f_probability_statistics_are_those_of_the_accepted_samples():
     g, f = Linear(seed=1), Linear(seed=2)
     t = M2mTranslator(g, [200, 100, 5], M2mConfig(beta=0.99, gamma=0.2))
     x, y = _batch(96)
-    x_new, y_new, s = t(f, x, y, generator=torch.Generator().manual_seed(4))
+    x_new, y_new, s = t(f, x, y, rng=torch.Generator().manual_seed(4))
     changed = (x_new != x).any(1)
     assert int(changed.sum()) == s.accepted > 0
     probs = F.softmax(f(x_new[changed]), 1)
@@ -252,11 +252,28 @@ def test_f_probability_statistics_are_those_of_the_accepted_samples():
     assert 0 < float(s.f_seed_prob_sum) and float(s.f_seed_prob_sum + s.f_target_prob_sum) <= s.accepted + 1e-5
 
 
+def test_generator_keyword_is_the_former_name_of_rng():
+    """``generator=`` (constructor and call) still works, warns, and draws the same as ``rng=``."""
+    g, f = Linear(seed=1), Linear(seed=2)
+    x, y = _batch(64)
+    new = M2mTranslator(g, [200, 100, 5], M2mConfig(beta=0.99, gamma=0.2), rng=torch.Generator().manual_seed(4))
+    with pytest.warns(DeprecationWarning, match="rng="):
+        old = M2mTranslator(
+            g, [200, 100, 5], M2mConfig(beta=0.99, gamma=0.2), generator=torch.Generator().manual_seed(4)
+        )
+    assert old.rng is not None and torch.equal(new(f, x, y)[0], old(f, x, y)[0])
+    with pytest.warns(DeprecationWarning):
+        x_old = new(f, x, y, generator=torch.Generator().manual_seed(5))[0]
+    assert torch.equal(x_old, new(f, x, y, rng=torch.Generator().manual_seed(5))[0])
+    with pytest.raises(TypeError, match="not both"):
+        new(f, x, y, rng=torch.Generator(), generator=torch.Generator())
+
+
 def test_statistics_when_nothing_is_accepted():
     g, f = Linear(seed=1), Linear(seed=2)
     t = M2mTranslator(g, [200, 100, 5], M2mConfig(beta=0.99, gamma=1.01))  # gamma > 1: all rejected
     x, y = _batch(64)
-    x_new, y_new, s = t(f, x, y, generator=torch.Generator().manual_seed(4))
+    x_new, y_new, s = t(f, x, y, rng=torch.Generator().manual_seed(4))
     assert s.translated > 0 and s.accepted == 0 and torch.equal(x_new, x) and torch.equal(y_new, y)
     assert float(s.f_seed_prob_sum) == 0.0 == float(s.f_target_prob_sum)
 
@@ -268,7 +285,7 @@ def test_f_statistics_use_the_logit_scale_of_fs_loss():
     out = {}
     for scale in (1.0, 30.0):
         t = M2mTranslator(g, [200, 100, 5], M2mConfig(beta=0.99, gamma=0.2), f_logit_scale=scale)
-        out[scale] = t(f, x, y, generator=torch.Generator().manual_seed(4))
+        out[scale] = t(f, x, y, rng=torch.Generator().manual_seed(4))
     (xa, ya, sa), (xb, yb, sb) = out[1.0], out[30.0]
     assert torch.equal(xa, xb) and torch.equal(ya, yb)  # the translation itself is unchanged
     changed = (xb != x).any(1)
@@ -330,7 +347,7 @@ def test_the_translator_takes_labels_of_any_integer_type():
     x, y = _batch()
     runs = []
     for dtype in (torch.int64, torch.int32, torch.uint8):
-        translator = M2mTranslator(Linear(seed=1), [100, 40, 10], M2mConfig(beta=0.9), generator=torch.Generator())
+        translator = M2mTranslator(Linear(seed=1), [100, 40, 10], M2mConfig(beta=0.9), rng=torch.Generator())
         x_new, y_new, stats = translator(Linear(seed=2), x, y.to(dtype), torch.Generator().manual_seed(0))
         assert y_new.dtype == torch.int64
         runs.append((x_new, y_new, stats.accepted))

@@ -64,7 +64,7 @@ def test_translating_through_folded_f_gives_the_same_batch():
     out = {}
     for fold in (False, True):
         t = M2mTranslator(g, [200, 60, 10], M2mConfig(beta=0.99, gamma=0.3, fold_classifier=fold))
-        out[fold] = t(f, x, y, generator=torch.Generator().manual_seed(3))
+        out[fold] = t(f, x, y, rng=torch.Generator().manual_seed(3))
         assert f.training  # f's mode is restored
     (xa, ya, sa), (xb, yb, sb) = out[False], out[True]
     assert sa.accepted > 0 and torch.equal(sa.accepted_per_class, sb.accepted_per_class)
@@ -131,7 +131,7 @@ def test_padding_the_translation_batch_changes_nothing():
     for multiple in (1, 16):
         t = M2mTranslator(g, [200, 60, 10], M2mConfig(beta=0.99, gamma=0.3, pad_multiple=multiple))
         assert t.padding(13, torch.device("cpu")) == (0 if multiple == 1 else 3)
-        out[multiple] = t(f, x, y, generator=torch.Generator().manual_seed(3))
+        out[multiple] = t(f, x, y, rng=torch.Generator().manual_seed(3))
     (xa, ya, sa), (xb, yb, sb) = out[1], out[16]
     assert sa.translated % 16 != 0 and sa.translated == sb.translated  # padding is not counted
     assert torch.equal(sa.accepted_per_class, sb.accepted_per_class) and torch.equal(ya, yb)
@@ -171,7 +171,7 @@ def test_flushing_subnormals_does_not_change_the_translated_batch():
             torch.set_flush_denormal(flush)
             for lam in (0.0, 0.5):
                 t = M2mTranslator(g, [200, 60, 10], M2mConfig(beta=0.99, gamma=0.5, lam=lam), (0.0, 1.0))
-                results.append(t(f, x, y, generator=torch.Generator().manual_seed(1)))
+                results.append(t(f, x, y, rng=torch.Generator().manual_seed(1)))
         same = all(torch.equal(a[1], b[1]) and torch.allclose(a[0], b[0], atol=1e-6)
                    and torch.equal(a[2].accepted_per_class, b[2].accepted_per_class)
                    for a, b in zip(results[:2], results[2:]))

@@ -90,7 +90,7 @@ def main() -> dict:
         counts,
         M2mConfig(beta=0.99, lam=0.5, gamma=0.9, step_size=0.5, steps=10),
         bounds=(0.0, 1.0),
-        generator=torch.Generator().manual_seed(0),
+        rng=torch.Generator().manual_seed(0),
     )
 
     f = mlp()

@@ -17,7 +17,7 @@ For an (over-sampled) batch {(x_i, y_i)} with training counts N_c and N_max = ma
 Use it from any training loop::
 
     translator = M2mTranslator(g, class_counts, M2mConfig(), bounds=(0.0, 1.0),
-                               generator=torch.Generator().manual_seed(0))
+                               rng=torch.Generator().manual_seed(0))
     x, y, stats = translator(f, x, y)      # then the usual loss / backward / step on (x, y)
 
 Deliberate departures from the public code (alinlab/M2m), each with its reason:
@@ -260,6 +260,18 @@ def _eval_mode(nets: Sequence[nn.Module]) -> List[bool]:
     return modes
 
 
+def _renamed_rng(rng: Optional[torch.Generator], generator: Optional[torch.Generator]) -> Optional[torch.Generator]:
+    """``rng``, or ``generator`` (its former name, kept working with a DeprecationWarning)."""
+    if generator is None:
+        return rng
+    if rng is not None:
+        raise TypeError("give rng= only (generator= is its former name), not both")
+    warnings.warn(
+        "M2mTranslator: generator= is renamed rng= (g is the generator network)", DeprecationWarning, stacklevel=3
+    )
+    return generator
+
+
 class M2mTranslator:
     """Translate majority samples into minority classes for one batch at a time.
 
@@ -274,7 +286,8 @@ class M2mTranslator:
         config: the knobs (beta, lam, gamma, step_size, steps, noise, noise_radius, reject,
             translate_rejected); see :class:`M2mConfig`.
         bounds: (low, high) of the input space for the clamp, or None for unbounded inputs.
-        generator: the torch.Generator (on the batch's device) every random draw comes from.
+        rng: the torch.Generator (on the batch's device) every random draw comes from (``generator=``,
+            its former name, still works and warns).
         amp: "bf16" to run the networks under bf16 autocast.
         f_logit_scale: multiplies f's logits before the softmax of the f-probability *statistics* only
             (LDAM's scale s for a cosine head, whose raw logits lie in [-1, 1]); the translation uses
@@ -289,27 +302,30 @@ class M2mTranslator:
         counts: Sequence[int],
         config: Optional[M2mConfig] = None,
         bounds: Optional[Tuple[float, float]] = (0.0, 1.0),
-        generator: Optional[torch.Generator] = None,
+        rng: Optional[torch.Generator] = None,
         amp: str = "none",
         channels_last: bool = False,
         f_logit_scale: float = 1.0,
+        *,
+        generator: Optional[torch.Generator] = None,
     ):
         self.cfg = config or M2mConfig()
-        self.generators: Optional[List[nn.Module]] = None
+        # the g networks (None: M2m-Self, f plays g)
+        self.g_models: Optional[List[nn.Module]] = None
         if g is not None:
             nets = list(g) if isinstance(g, (list, tuple)) else [g]
             # the translator's own frozen copies (eval mode, no gradients, never in an optimiser): the
             # caller's g keeps its training mode and requires_grad flags, and is never translated with
-            self.generators = [copy.deepcopy(net).eval().requires_grad_(False) for net in nets]
+            self.g_models = [copy.deepcopy(net).eval().requires_grad_(False) for net in nets]
             if self.cfg.fold_generator:  # one conv kernel instead of conv + BN per layer
-                self.generators = [fold_batchnorm(net) for net in self.generators]
+                self.g_models = [fold_batchnorm(net) for net in self.g_models]
         self.channels_last = channels_last
         self._mirror = None  # BN-folded copy of f (m2m.fold_classifier), built at the first call
         self.counts = torch.as_tensor(list(counts), dtype=torch.float32)
         if (self.counts <= 0).any():
             raise ValueError(f"every class needs a positive training count for M2m, got {list(counts)}.")
         self.bounds = bounds
-        self.generator = generator
+        self.rng = _renamed_rng(rng, generator)  # the random generator every draw comes from
         self.amp = amp
         self.f_logit_scale = f_logit_scale
 
@@ -342,7 +358,7 @@ class M2mTranslator:
 
     def g_log_probs(self, f: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """log of g's class probabilities; for an ensemble, log of the mean of the members' softmax."""
-        nets = self.generators if self.generators is not None else [f]
+        nets = self.g_models if self.g_models is not None else [f]
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.amp == "bf16"):
             logits = [n(x).float() for n in nets]
         if len(logits) == 1:
@@ -378,7 +394,7 @@ class M2mTranslator:
         cfg = self.cfg
         for _ in range(cfg.steps):
             x.requires_grad_(True)
-            if self.generators is None:  # M2m-Self: one forward of f gives both terms
+            if self.g_models is None:  # M2m-Self: one forward of f gives both terms
                 with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.amp == "bf16"):
                     f_logits = f(x).float()
                 loss = F.nll_loss(F.log_softmax(f_logits, 1), target, reduction="sum")
@@ -428,7 +444,7 @@ class M2mTranslator:
         g's target-class probability, the accepted rows (indices into ``plan.work``) and f's class
         probabilities on the accepted rows (for the statistics)."""
         cfg, work = self.cfg, plan.work
-        nets = [f] + (self.generators or [])
+        nets = [f] + (self.g_models or [])
         modes = _eval_mode(nets)
         try:
             f_eval = self.eval_classifier(f)
@@ -456,14 +472,21 @@ class M2mTranslator:
         return x_star, g_prob, accepted, f_prob
 
     def __call__(
-        self, f: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: Optional[torch.Generator] = None
+        self,
+        f: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        rng: Optional[torch.Generator] = None,
+        *,
+        generator: Optional[torch.Generator] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor, BatchStats]:
         """Translate one batch: ``(x_new, y_new, stats)``; accepted slots get x* and their target class,
         the others keep their sample.  ``x`` and ``y`` are not modified; ``y`` may be of any integer type
         (``y_new`` is int64)."""
         t0 = time.perf_counter()
         y = as_labels(y, "y")
-        gen = generator if generator is not None else self.generator
+        rng = _renamed_rng(rng, generator)
+        gen = rng if rng is not None else self.rng
         num_classes = len(self.counts)
         x_new, y_new = x.clone(), y.clone()
         plan = self.plan(x, y, gen)
@@ -612,7 +635,7 @@ class M2mRebalancer(Rebalancer):
         self.estimated = True
         x, y = self._probe_batch(ctx.train)
         probe = torch.Generator(device=x.device).manual_seed(0)  # a throwaway stream: the run's are untouched
-        translate = _timed(lambda: self.translator(ctx.model, x, y, generator=probe), x.device)
+        translate = _timed(lambda: self.translator(ctx.model, x, y, rng=probe), x.device)
         step = _plain_step_seconds(ctx.model, x, y)
         per_epoch, ratio = translate * ctx.n_batches, translate / max(step, 1e-9)
         self.log(
