@@ -42,7 +42,7 @@ from major2minor.atomic import atomic_write_text
 from major2minor.config import result_settings
 from major2minor.figures import MissingDependencyError
 from major2minor.methods.presets import PLAIN_METHOD
-from major2minor.registry import LOSSES, METHODS, REBALANCERS
+from major2minor.registry import LOSSES, METHODS, REBALANCERS, method_label, part_label
 from major2minor.rundir import RunDir, RunDirError, UnsealedRunError
 
 PathLike = Union[str, os.PathLike]
@@ -188,9 +188,14 @@ def collect_runs(paths: Union[PathLike, Sequence[PathLike]]) -> List[RunResult]:
                 continue  # the tool's own hidden folders: M2m's cached generators (.generators), caches
             found[s.parent.resolve()] = None
     if not found:
+        started = unfinished_runs(paths)
         raise ReportError(
-            f"no summary.json found under {', '.join(str(p) for p in paths)}; the runs have "
-            "not finished, or the paths are wrong (pass e.g. runs/digits-lt)."
+            f"no summary.json found under {', '.join(str(p) for p in paths)}; "
+            + (
+                f"no run has finished yet ({'; '.join(started[:6])}{'; ...' if len(started) > 6 else ''})."
+                if started
+                else "the runs have not finished, or the paths are wrong (pass e.g. runs/digits-lt)."
+            )
         )
     return [load_run(d) for d in sorted(found)]
 
@@ -271,7 +276,7 @@ class ResultRow:
     @property
     def label(self) -> str:
         """The method's paper name (``"LDAM-M2m"``), used in figures, plus what tells variants apart."""
-        name = method_label(self.method, self.loss_label, self.rebalance_label)
+        name = method_label(self.method, self.loss, self.rebalance)
         return name + (f" ({self.variant})" if self.variant else "")
 
     def cell(self, metric: str) -> str:
@@ -296,22 +301,10 @@ class ResultRow:
 
 def _display(method: str, loss: str, rebalance: str) -> Tuple[str, str]:
     """The table's Loss and Re-balancing cells, as the registered parts name themselves."""
-    loss_label = (getattr(LOSSES.get(loss), "label", "") or loss) if loss in LOSSES else loss
-    rebalance_label = (
-        (getattr(REBALANCERS.get(rebalance), "label", "") or rebalance) if rebalance in REBALANCERS else rebalance
-    )
+    loss_label, rebalance_label = part_label(LOSSES, loss), part_label(REBALANCERS, rebalance)
     if method in METHODS and METHODS.get(method).rebalance_label:  # the supplement's ablations: "M2m-Self"
         rebalance_label = METHODS.get(method).rebalance_label
     return loss_label, rebalance_label
-
-
-def method_label(method: str, loss_label: str, rebalance_label: str) -> str:
-    """A row's name in figures and legends: the preset's paper label ("ERM", "LDAM-DRW", "M2m-Self"),
-    else ``"LOSS / RE-BALANCING"`` for a combination without a preset."""
-    if method in METHODS:
-        return METHODS.get(method).label
-    reb = rebalance_label if rebalance_label != "–" else ""
-    return loss_label + (f" / {reb}" if reb else "")
 
 
 def _order_key(method: str, order: Sequence[str]) -> Tuple[int, str]:
@@ -738,9 +731,11 @@ def unfinished_runs(paths: Sequence[PathLike]) -> List[str]:
             continue
         for cfg in sorted(p.rglob(RunDir.CONFIG)):
             run = RunDir(cfg.parent)
-            if run.finished or any(x.startswith(".") for x in run.path.relative_to(p).parts):
-                continue
-            found.append(f"{run}: {run.progress()}")
+            hidden = [x for x in run.path.relative_to(p).parts if x.startswith(".")]
+            if run.finished or any(x not in (".prefix", ".generators") for x in hidden):
+                continue  # a shared prefix or a g still training is part of what the grid lacks; a cache is not
+            what = {".prefix": "shared prefix ", ".generators": "g "}.get(hidden[0], "") if hidden else ""
+            found.append(f"{what}{run}: {run.progress()}")
     return found
 
 

@@ -208,3 +208,13 @@ def test_the_grid_works_seed_by_seed_for_early_answers(tmp_path):
     ]  # fmt: skip
     g = {seed: erm.seed for (method, seed), (erm, _) in cross_seed_generators(grid).items()}
     assert g == {0: 1, 1: 0, 2: 1}
+
+
+def test_report_on_a_grid_with_nothing_finished_says_how_far_it_got(tmp_path, capsys):
+    prefix = tmp_path / "cifar10-lt" / ".prefix" / "erm-abc" / "seed0"
+    prefix.mkdir(parents=True)
+    (prefix / "config.yaml").write_text("train:\n  epochs: 160\n")
+    (prefix / "log.csv").write_text("epoch,lr\n1,0.02\n2,0.04\n")
+    assert main(["report", str(tmp_path / "cifar10-lt"), "--no-figures"]) != 0
+    err = capsys.readouterr().err
+    assert f"no run has finished yet (shared prefix {prefix}: epoch 2 of 160)" in err, err
