@@ -686,7 +686,7 @@ def load_config(recipe: Optional[str] = None, overrides: Sequence[str] = ()) -> 
     for k, v in parsed:
         if k not in ("method", "recipe"):
             set_key(cfg, k, v)
-    cfg.method = method_label(cfg, requested=None if method is None else str(method))
+    cfg.method = resolve_method(cfg, requested=None if method is None else str(method))
     scale_schedule(cfg)
     validate(cfg)
     warn_about_schedule(cfg)
@@ -729,7 +729,7 @@ def warn_about_schedule(cfg: Config) -> None:
         )
 
 
-def method_label(cfg: Config, requested: Optional[str] = None) -> str:
+def resolve_method(cfg: Config, requested: Optional[str] = None) -> str:
     """The preset that the resolved loss/re-balancing/switches match, else ``LOSS+REBALANCE``.
 
     So ``method=erm loss=focal rebalance=rw`` is recorded (and gets its run directory) as

@@ -41,7 +41,7 @@ import numpy as np
 
 from major2minor.atomic import atomic_write_bytes
 from major2minor.display import percent as fmt_percent
-from major2minor.registry import LOSSES, METHODS, REBALANCERS
+from major2minor.registry import REBALANCERS, method_label
 from major2minor.runlog import LogRows, read_log
 
 PathLike = Union[str, Path]
@@ -122,18 +122,6 @@ def _plain_log_axis(axis, lo: float, hi: float, max_ticks: int = 8) -> None:
     axis.set_major_locator(FixedLocator(log_ticks(lo, hi, max_ticks)))
     axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
     axis.set_minor_formatter(NullFormatter())
-
-
-def method_label(method: Optional[str], loss: Optional[str] = None, rebalance: Optional[str] = None) -> str:
-    """A run's name in figures: the preset's paper label (``"LDAM-DRW"``), else ``"LOSS / RE-BALANCING"``
-    (as in the report's rows)."""
-    if method and method in METHODS:
-        return METHODS.get(method).label
-    loss_label = getattr(LOSSES.get(loss), "label", "") or loss if loss in LOSSES else loss
-    reb = getattr(REBALANCERS.get(rebalance), "label", "") or rebalance if rebalance in REBALANCERS else rebalance
-    if not loss_label:
-        return str(method or "")
-    return str(loss_label) + (f" / {reb}" if reb and reb not in ("–", "none") else "")
 
 
 # ----------------------------------------------------------------------------------------------

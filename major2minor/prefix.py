@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable, Dict, Optional
 
 from major2minor import engine
-from major2minor.config import Config, method_label, result_settings
+from major2minor.config import Config, resolve_method, result_settings
 from major2minor.registry import REBALANCERS
 from major2minor.rundir import RunDir, TrainingCheckpoint
 
@@ -45,7 +45,7 @@ def prefix_config(cfg: Config) -> Optional[Config]:
     prefix = copy.deepcopy(cfg)
     prefix.rebalance = type(cfg.rebalance)()  # none: nothing is re-balanced before T0
     prefix.sections = {name: type(section)() for name, section in cfg.sections.items()}
-    prefix.method = method_label(prefix)  # erm, ldam, focal, balanced-softmax
+    prefix.method = resolve_method(prefix)  # erm, ldam, focal, balanced-softmax
     prefix.train.epochs = t0
     key = result_settings(prefix.to_dict())
     key.pop("train.seed", None)  # in the directory name

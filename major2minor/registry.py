@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 
 class UnknownNameError(KeyError, ValueError):
@@ -111,3 +111,23 @@ METHODS = Registry("method preset", "method")
 DATASETS = Registry("data set", "data.name")
 
 REGISTRIES = {"models": MODELS, "losses": LOSSES, "rebalancers": REBALANCERS, "methods": METHODS, "datasets": DATASETS}
+
+
+def part_label(registry: Registry, name: Any) -> Any:
+    """A registered part's ``label`` (its name in tables and figures: ``"LDAM"``, ``"DRS"``), else ``name``."""
+    if name in registry:
+        return getattr(registry.get(name), "label", "") or name
+    return name
+
+
+def method_label(method: Optional[str], loss: Optional[str] = None, rebalance: Optional[str] = None) -> str:
+    """A run's name in figures, legends and the report's rows: the preset's paper label (``"LDAM-DRW"``,
+    ``"M2m-Self"``), else ``"LOSS / RE-BALANCING"`` as the parts label themselves (no re-balancing part
+    for none)."""
+    if method and method in METHODS:
+        return METHODS.get(method).label
+    loss_label = part_label(LOSSES, loss)
+    reb = part_label(REBALANCERS, rebalance)
+    if not loss_label:
+        return str(method or "")
+    return str(loss_label) + (f" / {reb}" if reb and reb not in ("–", "none") else "")

@@ -74,7 +74,7 @@ def test_unknown_recipe():
         load_config("cifar-10-lt")
 
 
-def test_method_label_follows_the_resolved_loss_and_rebalancing():
+def test_resolved_method_follows_the_loss_and_rebalancing():
     assert load_config(None, ["loss=focal", "rebalance=rw"]).method == "focal+rw"
     assert load_config(None, ["method=erm", "rebalance=drs"]).method == "drs"
     assert load_config(None, ["method=m2m", "m2m.reject=false"]).method == "m2m-no-reject"
