@@ -79,6 +79,7 @@ def test_grid_then_skip_on_second_call(tmp_path, monkeypatch, capsys):
         reproduce("digits-lt", "erm", 1, root=tmp_path, overrides=[*FAST, "train.epochs=3"], log=None)
 
 
+@pytest.mark.slow  # three grid cells; in-process resume is checked in test_engine and test_reliability
 def test_resume_interrupted_cell_and_determinism(tmp_path):
     # an interrupted cell: last.pt after epoch 1, no summary
     ((cell, cfg),) = build_grid("digits-lt", ["drs"], [0], tmp_path / "a", FAST)

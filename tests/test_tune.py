@@ -100,6 +100,7 @@ def test_study_runs_resumes_and_prints_a_command_that_reproduces_the_best_trial(
     assert code == 2 and "was started with other settings" in err and "seeds [100] there" in err
 
 
+@pytest.mark.slow  # a study interrupted and run again; a study that runs and resumes is checked above
 def test_an_interrupted_trial_is_retried_in_its_directory(tmp_path, capsys, monkeypatch):
     root = tmp_path / "runs"
     args = ["digits-lt", *TINY, "--trials", "1", "--seeds", "2", "--root", str(root)]
