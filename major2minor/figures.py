@@ -41,15 +41,12 @@ import numpy as np
 
 from major2minor.atomic import atomic_write_bytes
 from major2minor.display import percent as fmt_percent
+from major2minor.errors import MissingDependencyError
 from major2minor.registry import REBALANCERS, method_label
 from major2minor.runlog import LogRows, read_log
 
 PathLike = Union[str, Path]
 Series = Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]  # epochs, mean, std over seeds (None for one)
-
-
-class MissingDependencyError(ImportError, RuntimeError):
-    """An optional dependency (matplotlib, tensorboard) is needed but not installed."""
 
 
 def _require_matplotlib():

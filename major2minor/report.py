@@ -40,7 +40,7 @@ import numpy as np
 from major2minor import figures as figs
 from major2minor.atomic import atomic_write_text
 from major2minor.config import result_settings
-from major2minor.figures import MissingDependencyError
+from major2minor.errors import MissingDependencyError
 from major2minor.methods.presets import PLAIN_METHOD
 from major2minor.registry import LOSSES, METHODS, REBALANCERS, method_label, part_label
 from major2minor.rundir import RunDir, RunDirError, UnsealedRunError

@@ -18,7 +18,7 @@ import numbers
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
-from major2minor.figures import MissingDependencyError
+from major2minor.errors import MissingDependencyError
 from major2minor.registry import REBALANCERS
 
 SPLITS = ("train", "val", "test")

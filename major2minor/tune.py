@@ -53,7 +53,7 @@ from major2minor.config import (
     load_config,
 )
 from major2minor.display import duration, percent
-from major2minor.figures import MissingDependencyError
+from major2minor.errors import MissingDependencyError
 from major2minor.registry import REBALANCERS
 from major2minor.rundir import RunDirBusy, RunLock, refuse_link
 

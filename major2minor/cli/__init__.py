@@ -29,8 +29,8 @@ from major2minor.cli.argparsing import IntermixedParser
 from major2minor.config import ConfigError
 from major2minor.data.io import DataFormatError, DataNotFoundError
 from major2minor.engine import NonFiniteLossError
+from major2minor.errors import MissingDependencyError
 from major2minor.experiments import GridError
-from major2minor.figures import MissingDependencyError
 from major2minor.memory import MemoryEstimateError
 from major2minor.registry import UnknownNameError
 from major2minor.report import ReportError
