@@ -7,6 +7,11 @@ digits below 1% so that a small acceptance rate does not read as zero (0.38%).
 
 from __future__ import annotations
 
+from typing import Callable
+
+#: where a message for people goes (``print``, a list's ``append``, a logger's ``info``); one line per call
+Log = Callable[[str], None]
+
 
 def duration(seconds: float) -> str:
     """``42.0s``, ``3.5 min``, ``2.1 h``, ``1.5 days``."""

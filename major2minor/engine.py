@@ -30,7 +30,7 @@ import sys
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
@@ -40,7 +40,7 @@ from major2minor.config import Config
 from major2minor.data import DataBundle, Split, build_dataset, to_float
 from major2minor.data.batches import batch_source, is_streamed, iter_uint8_batches
 from major2minor.data.sampling import epoch_indices
-from major2minor.display import duration, percent
+from major2minor.display import Log, duration, percent
 from major2minor.losses import build_loss
 from major2minor.methods.base import EpochContext, Rebalancer, RunContext
 from major2minor.methods.generator import describe_generator, load_generators
@@ -51,8 +51,6 @@ from major2minor.numerics import ProcessSettings, choose_amp
 from major2minor.registry import MODELS, REBALANCERS
 from major2minor.rundir import RunDir, RunDirError, TrainingCheckpoint, check_resume_config, data_changes
 from major2minor.tblog import NullTBLogger, TBLogger
-
-Log = Callable[[str], None]
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -27,10 +27,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Sequence, Union
+from typing import Any, List, Optional, Sequence, Union
 
 from major2minor.config import load_config, parse_override
-from major2minor.display import duration
+from major2minor.display import Log, duration
 from major2minor.grid import (
     Cell,
     GridError,
@@ -46,8 +46,6 @@ from major2minor.methods.presets import PLAIN_METHOD
 from major2minor.prefix import epochs_with_and_without_sharing
 from major2minor.registry import METHODS
 from major2minor.report import write_report
-
-Log = Callable[[str], None]
 
 #: Keys the grid sets per cell; giving them as overrides would contradict the grid.
 GRID_KEYS = ("method", "train.seed", "run.dir", "recipe")

@@ -21,17 +21,15 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from major2minor import pipeline, prefix
 from major2minor.config import differing_settings, result_settings
-from major2minor.display import duration
+from major2minor.display import Log, duration
 from major2minor.methods.presets import PLAIN_METHOD
 from major2minor.models import head_for
 from major2minor.registry import REBALANCERS
 from major2minor.rundir import RunDir
-
-Log = Callable[[str], None]
 
 
 class GridError(ValueError):

@@ -16,16 +16,14 @@ import copy
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from major2minor import engine
 from major2minor.config import Config, result_settings
-from major2minor.display import duration, percent
+from major2minor.display import Log, duration, percent
 from major2minor.methods.presets import PLAIN_METHOD
 from major2minor.registry import REBALANCERS
 from major2minor.rundir import RunDir
-
-Log = Callable[[str], None]
 
 GENERATOR_SEED_OFFSET = 1000
 

@@ -23,14 +23,13 @@ import dataclasses
 import hashlib
 import json
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Dict, Optional
 
 from major2minor import engine
 from major2minor.config import Config, resolve_method, result_settings
+from major2minor.display import Log
 from major2minor.registry import REBALANCERS
 from major2minor.rundir import RunDir, TrainingCheckpoint
-
-Log = Callable[[str], None]
 
 
 def prefix_config(cfg: Config) -> Optional[Config]:

@@ -33,20 +33,20 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from major2minor import figures as figs
 from major2minor.atomic import atomic_write_text
 from major2minor.config import result_settings
+from major2minor.display import Log
 from major2minor.errors import MissingDependencyError
 from major2minor.methods.presets import PLAIN_METHOD
 from major2minor.registry import LOSSES, METHODS, REBALANCERS, method_label, part_label
 from major2minor.rundir import RunDir, RunDirError, UnsealedRunError
 
 PathLike = Union[str, os.PathLike]
-Log = Callable[[str], None]
 
 AT_CHOICES = ("best", "last")
 

@@ -40,7 +40,7 @@ import time
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from major2minor import pipeline
 from major2minor.atomic import atomic_write_json, atomic_write_text
@@ -52,12 +52,10 @@ from major2minor.config import (
     is_result_neutral,
     load_config,
 )
-from major2minor.display import duration, percent
+from major2minor.display import Log, duration, percent
 from major2minor.errors import MissingDependencyError
 from major2minor.registry import REBALANCERS
 from major2minor.rundir import RunDirBusy, RunLock, refuse_link
-
-Log = Callable[[str], None]
 
 #: The first tuning seed: far from the evaluation seeds (0, 1, 2, ...) of ``m2m reproduce``.
 FIRST_TUNING_SEED = 100

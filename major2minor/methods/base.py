@@ -34,9 +34,8 @@ import numpy as np
 import torch
 
 from major2minor.data.core import DataBundle, Split
+from major2minor.display import Log
 from major2minor.registry import METHODS, REBALANCERS
-
-Log = Callable[[str], None]
 
 
 def inverse_frequency(counts: Sequence[int]) -> np.ndarray:
