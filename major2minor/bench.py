@@ -35,7 +35,7 @@ from major2minor.methods.base import inverse_frequency
 from major2minor.methods.m2m import M2mConfig, M2mTranslator
 from major2minor.models import build_model
 from major2minor.models.fold import fold_batchnorm
-from major2minor.numerics import choose_amp, flushing_denormals, native_bf16_cpu
+from major2minor.numerics import autocast, choose_amp, flushing_denormals, native_bf16_cpu
 from major2minor.registry import MODELS
 
 METHODS_TIMED = ("erm", "drs", "m2m")  # what Workload.functions can time
@@ -122,7 +122,7 @@ def train_step(
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+        with autocast(device, "bf16" if use_amp else "none"):
             logits = model(x)
         loss = F.cross_entropy(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)

@@ -47,7 +47,7 @@ from major2minor.methods.generator import describe_generator, load_generators
 from major2minor.metrics import classification_metrics
 from major2minor.models import build_model
 from major2minor.models.footprint import check_training_memory
-from major2minor.numerics import ProcessSettings, choose_amp
+from major2minor.numerics import ProcessSettings, autocast, choose_amp
 from major2minor.registry import MODELS, REBALANCERS
 from major2minor.rundir import RunDir, RunDirError, TrainingCheckpoint, check_resume_config, data_changes
 from major2minor.tblog import NullTBLogger, TBLogger
@@ -86,7 +86,7 @@ def predict(
     outs = []
     for xb in iter_uint8_batches(x, batch_size, device):  # a tensor, or streamed images (DataLoader)
         xb = to_float(xb)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
+        with autocast(device, amp):
             outs.append(model(xb).float())
     model.train(was_training)
     return torch.cat(outs) if outs else torch.zeros(0)
@@ -571,7 +571,7 @@ class Trainer:
         x, y = parts.method.transform_batch(parts.translate_model, x, y, epoch)
         if self.cfg.train.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(parts.device.type, dtype=torch.bfloat16, enabled=parts.amp == "bf16"):
+        with autocast(parts.device, parts.amp):
             logits = parts.step_model(x)
         loss = parts.method.batch_loss(parts.loss_fn(logits.float(), y, class_weight), y, class_weight)
         # under DDP every rank must take the same decision, so the check sees the summed loss

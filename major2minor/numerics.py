@@ -202,3 +202,10 @@ def choose_amp(setting: str, device: torch.device, bf16_devices: Union[bool, Ite
             return "bf16", f"auto: bf16, the CPU has {how}"
         return "none", "auto: fp32, the CPU has no native BF16 (bf16 would be emulated, about 3x slower)"
     return "none", f"auto: fp32 on {device.type}"
+
+
+def autocast(device: Union[torch.device, str], amp: str) -> torch.autocast:
+    """The autocast context a run's forward passes run under: bf16 on ``device``'s type when ``amp`` is
+    ``"bf16"`` (the run's resolved ``train.amp``, :func:`choose_amp`), else disabled (fp32)."""
+    device_type = device if isinstance(device, str) else device.type
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp == "bf16")

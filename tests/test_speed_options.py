@@ -250,3 +250,15 @@ def test_the_run_records_the_autocast_it_used(tiny_cfg):
     env = json.loads((__import__("pathlib").Path(summary["run_dir"]) / "environment.json").read_text())
     assert summary["amp"] == env["amp"] == "none"  # the digits CNN is too small to gain from bf16
     assert env["amp_reason"] == "auto: fp32, the model is too small to gain from bf16"
+
+
+def test_numerics_autocast_is_bf16_only_for_amp_bf16():
+    """Every forward pass of a run goes through numerics.autocast: bf16 when train.amp resolved to bf16."""
+    from major2minor.numerics import autocast
+
+    a, b = torch.rand(4, 4), torch.rand(4, 4)
+    for device in (torch.device("cpu"), "cpu"):
+        with autocast(device, "bf16"):
+            assert (a @ b).dtype == torch.bfloat16
+        with autocast(device, "none"):
+            assert (a @ b).dtype == torch.float32

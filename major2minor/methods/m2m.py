@@ -66,6 +66,7 @@ from major2minor.display import duration, percent
 from major2minor.methods.base import EpochContext, Knob, Rebalancer, RunContext, inverse_frequency, register_method
 from major2minor.metrics import as_labels
 from major2minor.models.fold import FoldedMirror, conv_bn_pairs, fold_batchnorm
+from major2minor.numerics import autocast
 from major2minor.registry import LOSSES
 
 
@@ -359,7 +360,7 @@ class M2mTranslator:
     def g_log_probs(self, f: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """log of g's class probabilities; for an ensemble, log of the mean of the members' softmax."""
         nets = self.g_models if self.g_models is not None else [f]
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.amp == "bf16"):
+        with autocast(x.device, self.amp):
             logits = [n(x).float() for n in nets]
         if len(logits) == 1:
             return F.log_softmax(logits[0], 1)
@@ -395,13 +396,13 @@ class M2mTranslator:
         for _ in range(cfg.steps):
             x.requires_grad_(True)
             if self.g_models is None:  # M2m-Self: one forward of f gives both terms
-                with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.amp == "bf16"):
+                with autocast(x.device, self.amp):
                     f_logits = f(x).float()
                 loss = F.nll_loss(F.log_softmax(f_logits, 1), target, reduction="sum")
             else:
                 loss = F.nll_loss(self.g_log_probs(f, x), target, reduction="sum")  # sum_s CE(g(x_s), k_s)
                 if cfg.lam != 0:
-                    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.amp == "bf16"):
+                    with autocast(x.device, self.amp):
                         f_logits = f(x).float()
             if cfg.lam != 0:
                 loss = loss + cfg.lam * f_logits.gather(1, seed_class[:, None]).sum()
@@ -464,7 +465,7 @@ class M2mTranslator:
             # f's probabilities feed only the statistics of accepted samples: one forward of those alone
             f_prob = x_star.new_zeros((0, len(self.counts)))
             if len(accepted):
-                with torch.no_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.amp == "bf16"):
+                with torch.no_grad(), autocast(x.device, self.amp):
                     f_prob = F.softmax(self.f_logit_scale * f_eval(x_star[accepted]).float(), 1)
         finally:
             for net, mode in zip(nets, modes):
