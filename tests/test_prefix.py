@@ -126,3 +126,23 @@ def test_grid_eta_counts_only_tasks_that_trained(monkeypatch):
         progress.finished(grid.Task("cell", name, cfg=None, extra={"seconds": seconds}))
     assert lines[0] == "[1/4] a: ready in 0.0s" and lines[1] == "[2/4] b: ready in 0.0s"  # no rate yet: no ETA
     assert lines[2].endswith("about 10.0 min left")  # 600 s per trained task, one task left
+
+
+@pytest.mark.parametrize(
+    "recipe, overrides, which, expected",
+    [
+        ("digits-lt", ["method=m2m"], "g", ".generators/digits-lt-7c3a07557f03/seed1000"),
+        ("digits-lt", ["method=ldam-m2m", "train.seed=3"], "g", ".generators/digits-lt-a01054f91889/seed1003"),
+        ("cifar10-lt", ["method=m2m"], "prefix", "cifar10-lt/.prefix/erm-1835c5821b97/seed0"),
+        ("cifar10-lt", ["method=drw", "train.seed=2"], "prefix", "cifar10-lt/.prefix/erm-1835c5821b97/seed2"),
+        ("cifar10-lt", ["method=ldam-drw"], "prefix", "cifar10-lt/.prefix/ldam-66fa090b3afa/seed0"),
+    ],
+)
+def test_cached_g_and_prefix_directories_keep_their_names(recipe, overrides, which, expected):
+    """The settings digests naming cached g's and shared prefixes, pinned as pipeline.py and prefix.py computed
+    them before config.settings_digest: existing caches must be found again under their names."""
+    from major2minor.pipeline import generator_config
+
+    cfg = load_config(recipe, [*overrides, "run.root=ROOT"])
+    made = generator_config(cfg) if which == "g" else prefix_config(cfg)
+    assert Path(made.run.dir).relative_to("ROOT").as_posix() == expected
