@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import hashlib
 import json
 import math
 import os
@@ -426,6 +427,16 @@ def result_settings(config: Dict[str, Any]) -> Dict[str, Any]:
     """The flat settings of a ``to_dict()`` config that decide its result (neutral keys dropped)."""
     neutral = result_neutral_keys()
     return {k: v for k, v in flatten(config).items() if not is_result_neutral(k, neutral)}
+
+
+def settings_digest(config: Dict[str, Any], without: Sequence[str] = ()) -> str:
+    """12 hex digits naming a ``to_dict()`` config by its :func:`result_settings` less the keys ``without``
+    (those a cache's directory names otherwise, or that the cached run does not read): the name of a cached
+    ERM g (``.generators/<recipe>-<digest>``) and of a shared prefix (``.prefix/<method>-<digest>``)."""
+    key = result_settings(config)
+    for name in without:
+        key.pop(name, None)
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def differing_settings(saved: Dict[str, Any], current: Dict[str, Any], ignore: Sequence[str] = ()) -> List[str]:

@@ -13,13 +13,11 @@ all come through :func:`train`.
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from major2minor import engine
-from major2minor.config import Config, result_settings
+from major2minor.config import Config, settings_digest
 from major2minor.display import Log, duration, percent
 from major2minor.methods.presets import PLAIN_METHOD
 from major2minor.registry import REBALANCERS
@@ -51,10 +49,8 @@ def generator_config(cfg: Config) -> Config:
     # g must see f's training split (design section 2): seeded hold-outs (reuters) and
     # data.selection=random draw from the data seed, which stays f's
     g_cfg.data.seed = cfg.train.seed if cfg.data.seed is None else cfg.data.seed
-    key = result_settings(g_cfg.to_dict())
-    for own in ("train.seed", "train.deferred_epoch", "train.select"):  # an ERM run reads neither T0 nor select
-        key.pop(own, None)
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    # the seed is in the directory name; an ERM run reads neither T0 nor select
+    digest = settings_digest(g_cfg.to_dict(), without=("train.seed", "train.deferred_epoch", "train.select"))
     g_cfg.run.dir = str(generator_root(cfg) / f"{Path(cfg.recipe).stem}-{digest}" / f"seed{g_cfg.train.seed}")
     return g_cfg
 

@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import json
 from pathlib import Path
 from typing import Dict, Optional
 
 from major2minor import engine
-from major2minor.config import Config, resolve_method, result_settings
+from major2minor.config import Config, resolve_method, settings_digest
 from major2minor.display import Log
 from major2minor.registry import REBALANCERS
 from major2minor.rundir import RunDir, TrainingCheckpoint
@@ -46,10 +44,8 @@ def prefix_config(cfg: Config) -> Optional[Config]:
     prefix.sections = {name: type(section)() for name, section in cfg.sections.items()}
     prefix.method = resolve_method(prefix)  # erm, ldam, focal, balanced-softmax
     prefix.train.epochs = t0
-    key = result_settings(prefix.to_dict())
-    key.pop("train.seed", None)  # in the directory name
-    key.pop("train.select", None)  # the cells choose their reported epoch themselves; plain training ignores it
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    # the seed is in the directory name; the cells choose their reported epoch (select) themselves
+    digest = settings_digest(prefix.to_dict(), without=("train.seed", "train.select"))
     prefix.run.dir = str(
         Path(cfg.run.root) / Path(cfg.recipe).stem / ".prefix" / f"{prefix.method}-{digest}" / f"seed{cfg.train.seed}"
     )
