@@ -42,7 +42,7 @@ from major2minor.data.batches import batch_source, is_streamed, iter_uint8_batch
 from major2minor.data.sampling import epoch_indices
 from major2minor.display import Log, duration, percent
 from major2minor.losses import build_loss
-from major2minor.methods.base import EpochContext, Rebalancer, RunContext
+from major2minor.methods.base import EpochContext, Rebalancer, RunContext, g_need
 from major2minor.methods.generator import describe_generator, load_generators
 from major2minor.metrics import classification_metrics
 from major2minor.models import build_model
@@ -451,10 +451,10 @@ class Trainer:
 
     def frozen_generator_paths(self, method_cls: type) -> List[str]:
         """The g's to load: the method's own setting, else the paths given to the trainer."""
-        wanted = method_cls.generator_paths(self.cfg)
-        if wanted is None:
+        need = g_need(self.cfg)
+        if need == "none":
             return []
-        paths = list(wanted) or self.generator_paths
+        paths = list(method_cls.generator_paths(self.cfg)) if need == "given" else self.generator_paths
         if not paths:
             raise ValueError(
                 f"rebalance.name={self.cfg.rebalance.name} needs a frozen classifier g, but none was "

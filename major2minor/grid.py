@@ -26,9 +26,9 @@ from typing import Any, Dict, List, Optional, Tuple
 from major2minor import pipeline, prefix
 from major2minor.config import differing_settings, result_settings
 from major2minor.display import Log, duration
+from major2minor.methods.base import g_need
 from major2minor.methods.presets import PLAIN_METHOD
 from major2minor.models import head_for
-from major2minor.registry import REBALANCERS
 from major2minor.rundir import RunDir
 
 
@@ -137,7 +137,7 @@ def cross_seed_generators(grid: List[Tuple[Cell, Any]]) -> Dict[Tuple[str, int],
     partner = {s: seeds[k - 1] if k else seeds[1] for k, s in enumerate(seeds)}
     chosen = {}
     for cell, cfg in grid:
-        if REBALANCERS.get(cfg.rebalance.name).generator_paths(cfg) != []:
+        if g_need(cfg) != "cached":
             continue  # needs no g, or names its own
         erm_cell, erm_cfg = erm[partner[cell.seed]]
         if not _same_as_generator(cfg, erm_cfg):
@@ -183,7 +183,7 @@ def plan(grid: List[Tuple[Cell, Any]], share: bool) -> List[Task]:
         by_seed.setdefault(cell.seed, []).append((cell, cfg))
     tasks: Dict[str, Task] = {}
     for seed in sorted(by_seed):
-        needs_g = lambda cfg: REBALANCERS.get(cfg.rebalance.name).generator_paths(cfg) == []  # noqa: E731
+        needs_g = lambda cfg: g_need(cfg) == "cached"  # noqa: E731
         ordered = sorted(by_seed[seed], key=lambda cc: (needs_g(cc[1]), cc[0].method != PLAIN_METHOD))
         for cell, cfg in ordered:
             _add_cell(tasks, cell, cfg, share, g_from.get((cell.method, cell.seed)), needs_g(cfg))
@@ -218,7 +218,7 @@ def generator_epochs(grid: List[Tuple[Cell, Any]]) -> Tuple[int, int]:
     g_from = cross_seed_generators(grid)
     needed = {}
     for cell, cfg in grid:
-        if REBALANCERS.get(cfg.rebalance.name).generator_paths(cfg) == [] and (cell.method, cell.seed) not in g_from:
+        if g_need(cfg) == "cached" and (cell.method, cell.seed) not in g_from:
             g_cfg = pipeline.generator_config(cfg)
             needed[g_cfg.run.dir] = g_cfg.train.epochs
     return len(needed), sum(needed.values())

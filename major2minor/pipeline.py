@@ -19,8 +19,8 @@ from typing import Any, Dict, List, Optional
 from major2minor import engine
 from major2minor.config import Config, settings_digest
 from major2minor.display import Log, duration, percent
+from major2minor.methods.base import g_need
 from major2minor.methods.presets import PLAIN_METHOD
-from major2minor.registry import REBALANCERS
 from major2minor.rundir import RunDir
 
 GENERATOR_SEED_OFFSET = 1000
@@ -92,8 +92,7 @@ def ensure_generator(cfg: Config, log: Log) -> Path:
 
 def generators_for(cfg: Config, log: Log) -> List[str]:
     """g's to hand to the engine: the cached ERM g when the method needs one and none is given."""
-    wanted = REBALANCERS.get(cfg.rebalance.name).generator_paths(cfg)
-    if wanted is None or wanted:  # no g needed, or the method's own settings name it
+    if g_need(cfg) != "cached":  # no g needed, or the method's own settings name it
         return []
     if RunDir.of(cfg).finished:  # finished: the engine reuses (or refuses) it without g
         return []

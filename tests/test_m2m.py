@@ -355,3 +355,17 @@ def test_the_translator_takes_labels_of_any_integer_type():
     assert runs[0][2] > 0  # something was translated, so the labels were used
     with pytest.raises(ValueError, match=r"y must be integer class indices 0\.\.C-1, got a float32 tensor"):
         translator(Linear(seed=2), x, y.float())
+
+
+def test_g_need_reads_the_generator_path_sentinel(tmp_path):
+    """None = no g, [] = the pipeline's cached ERM g, paths = given: interpreted by methods.base.g_need alone."""
+    from major2minor.config import load_config
+    from major2minor.methods.base import g_need
+
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "best.pt").write_bytes(b"")
+    assert g_need(load_config(None, ["method=erm"])) == "none"
+    assert g_need(load_config(None, ["method=drw"])) == "none"
+    assert g_need(load_config(None, ["method=m2m-self"])) == "none"
+    assert g_need(load_config(None, ["method=m2m"])) == "cached"
+    assert g_need(load_config(None, ["method=m2m", f"m2m.generator={tmp_path / 'g'}"])) == "given"

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -236,6 +236,20 @@ class Preset:
         # The registry shows an entry's __doc__ when registered without help=: make that this preset's line.
         self.__doc__ = self.help
         self.label = self.label or self.help.split(":")[0]
+
+
+#: what frozen classifiers g a run needs (:func:`g_need`)
+GNeed = Literal["none", "cached", "given"]
+
+
+def g_need(cfg) -> GNeed:
+    """What frozen classifiers g a run of ``cfg`` needs, read from its method's
+    :meth:`Rebalancer.generator_paths`: ``"none"`` (None: no g), ``"cached"`` (``[]``: one is needed and none
+    given, so the pipeline trains or reuses an ERM g first), ``"given"`` (the method's settings name them)."""
+    wanted = REBALANCERS.get(cfg.rebalance.name).generator_paths(cfg)
+    if wanted is None:
+        return "none"
+    return "given" if wanted else "cached"
 
 
 def register_method(

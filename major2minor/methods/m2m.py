@@ -63,7 +63,15 @@ import torch.nn.functional as F
 from major2minor.config import Check, ConfigError, Interval, OneOf
 from major2minor.data.core import to_float
 from major2minor.display import duration, percent
-from major2minor.methods.base import EpochContext, Knob, Rebalancer, RunContext, inverse_frequency, register_method
+from major2minor.methods.base import (
+    EpochContext,
+    Knob,
+    Rebalancer,
+    RunContext,
+    g_need,
+    inverse_frequency,
+    register_method,
+)
 from major2minor.metrics import as_labels
 from major2minor.models.fold import FoldedMirror, conv_bn_pairs, fold_batchnorm
 from major2minor.numerics import autocast
@@ -605,7 +613,7 @@ class M2mRebalancer(Rebalancer):
         return None if cfg.m2m.self_generator else list(cfg.m2m.generator)
 
     def setup(self, ctx: RunContext) -> None:
-        g = ctx.generators if self.generator_paths(self.cfg) is not None else None
+        g = ctx.generators if g_need(self.cfg) != "none" else None
         # per-rank stream under torchrun: each rank translates its own local batch
         self.rng = torch.Generator(device=ctx.device).manual_seed(self.cfg.train.seed + 2 + 1000 * ctx.rank)
         # f's probabilities in the statistics as its loss sees them (LDAM: s * cosine)
