@@ -210,7 +210,7 @@ def run(**options) -> Dict:
     opts.check()
     requested = opts.amp
     # the rule train.amp=auto follows for the benchmarked model, from its registration
-    opts.amp, amp_reason = choose_amp(opts.amp, torch.device(opts.device), MODELS.entry("resnet32").meta["bf16"])
+    opts.amp, amp_reason = choose_amp(opts.amp, torch.device(opts.device), MODELS.entry("resnet32").info.bf16)
     with flushing_denormals(opts.flush_denormal) as flushed:
         if opts.threads > 0:
             torch.set_num_threads(opts.threads)

@@ -766,6 +766,17 @@ def resolve_method(cfg: Config, requested: Optional[str] = None) -> str:
     return plain[0] if plain else f"{cfg.loss.name}+{cfg.rebalance.name}"
 
 
+def check_streamable(rebalance: str, streamed: bool) -> None:
+    """Refuse a re-balancing method that rewrites the training set in memory (SMOTE) on streamed data:
+    checked on the config (``data.stream``) before any work, and by the engine on the data set it built."""
+    if streamed and getattr(REBALANCERS.get(rebalance), "rewrites_train", False):
+        raise ConfigError(
+            f"rebalance.name={rebalance} rewrites the whole training set in memory; it "
+            "cannot run on streamed data (data.stream=true). Use data.stream=false or another "
+            "method."
+        )
+
+
 def validate(cfg: Config) -> None:
     """Every section's declared checks, then the cross-field checks, once before any work starts."""
     DATASETS.get(cfg.data.name)
@@ -778,17 +789,12 @@ def validate(cfg: Config) -> None:
         if dataclasses.is_dataclass(section):
             check_section(section, f"{name}.")
     d, t = cfg.data, cfg.train
-    if d.stream and not getattr(DATASETS.get(d.name), "streams", False):
+    if d.stream and not DATASETS.entry(d.name).info.streams:
         raise ConfigError(
             f"data.stream=true: data set '{d.name}' has no streaming path (imagenet-lt has); "
             "it is held in memory, so set data.stream=false."
         )
-    if d.stream and getattr(method, "rewrites_train", False):
-        raise ConfigError(
-            f"rebalance.name={cfg.rebalance.name} rewrites the whole training set in memory; it "
-            "cannot run on streamed data (data.stream=true). Use data.stream=false or another "
-            "method."
-        )
+    check_streamable(cfg.rebalance.name, streamed=d.stream)
     if getattr(method, "deferred", False) and not 0 <= t.deferred_epoch < t.epochs:
         raise ConfigError(
             f"train.deferred_epoch={t.deferred_epoch} must be in [0, train.epochs="

@@ -36,7 +36,7 @@ import torch
 
 from major2minor import distributed as dist_utils
 from major2minor.atomic import json_text
-from major2minor.config import Config
+from major2minor.config import Config, check_streamable
 from major2minor.data import DataBundle, Split, build_dataset, to_float
 from major2minor.data.batches import batch_source, is_streamed, iter_uint8_batches
 from major2minor.data.sampling import epoch_indices
@@ -198,7 +198,7 @@ def resolved_threads(cfg: Config) -> int:
     else 0, torch's default (one per core).  Measured in benchmarks/README.md."""
     if cfg.train.threads > 0:
         return cfg.train.threads
-    return 1 if MODELS.entry(cfg.model.name).meta.get("light") else 0
+    return 1 if MODELS.entry(cfg.model.name).info.light else 0
 
 
 def check_splits(bundle: DataBundle) -> None:
@@ -414,15 +414,11 @@ class Trainer:
         check_training_memory(cfg, bundle.num_classes, bundle.input_shape, device, train_size=len(bundle.train))
         model = build_model_seeded(cfg, bundle, seed, device)
         # bf16 autocast where it pays (train.amp=auto): the choice and its reason go into environment.json
-        amp, amp_reason = choose_amp(cfg.train.amp, device, MODELS.entry(cfg.model.name).meta.get("bf16", ()))
+        amp, amp_reason = choose_amp(cfg.train.amp, device, MODELS.entry(cfg.model.name).info.bf16)
         paths = self.frozen_generator_paths(method_cls)
         generators = load_generators(paths, cfg, bundle, device)
         method.setup(RunContext(cfg, bundle, device, self.run.path, log, dist.rank, generators, amp))
-        if is_streamed(bundle.train) and method_cls.rewrites_train:
-            raise ValueError(
-                f"rebalance.name={cfg.rebalance.name} rewrites the training set in memory; it cannot "
-                "run on streamed data (data.stream=true)."
-            )
+        check_streamable(cfg.rebalance.name, streamed=is_streamed(bundle.train))
         train_split = method.prepare_train(bundle.train, seed).to(device)  # SMOTE adds samples
         o = cfg.optim
         optimizer = torch.optim.SGD(

@@ -13,14 +13,16 @@ themselves when :mod:`major2minor.catalogue` imports them (the package's ``__ini
 
 Metadata a part declares at registration (``help``, and keyword metadata such as a data set's
 ``prepare`` hook) lives in its :class:`Entry`, so callers read it from here rather than keeping
-their own lists of names.
+their own lists of names.  Keyword metadata is typed: a registry's ``info`` dataclass
+(:class:`ModelInfo`, :class:`DatasetInfo`) declares the keywords it takes, and an unknown one is refused.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 
 class UnknownNameError(KeyError, ValueError):
@@ -35,34 +37,68 @@ def did_you_mean(value: str, choices: List[str]) -> str:
     return f" Did you mean '{close[0]}'?" if close else ""
 
 
+@dataclass(frozen=True)
+class NoInfo:
+    """The metadata of a part whose registry takes none."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a model declares at registration: ``@MODELS.register("resnet32", bf16=("cpu",))``."""
+
+    #: too little work per operation to split across threads (the engine trains it single-threaded)
+    light: bool = False
+    #: device types where bf16 autocast is measured faster (``True``: every device); ``train.amp=auto`` reads it
+    bf16: Union[bool, Tuple[str, ...]] = ()
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a data set declares at registration: ``@DATASETS.register("imagenet-lt", streams=True)``."""
+
+    #: its own first-time step for ``m2m data prepare`` (``prepare(name, root, ...)``), if any
+    prepare: Optional[Callable[..., Any]] = None
+    #: documents per split of the published files (Reuters: checked against what is read)
+    documents: Optional[Dict[str, int]] = None
+    #: it has a streaming path: ``data.stream=true`` is allowed
+    streams: bool = False
+
+
 @dataclass
 class Entry:
-    """A registered part: its name, the object (class or factory), a one-line help and metadata."""
+    """A registered part: its name, the object (class or factory), a one-line help and its typed metadata."""
 
     name: str
     obj: Any
     help: str
-    meta: Dict[str, Any] = field(default_factory=dict)
+    info: Any = NoInfo()  # the registry's info dataclass (ModelInfo, DatasetInfo)
     index: int = 0  # registration order (the paper's order for the built-in presets)
 
 
 class Registry:
     """A name -> part map with ``register`` / ``get`` / ``create`` / ``names`` / ``entry``."""
 
-    def __init__(self, kind: str, parameter: str):
+    def __init__(self, kind: str, parameter: str, info: type = NoInfo):
         self.kind = kind  # e.g. "model"
         self.parameter = parameter  # the config key that selects it, e.g. "model.name"
+        self.info = info  # the dataclass of the keyword metadata a part declares at registration
         self._entries: Dict[str, Entry] = {}
         self._next_index = 0
 
     def register(self, name: str, obj: Any = None, *, help: str = "", **meta: Any) -> Callable:
-        """Register ``obj`` under ``name`` (also usable as a decorator); ``meta`` is kept on the entry."""
+        """Register ``obj`` under ``name`` (also usable as a decorator); ``meta`` are the fields of the
+        registry's ``info`` dataclass, kept on the entry as ``entry.info``."""
+        known = [f.name for f in dataclasses.fields(self.info)]
+        unknown = sorted(set(meta) - set(known))
+        if unknown:
+            raise TypeError(f"{self.kind} '{name}': unknown registration metadata {unknown}; known: {known or 'none'}.")
+        info = self.info(**meta)
 
         def add(o: Any) -> Any:
             if name in self._entries:
                 raise ValueError(f"{self.kind} '{name}' is registered twice")
             doc = help or ((o.__doc__ or "").strip().splitlines() or [""])[0]
-            self._entries[name] = Entry(name, o, doc, dict(meta), self._next_index)
+            self._entries[name] = Entry(name, o, doc, info, self._next_index)
             self._next_index += 1
             return o
 
@@ -104,11 +140,11 @@ class Registry:
         return iter(self.names())
 
 
-MODELS = Registry("model", "model.name")
+MODELS = Registry("model", "model.name", ModelInfo)
 LOSSES = Registry("loss", "loss.name")
 REBALANCERS = Registry("re-balancing", "rebalance.name")
 METHODS = Registry("method preset", "method")
-DATASETS = Registry("data set", "data.name")
+DATASETS = Registry("data set", "data.name", DatasetInfo)
 
 REGISTRIES = {"models": MODELS, "losses": LOSSES, "rebalancers": REBALANCERS, "methods": METHODS, "datasets": DATASETS}
 

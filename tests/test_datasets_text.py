@@ -1,5 +1,7 @@
 """twitter-pos and reuters from miniature files in their exact text formats."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -108,7 +110,8 @@ def test_twitter_errors(twitter_root, tmp_path):
 def miniature_r52(monkeypatch):
     """The miniature R52 files below are far smaller than the published ones, whose sizes the data set
     declares (and refuses a shorter file by): lift that check here; the truncation test declares its own."""
-    monkeypatch.setitem(DATASETS.entry("reuters").meta, "documents", None)
+    entry = DATASETS.entry("reuters")
+    monkeypatch.setattr(entry, "info", dataclasses.replace(entry.info, documents=None))
 
 
 def reuters_files(root):
@@ -179,7 +182,8 @@ def test_reuters_errors(tmp_path):
 def test_a_truncated_r52_file_is_refused_not_trained_on(split, name, documents, tmp_path, monkeypatch, capsys):
     reuters_files(tmp_path)
     # these complete miniature files stand for the published ones: their sizes are declared as the real ones are
-    monkeypatch.setitem(DATASETS.entry("reuters").meta, "documents", {"train": 18, "test": 20})
+    entry = DATASETS.entry("reuters")
+    monkeypatch.setattr(entry, "info", dataclasses.replace(entry.info, documents={"train": 18, "test": 20}))
     assert main(["data", "info", "reuters", "--root", str(tmp_path)]) == 0  # complete files pass
     capsys.readouterr()
     lines = (tmp_path / name).read_bytes().splitlines(keepends=True)

@@ -149,3 +149,18 @@ def test_unregistered_parts_leave_no_trace(toy_parts):
     for registry, name in ((REBALANCERS, "toy-rw"), (METHODS, "toy-rw"), (DATASETS, "toy-blobs")):
         registry.unregister(name)
     assert "toy" not in Config().sections and "toy-rw" not in METHODS
+
+
+def test_registration_metadata_is_typed():
+    """A model's and a data set's registration keywords are the fields of ModelInfo / DatasetInfo; a typo is
+    refused when registering, not silently ignored when read."""
+    from major2minor.registry import MODELS, DatasetInfo, ModelInfo
+
+    assert MODELS.entry("resnet32").info == ModelInfo(light=False, bf16=("cpu",))
+    assert MODELS.entry("mlp").info.light and DATASETS.entry("imagenet-lt").info.streams
+    assert DATASETS.entry("digits-lt").info == DatasetInfo()
+    with pytest.raises(TypeError, match=r"unknown registration metadata \['bf61'\]; known: \['light', 'bf16'\]"):
+        MODELS.register("typo-model", object, bf61=("cpu",))
+    with pytest.raises(TypeError, match="unknown registration metadata"):
+        REBALANCERS.register("typo-method", object, deferred=True)
+    assert "typo-model" not in MODELS and "typo-method" not in REBALANCERS

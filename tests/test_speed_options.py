@@ -224,7 +224,7 @@ def test_amp_auto_picks_bf16_only_where_it_pays(monkeypatch):
     # the declarations the rule reads: small models never, 32x32 ResNets on the CPU, ResNet-50 everywhere
     import major2minor.catalogue  # noqa: F401  (registers the built-in models)
 
-    declared = {name: tuple(MODELS.entry(name).meta.get("bf16", ())) for name in MODELS.names()}
+    declared = {name: tuple(MODELS.entry(name).info.bf16) for name in MODELS.names()}
     assert declared["mlp"] == declared["cnn"] == ()
     assert declared["resnet32"] == declared["preact_resnet18"] == ("cpu",)
     assert declared["resnet50"] == ("cpu", "cuda")

@@ -128,7 +128,7 @@ def prepare(
     CIFAR's download and MD5 check, unless ``verify`` is False; CelebA-5's split lists), then builds it as a
     run would, which decodes the images into the decoded-array cache where the data set has one."""
     root = Path(root).expanduser()
-    first_time = DATASETS.entry(name).meta.get("prepare")  # a data set's own first-time step, if any
+    first_time = DATASETS.entry(name).info.prepare  # a data set's own first-time step, if any
     if first_time is not None:
         first_time(root, verify=verify, say=say)
     cfg = data_config(name, list(items), root=str(root), cache=cache)

@@ -432,7 +432,7 @@ def build_imagenet_lt_streamed(cfg, seed: int = 0) -> DataBundle:
     )
 
 
-@DATASETS.register("imagenet-lt")
+@DATASETS.register("imagenet-lt", streams=True)  # data.stream=true is supported (config.validate checks this)
 def build_imagenet_lt(cfg, seed: int = 0) -> DataBundle:
     """ImageNet-LT lists over an ImageNet root at 128x128: streamed (data.stream) or decoded once."""
     if getattr(cfg, "stream", False):
@@ -475,6 +475,3 @@ def build_imagenet_lt(cfg, seed: int = 0) -> DataBundle:
             "indices_refer_to": "train: lines of ImageNet_LT_train.txt (val/test lists are used whole)",
         },
     )
-
-
-build_imagenet_lt.streams = True  # data.stream=true is supported (config.validate checks this)

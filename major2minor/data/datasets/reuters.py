@@ -122,7 +122,7 @@ def build_reuters(cfg, seed: int = 0) -> DataBundle:
     files = find_files(root)
     train_topics, train_docs = read_docs(files["train"])
     test_topics, test_docs = read_docs(files["test"])
-    documented = DATASETS.entry("reuters").meta.get("documents")
+    documented = DATASETS.entry("reuters").info.documents
     check_complete(files["train"], "train", len(train_topics), documented)
     check_complete(files["test"], "test", len(test_topics), documented)
     test_counts = Counter(test_topics)
