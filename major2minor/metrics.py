@@ -8,20 +8,27 @@ With per-class recall ``r_c = TP_c / n_c`` over the classes present in the split
 * accuracy, macro-F1, and the mean recall of head/mid/tail thirds of the classes ranked by
   training count (the public code's major/neutral/minor) and of many (>100) / medium (20-100) /
   few (<20) training samples.
+
+The metrics are NumPy's; torch is imported only where labels come as or become tensors, so ``import
+major2minor.metrics`` does not load it.
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 
 def as_labels(y, what: str = "labels") -> torch.Tensor:
     """Class labels as the int64 tensor torch's losses and indexing need, from a tensor or array of any
     integer type (int32 from NumPy or pandas, uint8, ...); float or boolean labels are refused by name,
     since a float label may not be a whole class index at all."""
+    import torch
+
     t = y if isinstance(y, torch.Tensor) else torch.as_tensor(np.asarray(y))
     if t.dtype == torch.int64:
         return t
@@ -44,12 +51,20 @@ def _mean(values: List[float]) -> Optional[float]:
     return float(np.mean(values)) if values else None
 
 
+def _numpy(y) -> np.ndarray:
+    """``y`` itself if it is a NumPy array, else (a tensor, a list) converted through torch."""
+    if isinstance(y, np.ndarray):
+        return y
+    import torch
+
+    return torch.as_tensor(y).cpu().numpy()
+
+
 def classification_metrics(
     y_true, y_pred, num_classes: int, train_counts: Optional[Sequence[int]] = None, gm_correction: float = 0.0
 ) -> Dict[str, object]:
     """All metrics of design section 3 from true and predicted labels of a whole split."""
-    y_true = torch.as_tensor(y_true).cpu().numpy() if not isinstance(y_true, np.ndarray) else y_true
-    y_pred = torch.as_tensor(y_pred).cpu().numpy() if not isinstance(y_pred, np.ndarray) else y_pred
+    y_true, y_pred = _numpy(y_true), _numpy(y_pred)
     cm = confusion(y_true, y_pred, num_classes)
     support = cm.sum(1)
     present = support > 0

@@ -5,8 +5,9 @@ error that lists the valid names and suggests the closest one, so a typo on the 
 caught before any work starts.
 
 This module is a leaf: it imports nothing from the package.  The built-in parts register
-themselves when :mod:`major2minor.catalogue` imports them (the package's ``__init__`` does), so any
-``import major2minor...`` sees every built-in name; a part of your own registers the same way::
+themselves when :mod:`major2minor.catalogue` imports them, which the first lookup in any registry
+does (:func:`load_builtins`), so every lookup sees every built-in name while ``import
+major2minor.metrics`` (say) does not load the training stack; a part of your own registers the same way::
 
     from major2minor.registry import DATASETS
     DATASETS.register("my-data", build_my_data)
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
@@ -30,6 +32,28 @@ class UnknownNameError(KeyError, ValueError):
 
     def __str__(self) -> str:  # KeyError would otherwise quote the message
         return str(self.args[0]) if self.args else ""
+
+
+#: the module whose import registers every built-in part
+BUILTINS = "major2minor.catalogue"
+_builtins_loaded = False
+
+
+def load_builtins() -> None:
+    """Register the built-in parts once (import :data:`BUILTINS`); every lookup calls this first.
+
+    Imported by name, not by an import statement: this leaf does not depend on the parts, they register
+    themselves here.  Registering does not call it, so a built-in module registering itself while it is
+    imported never starts the import of all the others from the middle of its own."""
+    global _builtins_loaded
+    if _builtins_loaded:
+        return
+    _builtins_loaded = True
+    try:
+        importlib.import_module(BUILTINS)
+    except BaseException:
+        _builtins_loaded = False
+        raise
 
 
 def did_you_mean(value: str, choices: List[str]) -> str:
@@ -108,8 +132,13 @@ class Registry:
         """Remove ``name`` (for parts registered temporarily, e.g. in tests)."""
         self._entries.pop(name, None)
 
+    def _all(self) -> Dict[str, Entry]:
+        """Every registered entry, the built-in parts included (registered on the first lookup)."""
+        load_builtins()
+        return self._entries
+
     def entry(self, name: str) -> Entry:
-        if name not in self._entries:
+        if name not in self._all():
             valid = self.names()
             raise UnknownNameError(
                 f"{self.parameter}='{name}' is not a known {self.kind}; valid: {', '.join(valid)}."
@@ -124,17 +153,17 @@ class Registry:
         return self.get(name)(*args, **kwargs)
 
     def names(self) -> List[str]:
-        return sorted(self._entries)
+        return sorted(self._all())
 
     def entries(self) -> List[Entry]:
-        return [self._entries[n] for n in sorted(self._entries)]
+        return [self._entries[n] for n in sorted(self._all())]
 
     def in_order(self) -> List[Entry]:
         """Entries in registration order."""
-        return sorted(self._entries.values(), key=lambda e: e.index)
+        return sorted(self._all().values(), key=lambda e: e.index)
 
     def __contains__(self, name: str) -> bool:
-        return name in self._entries
+        return name in self._all()
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())

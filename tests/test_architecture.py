@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import ast
 import inspect
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import List
 
@@ -160,3 +163,24 @@ def test_no_code_outside_the_methods_decides_on_a_method_name():
                 found.add((rel, node.value))
     assert found - USER_FACING_NAMES == set()
     assert found, "the scan found nothing at all: it no longer reads the package"
+
+
+def _fresh_interpreter(code: str):
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
+    return json.loads(out.stdout)
+
+
+def test_importing_metrics_does_not_load_the_training_stack():
+    """`import major2minor.metrics` loads that module alone: no torch, no pipeline or catalogue (the package's
+    names are imported on first use); the public names and the built-in parts are there when asked for."""
+    loaded = _fresh_interpreter(
+        "import json, sys, major2minor.metrics; "
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'major2minor'))))"
+    )
+    assert loaded == ["major2minor", "major2minor._version", "major2minor.metrics"]
+    seen = _fresh_interpreter(
+        "import json; from major2minor.registry import DATASETS, METHODS, MODELS; "
+        "from major2minor import M2mTranslator, load_config, train; "
+        "print(json.dumps(['resnet32' in MODELS, 'ldam-m2m' in METHODS, 'digits-lt' in DATASETS, callable(train)]))"
+    )
+    assert seen == [True, True, True, True]
