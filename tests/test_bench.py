@@ -4,6 +4,7 @@ import pytest
 
 from major2minor import bench
 from major2minor.cli import main
+from major2minor.numerics import native_bf16_cpu
 
 
 @pytest.mark.slow  # every method timed; the auto choice is checked below
@@ -31,7 +32,7 @@ def test_bench_records_what_auto_chose_and_why(monkeypatch):
     monkeypatch.setattr(bench, "choose_amp", lambda setting, device, bf16_devices: ("none", "auto: test"))
     out = bench.run(batch_size=8, repeats=1, warmup=0, steps=1, methods=("erm",))
     assert (out["amp_requested"], out["amp_reason"], out["dtype"]) == ("auto", "auto: test", "fp32")
-    assert out["cpu_native_bf16"]
+    assert out["cpu_native_bf16"] == native_bf16_cpu()[1]  # the reason: a non-empty string on every CPU
 
 
 BAD_OPTIONS = [
