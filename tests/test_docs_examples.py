@@ -85,8 +85,6 @@ def test_translator_leaves_the_callers_g_unchanged_and_translates_the_same(fold,
         assert all(t is not g for t in translator.g_models)
     assert all(not p.requires_grad for t in translator.g_models for p in t.parameters())
     # the translator's copy has the same weights: the same translations as from an already frozen g
-    again = M2mTranslator(
-        frozen if ensemble else frozen[0], [200, 100, 5], cfg, rng=torch.Generator().manual_seed(0)
-    )
+    again = M2mTranslator(frozen if ensemble else frozen[0], [200, 100, 5], cfg, rng=torch.Generator().manual_seed(0))
     x2, y2, _ = again(f, x, y)
     assert torch.equal(x1, x2) and torch.equal(y1, y2)
