@@ -90,13 +90,26 @@ def _weights(kind, counts, cfg):
     return inverse_frequency(counts) if kind == "rw" else effective_number_weights(counts, cfg.rebalance.cb_beta)
 
 
+# Presets made of a loss and a re-balancing that other presets test one by one (their pairing is checked by
+# test_any_loss_combines_with_any_rebalancing), and M2m with gamma = 0, train in the slow suite only.
+COMBINED = {"ldam-drw", "ldam-m2m", "balanced-softmax-m2m", "m2m-gamma0"}
+# the presets with random draws of their own (the sampler, SMOTE's synthetic samples, M2m's noise and acceptance)
+DETERMINISM_FAST = {"erm", "drs", "smote", "m2m"}
+
+
+def _presets(fast):
+    """Every preset, those not in ``fast`` marked slow."""
+    assert fast <= set(METHODS.names()), fast - set(METHODS.names())
+    return [n if n in fast else pytest.param(n, marks=pytest.mark.slow) for n in METHODS.names()]
+
+
 def test_every_rebalancer_has_expectations():
     from major2minor.registry import REBALANCERS
 
     assert set(REBALANCERS.names()) <= set(EXPECTED), "add the new re-balancing's promises to EXPECTED"
 
 
-@pytest.mark.parametrize("name", METHODS.names())
+@pytest.mark.parametrize("name", _presets(set(METHODS.names()) - COMBINED))
 def test_method_trains_with_finite_losses_and_metrics(runs, name):
     cfg, summary, history = runs(name)
     assert cfg.method == name and len(history) == EPOCHS
@@ -107,7 +120,7 @@ def test_method_trains_with_finite_losses_and_metrics(runs, name):
             assert 0.0 <= summary[split][metric] <= 1.0, (split, metric, summary[split][metric])
 
 
-@pytest.mark.parametrize("name", METHODS.names())
+@pytest.mark.parametrize("name", _presets(set(METHODS.names()) - COMBINED))
 def test_method_sees_and_weighs_what_it_promises(runs, name):
     cfg, summary, history = runs(name)
     counts = summary["train_counts"]
@@ -140,14 +153,7 @@ def test_method_sees_and_weighs_what_it_promises(runs, name):
     assert ("linear.bias" not in weights) == (cfg.loss.name == "ldam")  # LDAM trained the cosine head
 
 
-# the presets with random draws of their own (the sampler, SMOTE's synthetic samples, M2m's noise and acceptance) in
-# the fast suite, every other preset in the slow one
-DETERMINISM_FAST = {"erm", "drs", "smote", "m2m"}
-
-
-@pytest.mark.parametrize(
-    "name", [n if n in DETERMINISM_FAST else pytest.param(n, marks=pytest.mark.slow) for n in METHODS.names()]
-)
+@pytest.mark.parametrize("name", _presets(DETERMINISM_FAST))
 def test_method_is_deterministic_with_a_fixed_seed(runs, name):
     _, a, history_a = runs(name, "a")
     _, b, history_b = runs(name, "b")

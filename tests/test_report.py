@@ -196,6 +196,7 @@ def test_cli_report(runs, tmp_path, capsys):
     assert (runs / "digits-lt" / "report" / "results.md").exists()
 
 
+@pytest.mark.slow  # a whole reproduce grid (g, a shared prefix, two cells); m2m report on runs is checked above
 def test_report_on_a_reproduce_root_skips_the_cached_generators(tmp_path, capsys):
     """`m2m report ROOT` and `m2m report ROOT/RECIPE` after `m2m reproduce --root ROOT` just work."""
     from major2minor.cli import main
