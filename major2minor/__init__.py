@@ -12,8 +12,14 @@ module alone, not the training stack; the built-in parts register on the first r
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 from major2minor._version import __version__
+
+if TYPE_CHECKING:  # for type checkers and the API reference (mkdocstrings reads these); never run
+    from major2minor.config import Config, load_config
+    from major2minor.methods.m2m import M2mConfig, M2mTranslator
+    from major2minor.pipeline import train
 
 #: the public names and the module each comes from
 _LAZY = {
