@@ -213,8 +213,8 @@ def config_signature(config: Optional[Dict[str, Any]]) -> Tuple[Tuple[str, str],
         return ()
     flat = result_settings(config)
     flat.pop("train.seed", None)
-    name = (config.get("rebalance") or {}).get("name", "none")
-    for key in REBALANCERS.get(name).per_run_keys if name in REBALANCERS.names() else ():
+    per_run = {key for entry in REBALANCERS.in_order() for key in entry.obj.per_run_keys}  # any method's
+    for key in sorted(per_run):
         given = flat.pop(key, None) or []
         if given:
             flat[f"{key}#count"] = len(given)
