@@ -54,6 +54,7 @@ from major2minor.config import (
 )
 from major2minor.display import Log, duration, percent
 from major2minor.errors import MissingDependencyError
+from major2minor.methods.base import Knob
 from major2minor.registry import REBALANCERS
 from major2minor.rundir import RunDirBusy, RunLock, refuse_link
 
@@ -85,18 +86,12 @@ class TuneError(ValueError):
 
 
 @dataclass(frozen=True)
-class Param:
-    """One searched key: a float or int range (``low``..``high``, ``log`` scale) or a choice."""
-
-    key: str
-    kind: str  # float | int | choice
-    low: Optional[float] = None
-    high: Optional[float] = None
-    log: bool = False
-    choices: Tuple[Any, ...] = ()
+class Param(Knob):
+    """One searched key: a float or int range (``low``..``high``, ``log`` scale) or a choice; a method's
+    declared :class:`~major2minor.methods.base.Knob` that can suggest, check and describe its values."""
 
     @classmethod
-    def from_knob(cls, knob: Any) -> Param:
+    def from_knob(cls, knob: Knob) -> Param:
         """A method's declared :class:`~major2minor.methods.base.Knob`."""
         return cls(knob.key, knob.kind, knob.low, knob.high, knob.log, tuple(knob.choices))
 
