@@ -126,3 +126,15 @@ def test_the_library_modules_hold_no_command_line(module):
     assert "argparse" not in imported and not any(m.startswith("major2minor.cli") for m in imported)
     functions = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
     assert not {f for f in functions if f.startswith("cmd_") or f in ("add_parser", "add_parsers")}
+
+
+def test_version_answers_without_importing_torch():
+    """`m2m --version` is answered before the library is imported (it took 2.3 s, torch's import, before)."""
+    import subprocess
+    import sys
+
+    from major2minor._version import __version__
+
+    code = "import sys; from major2minor.cli import main; main(['--version']); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["major2minor", __version__, "False"]
