@@ -201,6 +201,12 @@ def resolved_threads(cfg: Config) -> int:
     return 1 if MODELS.entry(cfg.model.name).info.light else 0
 
 
+def counts_preview(counts: Sequence[int]) -> str:
+    """``[140, 49, 21]`` for a few classes, ``[5000, 2997, 1796]...[139, 83, 50]`` for more than six."""
+    counts = list(counts)
+    return str(counts) if len(counts) <= 6 else f"{counts[:3]}...{counts[-3:]}"
+
+
 def check_splits(bundle: DataBundle) -> None:
     """Model selection needs a validation split and the result a test split: refuse empty ones now,
     before any training (an empty split would only fail at the first evaluation)."""
@@ -507,7 +513,7 @@ class Trainer:
         )
         counts = parts.counts
         parts.log(
-            f"{cfg.method}: {b.name} train {len(b.train)} (counts {counts[:3]}...{counts[-3:]}), "
+            f"{cfg.method}: {b.name} train {len(b.train)} (counts {counts_preview(counts)}), "
             f"val {len(b.val)}, test {len(b.test)}; model {cfg.model.name}; device {parts.device} "
             f"({'bf16 autocast' if parts.amp == 'bf16' else 'fp32'}; {parts.amp_reason}); "
             + (f"{dist.world_size} processes; " if dist.enabled else "")

@@ -95,3 +95,10 @@ def test_finished_run_with_other_settings_is_not_reused(tiny_cfg, tmp_path):
     train(tiny_cfg("run.dir=" + str(tmp_path / "r")), log=None)
     with pytest.raises(RunDirError, match="trained with other settings: optim.lr=0.05 there, 0.2 now"):
         train(tiny_cfg("run.dir=" + str(tmp_path / "r"), "optim.lr=0.2"), resume=True, log=None)
+
+
+def test_the_counts_preview_lists_a_few_classes_once():
+    from major2minor.engine import counts_preview
+
+    assert counts_preview([140, 49, 21]) == "[140, 49, 21]"  # was "[140, 49, 21]...[140, 49, 21]"
+    assert counts_preview(range(10, 0, -1)) == "[10, 9, 8]...[3, 2, 1]"
