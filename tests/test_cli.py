@@ -138,3 +138,16 @@ def test_version_answers_without_importing_torch():
     code = "import sys; from major2minor.cli import main; main(['--version']); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["major2minor", __version__, "False"]
+
+
+def test_list_keys_gives_type_default_allowed_values_and_help(capsys):
+    from major2minor.config import Config, all_keys, children
+
+    assert main(["list", "keys"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    sections = {name for name, value in children(Config()) if hasattr(value, "__dataclass_fields__")}
+    assert set(lines) == {k for k in all_keys() if k not in sections}  # every leaf key, once
+    assert "train.epochs              int = 200  [>= 1]" in lines["train.epochs"]
+    select = lines["train.select"]  # type, default, the declared check, the comment above the field
+    assert "str = 'from_t0'  [one of: from_t0, all]" in select and "which epochs the reported" in select
+    assert lines["m2m.beta"].split("]  ", 1)[1].startswith("seed weight p_j = 1 - beta")  # the field's own comment

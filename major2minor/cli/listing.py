@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from major2minor.config import all_keys, list_recipes
+from major2minor.config import list_recipes
+from major2minor.keyref import format_keys, key_reference
 from major2minor.registry import REGISTRIES
 
 WHAT = ["models", "losses", "methods", "rebalancers", "datasets", "recipes", "keys"]
@@ -20,7 +21,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         print("\n".join(list_recipes()))
         return 0
     if what == "keys":
-        print("\n".join(all_keys()))
+        print(format_keys(key_reference()))
         return 0
     registry = REGISTRIES[what]
     width = max(len(e.name) for e in registry.entries())
