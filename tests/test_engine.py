@@ -102,3 +102,10 @@ def test_the_counts_preview_lists_a_few_classes_once():
 
     assert counts_preview([140, 49, 21]) == "[140, 49, 21]"  # was "[140, 49, 21]...[140, 49, 21]"
     assert counts_preview(range(10, 0, -1)) == "[10, 9, 8]...[3, 2, 1]"
+
+
+def test_without_a_bar_each_epoch_line_carries_the_runs_eta(tiny_cfg, tmp_path):
+    messages = []
+    train(tiny_cfg("train.epochs=3", "train.progress=none", f"run.dir={tmp_path / 'r'}"), log=messages.append)
+    lines = [m for m in messages if m.startswith("epoch ")]
+    assert len(lines) == 3 and all(" left)" in line for line in lines[:2]) and " left" not in lines[2], lines
