@@ -212,8 +212,9 @@ def reproduce(
 def run_grid(grid, jobs: int, share: bool, quiet: bool, keep_going: bool, log: Log) -> None:
     """Say what the grid costs (epochs with and without shared prefixes, the g's it trains), then run its tasks."""
     epochs = epochs_with_and_without_sharing([cfg for _, cfg in grid])
-    n_g, g_epochs = generator_epochs(grid)
-    crossed = len(cross_seed_generators(grid))
+    g_from = cross_seed_generators(grid)  # builds the data of two seeds to compare them: once per grid
+    n_g, g_epochs = generator_epochs(grid, g_from)
+    crossed = len(g_from)
     log(
         f"grid: {len(grid)} cells, {epochs['without']} training epochs cell by cell; "
         + (f"{epochs['with']} with {epochs['prefixes']} shared prefixes" if share else "prefix sharing off")
@@ -221,7 +222,7 @@ def run_grid(grid, jobs: int, share: bool, quiet: bool, keep_going: bool, log: L
         + (f"; M2m's g is another seed's ERM cell ({crossed} cells, no extra g trained)" if crossed else "")
         + (f"; {jobs} at a time" if jobs > 1 else "")
     )
-    tasks = plan(grid, share)
+    tasks = plan(grid, share, g_from)
     progress = GridProgress(len(tasks), quiet, log)
     try:
         run_tasks(tasks, jobs, progress, keep_going, log)

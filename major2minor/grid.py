@@ -169,7 +169,7 @@ def _data_ignores_seed(cfg: Any, seeds: List[int]) -> bool:
     return a == b
 
 
-def plan(grid: List[Tuple[Cell, Any]], share: bool) -> List[Task]:
+def plan(grid: List[Tuple[Cell, Any]], share: bool, g_from: Optional[Dict] = None) -> List[Task]:
     """Every task of the grid in the order that gives a table soonest, each with the tasks it needs first.
 
     Seed by seed: the seed's prefix, its ERM and other plain cells, then its M2m-type cells; a cell whose g
@@ -177,7 +177,7 @@ def plan(grid: List[Tuple[Cell, Any]], share: bool) -> List[Task]:
     erm, drs, drw, m2m: prefix 0, ERM 0, DRS 0, DRW 0, prefix 1, ERM 1, M2m 0, DRS 1, DRW 1, M2m 1, prefix 2,
     ... A one-seed grid (or one without an ERM row) trains a cached ERM g per seed instead, before its cells.
     """
-    g_from = cross_seed_generators(grid)
+    g_from = cross_seed_generators(grid) if g_from is None else g_from  # (it reads the data: given once)
     by_seed: Dict[int, List[Tuple[Cell, Any]]] = {}
     for cell, cfg in grid:
         by_seed.setdefault(cell.seed, []).append((cell, cfg))
@@ -212,10 +212,10 @@ def _add_cell(tasks: Dict[str, Task], cell: Cell, cfg: Any, share: bool, g_from:
     tasks[key] = Task("cell", f"{cell.method} seed {cell.seed}", cfg, cell, extra, key=key, deps=deps)
 
 
-def generator_epochs(grid: List[Tuple[Cell, Any]]) -> Tuple[int, int]:
+def generator_epochs(grid: List[Tuple[Cell, Any]], g_from: Optional[Dict] = None) -> Tuple[int, int]:
     """How many distinct ERM generators g the grid trains for its M2m cells, and their training epochs (one
     per seed, shared by every M2m cell of that seed; none when the grid's ERM cells serve as g)."""
-    g_from = cross_seed_generators(grid)
+    g_from = cross_seed_generators(grid) if g_from is None else g_from
     needed = {}
     for cell, cfg in grid:
         if g_need(cfg) == "cached" and (cell.method, cell.seed) not in g_from:
