@@ -273,6 +273,7 @@ class RunParts:
     device: torch.device
     log: Log  # rank 0's log; the other ranks log nothing
     bundle: DataBundle
+    manifest: Dict[str, Any]  # the data's manifest (checksum, class names): manifest.json and the seal
     counts: List[int]
     method: Rebalancer
     model: torch.nn.Module  # f
@@ -443,7 +444,7 @@ class Trainer:
         if dist.is_main:
             self.write_run_files(manifest, dist, amp, amp_reason)
         return RunParts(
-            self.run, dist, device, log, bundle, bundle.train_counts, method, model,
+            self.run, dist, device, log, bundle, manifest, bundle.train_counts, method, model,
             *self.wrap_model(model, dist, device), train_split, build_loss(cfg, bundle.train_counts).to(device),
             optimizer, torch.Generator().manual_seed(seed), aug_gen,
             # the batches of each epoch: gathered from the device-resident split, or streamed from files
@@ -757,7 +758,7 @@ class Trainer:
         summary = self.summary(parts, state, test_last, time.time() - t_start)
         if parts.dist.is_main:
             text = json_text(summary)
-            self.run.seal(text, parts.bundle.manifest(), parts.generators_used)
+            self.run.seal(text, parts.manifest, parts.generators_used)
             self.run.write_summary(text)
             self.run.drop_previous()
             parts.tb.close()

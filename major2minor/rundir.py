@@ -54,8 +54,8 @@ def default_run_dir(cfg) -> Path:
 
 def prepare_run_dir(path: Path, resume: bool) -> str:
     """Return 'new', 'resume' or 'done'; refuse to overwrite an existing run silently."""
-    finished = (path / "summary.json").exists()
-    started = (path / "last.pt").exists() or (path / "last.prev.pt").exists()
+    finished = (path / RunDir.SUMMARY).exists()
+    started = (path / RunDir.LAST).exists() or (path / RunDir.LAST_PREV).exists()
     if finished:
         if resume:
             return "done"
@@ -72,14 +72,14 @@ def prepare_run_dir(path: Path, resume: bool) -> str:
             "continue it, or choose another directory with run.dir=PATH."
         )
     present = sorted(p.name for p in path.iterdir() if not _ours(p.name)) if path.exists() else []
-    foreign = [name for name in present if name not in EARLY_RUN_FILES]
+    foreign = [name for name in present if name not in RunDir.EARLY]
     if foreign:
         raise RunDirError(
             f"run directory {path} holds files that are not a run's ({', '.join(foreign[:4])}"
             f"{', ...' if len(foreign) > 4 else ''}); a run never trains into a folder with other files. "
             "Choose another directory with run.dir=PATH."
         )
-    if [name for name in present if name != "config.yaml"] and not resume:
+    if [name for name in present if name != RunDir.CONFIG] and not resume:
         raise RunDirError(
             f"run directory {path} exists and is not empty (but holds no checkpoint: no epoch "
             "finished); pass --resume to start that run again there, or choose another "
@@ -95,10 +95,6 @@ def _remove_leftovers(path: Path) -> None:
     for pattern in (".*.tmp", ".*.link"):
         for leftover in path.glob(pattern):
             leftover.unlink(missing_ok=True)
-
-
-#: What a run writes before its first last.pt (a crash then leaves these and no checkpoint).
-EARLY_RUN_FILES = ("config.yaml", "manifest.json", "environment.json", "tb", "log.csv", "best.pt")
 
 
 def _ours(name: str) -> bool:
@@ -271,14 +267,14 @@ def seal_finished(run_dir: Path, summary_text: str, manifest: Dict[str, Any], ge
     """
     import hashlib
 
-    ckpt = load_checkpoint(run_dir / "last.pt")
+    ckpt = load_checkpoint(run_dir / RunDir.LAST)
     ckpt["finished"] = {
         "summary_sha256": hashlib.sha256(summary_text.encode("utf-8")).hexdigest(),
-        "config_sha256": sha256_of(run_dir / "config.yaml"),
+        "config_sha256": sha256_of(run_dir / RunDir.CONFIG),
         "manifest": {k: manifest.get(k) for k in ("checksum", "class_names")},
         "generators": generators,
     }
-    save_checkpoint(ckpt, run_dir / "last.pt")
+    save_checkpoint(ckpt, run_dir / RunDir.LAST)
 
 
 class UnsealedRunError(RunDirError):
@@ -295,7 +291,7 @@ _NEW_RUN = "Start a new run with run.dir=PATH (or another --root), or remove tha
 def read_seal(run_dir: Path) -> Dict[str, Any]:
     """The finished run's ``last.pt`` and its seal (see :func:`seal_finished`); refused when missing or damaged."""
     try:
-        ckpt = load_checkpoint(run_dir / "last.pt")
+        ckpt = load_checkpoint(run_dir / RunDir.LAST)
     except CheckpointError as exc:
         raise _refuse(run_dir, f"its last.pt cannot be read to verify it ({exc.reason or exc})", _NEW_RUN) from None
     seal = ckpt.get("finished") if isinstance(ckpt, dict) else None
@@ -321,7 +317,7 @@ def verify_finished(
     settings, on the data of ``manifest`` and, when given, with the g's at ``generators`` (each ``None``
     skips that check).  Raises :class:`RunDirError` naming what differs."""
     seal = read_seal(run_dir)
-    for name, key in (("config.yaml", "config_sha256"), ("summary.json", "summary_sha256")):
+    for name, key in ((RunDir.CONFIG, "config_sha256"), (RunDir.SUMMARY, "summary_sha256")):
         if not (run_dir / name).is_file() or sha256_of(run_dir / name) != seal[key]:
             raise _refuse(
                 run_dir, f"its {name} is not the one the run wrote (edited or replaced after it finished)", _NEW_RUN
@@ -335,7 +331,7 @@ def verify_finished(
         _check_same_data(run_dir, seal["manifest"], manifest)
     if generators:
         _check_same_generators(run_dir, seal.get("generators") or [], generators)
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = json.loads((run_dir / RunDir.SUMMARY).read_text())
     if not isinstance(summary, dict):
         raise _refuse(run_dir, "its summary.json does not hold a run summary", _NEW_RUN)
     return summary
@@ -454,6 +450,8 @@ class RunDir:
     CONFIG, MANIFEST, ENVIRONMENT = "config.yaml", "manifest.json", "environment.json"
     LOG, SUMMARY = "log.csv", "summary.json"
     BEST, LAST, LAST_PREV = "best.pt", "last.pt", "last.prev.pt"
+    #: what a run writes before its first last.pt (a crash then leaves these and no checkpoint)
+    EARLY = (CONFIG, MANIFEST, ENVIRONMENT, "tb", LOG, BEST)
     CURVES = "curves.png"
 
     def __init__(self, path: Union[str, os.PathLike]):
